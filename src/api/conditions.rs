@@ -1,0 +1,1 @@
+//! The `Ready` condition and the reasons it carries.

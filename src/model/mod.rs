@@ -1,0 +1,9 @@
+//! Plain data shared by every layer: no Kubernetes or AWS types here.
+
+mod cidr;
+mod target;
+mod target_group;
+
+pub use cidr::Cidr;
+pub use target::*;
+pub use target_group::*;

@@ -1,0 +1,222 @@
+//! Desired targets of an ip-mode binding, from its Service port and EndpointSlices.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use crate::model::{Cidr, Target, TargetId};
+
+/// The part of a Service the planner needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceView {
+    pub type_: Option<String>,
+    pub ports: Vec<ServicePortView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicePortView {
+    pub name: Option<String>,
+    pub port: i32,
+    pub node_port: Option<i32>,
+}
+
+/// How `spec.serviceRef.port` names a Service port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl ServiceView {
+    /// A number matches `spec.ports[].port`, a name matches `spec.ports[].name`.
+    pub fn port(&self, port: &PortRef) -> Option<&ServicePortView> {
+        self.ports.iter().find(|p| match port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressFamily {
+    Ipv4,
+    Ipv6,
+    Fqdn,
+}
+
+/// The part of an EndpointSlice the planner needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceView {
+    pub family: AddressFamily,
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlicePort {
+    pub name: Option<String>,
+    pub port: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointView {
+    pub addresses: Vec<String>,
+    pub ready: Option<bool>,
+    pub terminating: Option<bool>,
+}
+
+impl EndpointView {
+    /// Ready (or unknown, which Kubernetes defines as ready) and not on its way out.
+    fn serves_traffic(&self) -> bool {
+        self.ready != Some(false) && self.terminating != Some(true)
+    }
+}
+
+/// Every `ip:port` the target group should hold for `service_port`.
+///
+/// Slices of other address families are ignored. A slice port is used when its name equals the
+/// Service port's name, or for every slice port when the Service port is unnamed (the
+/// EndpointSlice controller has already resolved named target ports to numbers).
+pub fn ip_targets(service_port: &ServicePortView, slices: &[SliceView], family: AddressFamily) -> BTreeSet<TargetId> {
+    let wanted_name = service_port.name.as_deref().filter(|n| !n.is_empty());
+    slices
+        .iter()
+        .filter(|slice| slice.family == family)
+        .flat_map(|slice| {
+            let ports = slice
+                .ports
+                .iter()
+                .filter(move |p| wanted_name.is_none() || p.name.as_deref() == wanted_name)
+                .filter_map(|p| p.port.and_then(|port| u16::try_from(port).ok()).filter(|port| *port > 0));
+            ports.flat_map(move |port| {
+                slice
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.serves_traffic())
+                    .filter_map(|e| e.addresses.first())
+                    .map(move |ip| TargetId::new(ip.clone(), port))
+            })
+        })
+        .collect()
+}
+
+/// Attaches the AvailabilityZone to send: `all` for an IP outside every CIDR of the target
+/// group's VPC (ELBv2 rejects such an IP otherwise), none when it is inside or the VPC is unknown.
+pub fn with_availability_zones(ids: BTreeSet<TargetId>, vpc_cidrs: Option<&[Cidr]>) -> BTreeSet<Target> {
+    ids.into_iter()
+        .map(|id| {
+            let outside = match (vpc_cidrs, id.id.parse::<IpAddr>()) {
+                (Some(cidrs), Ok(ip)) => !cidrs.iter().any(|c| c.contains(ip)),
+                _ => false,
+            };
+            Target { availability_zone: outside.then(|| "all".to_owned()), id }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(ip: &str, ready: Option<bool>, terminating: Option<bool>) -> EndpointView {
+        EndpointView { addresses: vec![ip.into()], ready, terminating }
+    }
+
+    fn slice(family: AddressFamily, ports: &[(Option<&str>, i32)], endpoints: Vec<EndpointView>) -> SliceView {
+        SliceView {
+            family,
+            ports: ports.iter().map(|(n, p)| SlicePort { name: n.map(str::to_owned), port: Some(*p) }).collect(),
+            endpoints,
+        }
+    }
+
+    fn port(name: Option<&str>) -> ServicePortView {
+        ServicePortView { name: name.map(str::to_owned), port: 80, node_port: None }
+    }
+
+    fn ids(list: &[(&str, u16)]) -> BTreeSet<TargetId> {
+        list.iter().map(|(ip, p)| TargetId::new(*ip, *p)).collect()
+    }
+
+    #[test]
+    fn ready_and_unset_are_registered_not_ready_and_terminating_are_not() {
+        let s = slice(
+            AddressFamily::Ipv4,
+            &[(Some("http"), 8080)],
+            vec![
+                ep("10.0.0.1", Some(true), None),
+                ep("10.0.0.2", None, None),
+                ep("10.0.0.3", Some(false), None),
+                ep("10.0.0.4", Some(false), Some(true)),
+                ep("10.0.0.5", None, Some(true)),
+            ],
+        );
+        assert_eq!(
+            ip_targets(&port(Some("http")), &[s], AddressFamily::Ipv4),
+            ids(&[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
+        );
+    }
+
+    #[test]
+    fn named_service_port_takes_only_the_matching_slice_port() {
+        let s = slice(
+            AddressFamily::Ipv4,
+            &[(Some("http"), 8080), (Some("metrics"), 9090)],
+            vec![ep("10.0.0.1", Some(true), None)],
+        );
+        assert_eq!(ip_targets(&port(Some("http")), &[s.clone()], AddressFamily::Ipv4), ids(&[("10.0.0.1", 8080)]));
+        assert_eq!(
+            ip_targets(&port(None), &[s], AddressFamily::Ipv4),
+            ids(&[("10.0.0.1", 8080), ("10.0.0.1", 9090)])
+        );
+    }
+
+    #[test]
+    fn other_families_and_bad_ports_are_ignored() {
+        let v6 = slice(AddressFamily::Ipv6, &[(None, 8080)], vec![ep("fd00::1", Some(true), None)]);
+        let v4 = slice(AddressFamily::Ipv4, &[(None, 8080), (None, 0), (None, 70000)], vec![ep("10.0.0.1", None, None)]);
+        let no_port = SliceView {
+            family: AddressFamily::Ipv4,
+            ports: vec![SlicePort { name: None, port: None }],
+            endpoints: vec![ep("10.0.0.9", None, None)],
+        };
+        let slices = [v6, v4, no_port];
+        assert_eq!(ip_targets(&port(None), &slices, AddressFamily::Ipv4), ids(&[("10.0.0.1", 8080)]));
+        assert_eq!(ip_targets(&port(None), &slices, AddressFamily::Ipv6), ids(&[("fd00::1", 8080)]));
+    }
+
+    #[test]
+    fn endpoints_across_slices_are_merged_and_deduplicated() {
+        let a = slice(AddressFamily::Ipv4, &[(None, 80)], vec![ep("10.0.0.1", None, None)]);
+        let b = slice(AddressFamily::Ipv4, &[(None, 80)], vec![ep("10.0.0.1", None, None), ep("10.0.0.2", None, None)]);
+        assert_eq!(ip_targets(&port(None), &[a, b], AddressFamily::Ipv4), ids(&[("10.0.0.1", 80), ("10.0.0.2", 80)]));
+    }
+
+    #[test]
+    fn service_port_lookup_by_number_and_name() {
+        let svc = ServiceView {
+            type_: None,
+            ports: vec![
+                ServicePortView { name: Some("http".into()), port: 80, node_port: None },
+                ServicePortView { name: Some("https".into()), port: 443, node_port: Some(30443) },
+            ],
+        };
+        assert_eq!(svc.port(&PortRef::Number(443)).map(|p| p.port), Some(443));
+        assert_eq!(svc.port(&PortRef::Name("http".into())).map(|p| p.port), Some(80));
+        assert!(svc.port(&PortRef::Number(8080)).is_none());
+        assert!(svc.port(&PortRef::Name("grpc".into())).is_none());
+    }
+
+    #[test]
+    fn outside_the_vpc_gets_az_all() {
+        let cidrs: Vec<Cidr> = vec!["10.0.0.0/16".parse().expect("cidr"), "fd00::/8".parse().expect("cidr")];
+        let targets = with_availability_zones(
+            ids(&[("10.0.1.1", 80), ("192.168.0.1", 80), ("fd00::1", 80), ("2001:db8::1", 80)]),
+            Some(&cidrs),
+        );
+        let all: Vec<String> =
+            targets.iter().filter(|t| t.availability_zone.as_deref() == Some("all")).map(|t| t.id.id.clone()).collect();
+        assert_eq!(all, vec!["192.168.0.1".to_string(), "2001:db8::1".to_string()]);
+        let unknown_vpc = with_availability_zones(ids(&[("192.168.0.1", 80)]), None);
+        assert!(unknown_vpc.iter().all(|t| t.availability_zone.is_none()));
+    }
+}

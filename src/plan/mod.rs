@@ -1,0 +1,8 @@
+//! Pure decisions: what the target group should hold and how to get there. Nothing here does I/O;
+//! every function is a function of plain data, tested exhaustively.
+
+pub mod desired;
+pub mod diff;
+pub mod guard;
+pub mod ownership;
+pub mod validate;
