@@ -1,10 +1,15 @@
 //! tgb-agent: keeps the targets of Terraform-owned AWS target groups in sync with Kubernetes.
 //!
-//! Flow: `k8s` (watch) → `index` → `plan` (pure decisions) → `aws` (apply) → status and events,
-//! orchestrated by `controller`.
+//! Flow: `k8s` watches feed the `index`; `plan` decides (pure functions); `aws` applies; the
+//! `controller` orchestrates and reports through status conditions, Events and `metrics`.
 
 pub mod api;
 pub mod aws;
+pub mod cli;
+pub mod controller;
+pub mod index;
+pub mod k8s;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod server;

@@ -1,6 +1,86 @@
-use anyhow::Context;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-fn main() -> anyhow::Result<()> {
-    print!("{}", tgb_agent::api::crd_yaml().context("rendering the CRD")?);
+use anyhow::Context;
+use clap::Parser;
+use tgb_agent::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
+use tgb_agent::cli::{Cli, Command, LogFormat, RunArgs};
+use tgb_agent::controller::{self, Settings};
+use tgb_agent::metrics::Metrics;
+use tgb_agent::server;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", tgb_agent::api::crd_yaml().context("rendering the CRD")?);
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let client = kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let sdk = tgb_agent::aws::sdk_config().await;
+    let metrics = Arc::new(Metrics::default());
+    let limits = Arc::new(RateLimits::default());
+    let target_groups = Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone());
+    let network = Ec2Network::new(&sdk, limits, metrics.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
+    let health_server = tokio::spawn(server::serve_health(args.health_addr, ready.clone()));
+    tracing::info!(cluster = %args.cluster_name, metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting");
+    let settings = Settings {
+        watch_namespace: args.watch_namespace,
+        agent_namespace: args.namespace,
+        drift_interval: args.drift_interval,
+        concurrency: args.concurrency.max(1),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    tokio::select! {
+        () = controller::run(client, target_groups, network, settings, metrics, ready, shutdown_signal()) => {}
+        result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
+        result = health_server => result.context("health server task")?.context("health server")?,
+    }
+    tracing::info!("tgb-agent stopped");
     Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing reconciles in flight");
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

@@ -10,7 +10,26 @@ pub use targetgroupbinding::*;
 pub const FINALIZER: &str = "elbv2.k8s.aws/resources";
 
 /// The CRD as YAML, exactly what `tgb-agent crd` prints and `crds/` holds.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+pub fn crd_yaml() -> Result<String, serde_json::Error> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&TargetGroupBinding::crd())
+    let mut crd = serde_json::to_value(TargetGroupBinding::crd())?;
+    drop_nulls(&mut crd);
+    // Rendering a JSON value as YAML cannot fail.
+    Ok(serde_yaml::to_string(&crd).unwrap_or_default())
+}
+
+/// Optional fields are simply absent in the reference schema: drop the `nullable` markers and
+/// `null` enum members that the schema generator adds for `Option` fields.
+fn drop_nulls(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            map.remove("nullable");
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }

@@ -85,7 +85,7 @@ pub enum TargetType {
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[allow(clippy::upper_case_acronyms)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
 pub enum TargetGroupProtocol {
     HTTP,
     HTTPS,

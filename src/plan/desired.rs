@@ -6,13 +6,13 @@ use std::net::IpAddr;
 use crate::model::{Cidr, Target, TargetId};
 
 /// The part of a Service the planner needs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceView {
     pub type_: Option<String>,
     pub ports: Vec<ServicePortView>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServicePortView {
     pub name: Option<String>,
     pub port: i32,
@@ -44,20 +44,20 @@ pub enum AddressFamily {
 }
 
 /// The part of an EndpointSlice the planner needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SliceView {
     pub family: AddressFamily,
     pub ports: Vec<SlicePort>,
     pub endpoints: Vec<EndpointView>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SlicePort {
     pub name: Option<String>,
     pub port: Option<i32>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EndpointView {
     pub addresses: Vec<String>,
     pub ready: Option<bool>,

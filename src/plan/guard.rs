@@ -1,5 +1,7 @@
 //! The mass-deregistration guard: an empty desired set must be proven before it may empty a
-//! target group, because a cache that is unsynced, relisting or erroring also looks empty.
+//! target group. A backend whose watches have not synced never reaches planning (see
+//! `index::Backend::synced`), and a relist is swapped in whole; this guard covers the rest: a
+//! cache that is wrong for any other reason also looks empty.
 
 use super::diff::TargetPlan;
 
@@ -7,19 +9,14 @@ use super::diff::TargetPlan;
 pub enum Verdict {
     /// Safe to apply as planned.
     Apply,
-    /// The inputs are not known yet: change nothing.
-    Wait,
-    /// The plan would remove every target this binding has because it wants none: confirm the
-    /// emptiness with a live read of the Service and its EndpointSlices first.
+    /// The plan would remove targets because the binding wants none: confirm the emptiness with
+    /// a live read of the Service and its EndpointSlices first.
     ConfirmEmpty,
 }
 
-/// `inputs_synced`: the watches feeding this binding have completed their initial list and are
-/// not in a relist. `confirmed_empty`: a live read already showed the backend is gone or empty.
-pub fn check(inputs_synced: bool, desired_len: usize, plan: &TargetPlan, confirmed_empty: bool) -> Verdict {
-    if !inputs_synced {
-        Verdict::Wait
-    } else if desired_len == 0 && !plan.deregister.is_empty() && !confirmed_empty {
+/// `confirmed_empty`: a live read already showed the backend is gone or has no ready endpoint.
+pub fn check(desired_len: usize, plan: &TargetPlan, confirmed_empty: bool) -> Verdict {
+    if desired_len == 0 && !plan.deregister.is_empty() && !confirmed_empty {
         Verdict::ConfirmEmpty
     } else {
         Verdict::Apply
@@ -31,31 +28,24 @@ mod tests {
     use super::*;
     use crate::model::{Target, TargetId};
 
-    fn plan(deregister: usize) -> TargetPlan {
-        TargetPlan {
-            deregister: (0..deregister).map(|i| Target::new(TargetId::new(format!("10.0.0.{i}"), 80))).collect(),
-            register: vec![],
-        }
+    fn plan(deregister: usize, register: usize) -> TargetPlan {
+        let t = |i: usize| Target::new(TargetId::new(format!("10.0.0.{i}"), 80));
+        TargetPlan { deregister: (0..deregister).map(t).collect(), register: (100..100 + register).map(t).collect() }
     }
 
     #[test]
-    fn every_combination() {
-        for synced in [false, true] {
-            for desired in [0, 3] {
-                for deregister in [0, 2] {
-                    for confirmed in [false, true] {
-                        let verdict = check(synced, desired, &plan(deregister), confirmed);
-                        let expected = if !synced {
-                            Verdict::Wait
-                        } else if desired == 0 && deregister > 0 && !confirmed {
-                            Verdict::ConfirmEmpty
-                        } else {
-                            Verdict::Apply
-                        };
-                        assert_eq!(verdict, expected, "synced={synced} desired={desired} dereg={deregister} confirmed={confirmed}");
-                    }
-                }
-            }
-        }
+    fn emptying_needs_confirmation() {
+        assert_eq!(check(0, &plan(3, 0), false), Verdict::ConfirmEmpty);
+        assert_eq!(check(0, &plan(1, 0), false), Verdict::ConfirmEmpty);
+        assert_eq!(check(0, &plan(3, 0), true), Verdict::Apply);
+    }
+
+    #[test]
+    fn ordinary_changes_apply() {
+        // Scale-down to one pod, full replacement, nothing to do, and registration only.
+        assert_eq!(check(1, &plan(5, 0), false), Verdict::Apply);
+        assert_eq!(check(4, &plan(4, 4), false), Verdict::Apply);
+        assert_eq!(check(0, &plan(0, 0), false), Verdict::Apply);
+        assert_eq!(check(2, &plan(0, 2), false), Verdict::Apply);
     }
 }

@@ -1,0 +1,126 @@
+//! The apply path: index → plan → AWS → status, for a binding that is not being deleted.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+
+use super::context::{Context, fingerprint};
+use super::error::ReconcileError;
+use super::targets::{apply_plan, siblings_of};
+use crate::api::{TargetGroupBinding, TargetType};
+use crate::aws::{Network, TargetGroups};
+use crate::index::BackendKey;
+use crate::k8s::live::{LiveBackend, read_backend};
+use crate::k8s::status::Observed;
+use crate::k8s::{finalizer, status};
+use crate::plan::desired::{ip_targets, with_availability_zones};
+use crate::plan::diff::{Ownership, plan_targets};
+use crate::plan::guard::{self, Verdict};
+use crate::plan::ownership;
+use crate::plan::validate::{check_against, check_spec};
+
+/// How soon to look again when the inputs are not known yet or a live read disagreed.
+const RECHECK_SOON: Duration = Duration::from_secs(2);
+
+pub async fn apply<T: TargetGroups, N: Network>(
+    tgb: &TargetGroupBinding,
+    ctx: &Context<T, N>,
+) -> Result<Action, ReconcileError> {
+    let namespace = tgb.namespace().unwrap_or_default();
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = tgb.uid().unwrap_or_default();
+    finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
+
+    let (tg_ref, port_ref) = check_spec(&tgb.spec)?;
+    let key = BackendKey { namespace: namespace.clone(), service: tgb.spec.service_ref.name.clone() };
+    let backend = ctx.index.track(&ObjectRef::from_obj(tgb), &key);
+    if !backend.synced() {
+        // The backend's watches wake this binding once their first list is in.
+        return Ok(Action::requeue(RECHECK_SOON));
+    }
+    let inputs = fingerprint(tgb, &backend);
+    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(&uid, inputs) {
+        return Ok(Action::requeue(until_drift_check));
+    }
+
+    let tg = ctx.target_group(&tg_ref).await?;
+    let resolved = check_against(&tgb.spec, &tg)?;
+    if resolved.target_type == TargetType::Instance {
+        return Err(ReconcileError::InstanceTargetsUnsupported);
+    }
+    let multi_cluster = tgb.spec.multi_cluster_target_group == Some(true);
+    let siblings = siblings_of(tgb, &tg.arn, &ctx.bindings.state())?;
+    let protected = ctx.wanted_by_others(&uid, &tg.arn, &siblings);
+
+    let _serialized = ctx.locks.lock(&tg.arn).await;
+    let (desired_ids, backend_problem) = match backend.service.as_ref() {
+        None => (BTreeSet::new(), Some(("ServiceNotFound", format!("Service {key} not found")))),
+        Some(service) => match service.port(&port_ref) {
+            None => (BTreeSet::new(), Some(("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}")))),
+            Some(port) => (ip_targets(port, &backend.slice_list(), resolved.family), None),
+        },
+    };
+    let cidrs = match tg.vpc_id.as_deref() {
+        Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
+        None => None,
+    };
+    let desired = with_availability_zones(desired_ids, cidrs.as_deref());
+    let current = ctx.target_groups.targets(&tg.arn).await?;
+    let owned = if multi_cluster { ctx.records.read(tgb).await? } else { None };
+    let no_record = BTreeSet::new();
+    let ownership = if multi_cluster {
+        Ownership::Shared { owned: owned.as_ref().unwrap_or(&no_record) }
+    } else {
+        Ownership::Exclusive
+    };
+    let plan = plan_targets(&desired, &current, ownership, &protected);
+
+    if guard::check(desired.len(), &plan, false) == Verdict::ConfirmEmpty {
+        let live = read_backend(&ctx.client, &key, &port_ref, resolved.family)
+            .await
+            .map_err(ReconcileError::kube("confirm the backend with a live read"))?;
+        if let LiveBackend::Targets(n) = live
+            && n > 0
+        {
+            tracing::warn!(backend = %key, live_targets = n, "watch cache shows no endpoints but the API server has some; not deregistering");
+            return Ok(Action::requeue(RECHECK_SOON));
+        }
+    }
+
+    // The record grows before RegisterTargets, so a crash can never leave a target this
+    // cluster registered outside it.
+    let record = multi_cluster.then(|| ownership::before_apply(owned.as_ref().unwrap_or(&no_record), &desired));
+    if let Some(record) = &record
+        && owned.as_ref() != Some(record)
+    {
+        ctx.records.write(tgb, &tg.arn, record).await?;
+    }
+    let applied = apply_plan(ctx, tgb, &tg.arn, &plan).await;
+    if let Some(record) = &record
+        && !applied.deregistered.is_empty()
+    {
+        ctx.records.write(tgb, &tg.arn, &ownership::after_deregister(record, &applied.deregistered)).await?;
+    }
+    applied.result?;
+
+    let desired_ids: BTreeSet<_> = desired.iter().map(|t| t.id.clone()).collect();
+    let observed = Observed {
+        ready: match backend_problem {
+            None => Ok(format!("{} targets registered in target group {}", desired.len(), tg.name)),
+            Some((reason, message)) => {
+                ctx.events.warning(tgb, reason, format!("{message}; its targets were deregistered")).await;
+                Err((reason.to_owned(), message))
+            }
+        },
+        desired: Some(desired.len()),
+        registered: Some(desired.len()),
+        target_group_arn: Some(tg.arn.clone()),
+    };
+    ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(desired.len()));
+    status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
+    let next_check = ctx.converged(&uid, inputs, &tg.arn, desired_ids);
+    Ok(Action::requeue(next_check))
+}

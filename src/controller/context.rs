@@ -1,0 +1,182 @@
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use super::locks::KeyedLocks;
+use crate::api::TargetGroupBinding;
+use crate::aws::{AwsError, Network, TargetGroups};
+use crate::index::{Backend, BackendIndex};
+use crate::k8s::events::Events;
+use crate::k8s::ownership::OwnershipRecords;
+use crate::metrics::Metrics;
+use crate::model::{Cidr, TargetGroupInfo, TargetGroupRef, TargetId};
+
+/// How long VPC CIDRs are trusted; they change only when someone associates a new block.
+const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
+
+/// Everything a reconcile needs, shared by all reconciles.
+pub struct Context<T, N> {
+    pub client: Client,
+    pub target_groups: T,
+    pub network: N,
+    pub index: Arc<BackendIndex>,
+    pub records: OwnershipRecords,
+    pub events: Events,
+    pub metrics: Arc<Metrics>,
+    pub bindings: Store<TargetGroupBinding>,
+    pub locks: KeyedLocks,
+    pub drift_interval: Duration,
+    memory: Mutex<Memory>,
+}
+
+/// What the agent remembers between reconciles. Losing it (a restart) only costs AWS calls.
+#[derive(Default)]
+struct Memory {
+    target_groups: HashMap<TargetGroupRef, (TargetGroupInfo, Instant)>,
+    vpc_cidrs: HashMap<String, (Vec<Cidr>, Instant)>,
+    /// Per binding UID: the inputs last applied successfully and when to check AWS again.
+    converged: HashMap<String, (u64, Instant)>,
+    /// Per binding UID: its target group and the targets it wants, to protect them from siblings.
+    desired: HashMap<String, (String, BTreeSet<TargetId>)>,
+    failures: HashMap<ObjectRef<TargetGroupBinding>, u32>,
+}
+
+impl<T: TargetGroups, N: Network> Context<T, N> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        target_groups: T,
+        network: N,
+        index: Arc<BackendIndex>,
+        records: OwnershipRecords,
+        events: Events,
+        metrics: Arc<Metrics>,
+        bindings: Store<TargetGroupBinding>,
+        drift_interval: Duration,
+    ) -> Self {
+        Self {
+            client,
+            target_groups,
+            network,
+            index,
+            records,
+            events,
+            metrics,
+            bindings,
+            locks: KeyedLocks::default(),
+            drift_interval,
+            memory: Mutex::default(),
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The target group, described at most once per half drift interval, so a drift check
+    /// always sees a re-created or renamed group.
+    pub async fn target_group(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
+        let ttl = self.drift_interval / 2;
+        if let Some((info, at)) = self.memory().target_groups.get(tg)
+            && at.elapsed() < ttl
+        {
+            return Ok(info.clone());
+        }
+        let result = self.target_groups.describe(tg).await;
+        let mut memory = self.memory();
+        match &result {
+            Ok(info) => {
+                memory.target_groups.insert(tg.clone(), (info.clone(), Instant::now()));
+            }
+            Err(_) => {
+                memory.target_groups.remove(tg);
+            }
+        }
+        result
+    }
+
+    pub fn forget_target_group(&self, tg: &TargetGroupRef) {
+        self.memory().target_groups.remove(tg);
+    }
+
+    pub async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<Cidr>, AwsError> {
+        if let Some((cidrs, at)) = self.memory().vpc_cidrs.get(vpc_id)
+            && at.elapsed() < VPC_CIDR_TTL
+        {
+            return Ok(cidrs.clone());
+        }
+        let cidrs = self.network.vpc_cidrs(vpc_id).await?;
+        self.memory().vpc_cidrs.insert(vpc_id.to_owned(), (cidrs.clone(), Instant::now()));
+        Ok(cidrs)
+    }
+
+    /// When the inputs are unchanged since the last successful apply and no drift check is due,
+    /// the time until that check; `None` means AWS must be consulted now.
+    pub fn unchanged_until_drift_check(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
+        let memory = self.memory();
+        let (last, next_check) = memory.converged.get(uid)?;
+        (*last == fingerprint).then(|| next_check.checked_duration_since(Instant::now())).flatten()
+    }
+
+    /// Records a successful apply; returns when the next drift check is due (jittered by ±10%
+    /// so bindings created together do not check together).
+    pub fn converged(&self, uid: &str, fingerprint: u64, arn: &str, desired: BTreeSet<TargetId>) -> Duration {
+        let after = self.drift_interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        let mut memory = self.memory();
+        memory.converged.insert(uid.to_owned(), (fingerprint, Instant::now() + after));
+        memory.desired.insert(uid.to_owned(), (arn.to_owned(), desired));
+        after
+    }
+
+    /// Forces the next reconcile of `uid` to consult AWS.
+    pub fn invalidate(&self, uid: &str) {
+        self.memory().converged.remove(uid);
+    }
+
+    pub fn forget_binding(&self, tgb: &TargetGroupBinding) {
+        let uid = tgb.uid().unwrap_or_default();
+        let mut memory = self.memory();
+        memory.converged.remove(&uid);
+        memory.desired.remove(&uid);
+        memory.failures.remove(&ObjectRef::from_obj(tgb));
+    }
+
+    /// Targets that other bindings of this cluster want in target group `arn`.
+    pub fn wanted_by_others(&self, uid: &str, arn: &str, others: &[Arc<TargetGroupBinding>]) -> BTreeSet<TargetId> {
+        let memory = self.memory();
+        others
+            .iter()
+            .filter_map(|o| o.uid())
+            .filter(|other| other != uid)
+            .filter_map(|other| memory.desired.get(&other))
+            .filter(|(their_arn, _)| their_arn == arn)
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect()
+    }
+
+    /// Counts a failure of `binding` and returns the retry delay: exponential from 1 s, capped at
+    /// 60 s, with full jitter in the upper half so retries of many bindings spread out.
+    pub fn failed(&self, binding: &ObjectRef<TargetGroupBinding>) -> Duration {
+        let mut memory = self.memory();
+        let n = memory.failures.entry(binding.clone()).or_default();
+        *n = n.saturating_add(1);
+        let base = Duration::from_secs(1u64 << (*n - 1).min(6)).min(Duration::from_secs(60));
+        base.mul_f64(0.5 + 0.5 * fastrand::f64())
+    }
+
+    pub fn succeeded(&self, binding: &ObjectRef<TargetGroupBinding>) {
+        self.memory().failures.remove(binding);
+    }
+}
+
+/// A fingerprint of everything a binding's desired state is computed from.
+pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tgb.metadata.generation.hash(&mut h);
+    backend.hash(&mut h);
+    h.finish()
+}

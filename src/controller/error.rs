@@ -1,0 +1,37 @@
+use crate::aws::AwsError;
+use crate::k8s::ownership::RecordError;
+use crate::plan::validate::InvalidBinding;
+
+/// Why a reconcile of a binding failed. Each variant has a reason for its condition and Event.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidBinding),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(transparent)]
+    OwnershipRecord(#[from] RecordError),
+    #[error("target group {arn} is already bound by {other}; several bindings may share a target group only when all of them set multiClusterTargetGroup")]
+    TargetGroupConflict { arn: String, other: String },
+    #[error("instance targets are not supported yet by this version of tgb-agent")]
+    InstanceTargetsUnsupported,
+    #[error("could not {action}: {source}")]
+    Kube { action: &'static str, source: kube::Error },
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid(e) => e.reason(),
+            Self::Aws(e) => e.reason(),
+            Self::OwnershipRecord(_) => "OwnershipRecordFailed",
+            Self::TargetGroupConflict { .. } => "TargetGroupConflict",
+            Self::InstanceTargetsUnsupported => "Unsupported",
+            Self::Kube { .. } => "KubernetesAPIError",
+        }
+    }
+
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
+    }
+}

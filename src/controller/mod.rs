@@ -1,0 +1,142 @@
+//! Reconcile orchestration: the binding watch, the backend index's wake-ups, the drift timer,
+//! and the reconcile of one binding (apply or cleanup) with its status, Events and retries.
+
+mod apply;
+mod cleanup;
+mod context;
+mod error;
+mod locks;
+mod targets;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+pub use context::Context;
+pub use error::ReconcileError;
+
+use crate::api::TargetGroupBinding;
+use crate::aws::{Network, TargetGroups};
+use crate::index::BackendIndex;
+use crate::k8s::events::Events;
+use crate::k8s::ownership::OwnershipRecords;
+use crate::k8s::status::{self, Observed};
+use crate::metrics::Metrics;
+
+/// How the controller runs.
+pub struct Settings {
+    pub watch_namespace: Option<String>,
+    pub agent_namespace: String,
+    pub drift_interval: std::time::Duration,
+    pub concurrency: u16,
+    pub instance: Option<String>,
+}
+
+/// Runs until `shutdown` resolves; reconciles in flight finish first.
+pub async fn run<T: TargetGroups, N: Network>(
+    client: Client,
+    target_groups: T,
+    network: N,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let bindings: Api<TargetGroupBinding> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let index = BackendIndex::new(client.clone(), wake_tx);
+    let controller = Controller::new(bindings, watcher::Config::default())
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    let store = controller.store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        target_groups,
+        network,
+        index,
+        OwnershipRecords::new(client.clone(), &settings.agent_namespace),
+        Events::new(client, settings.instance),
+        metrics,
+        store.clone(),
+        settings.drift_interval,
+    ));
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let wake = futures::stream::unfold(wake_rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    controller
+        .reconcile_on(wake)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile round ended with an error");
+            }
+        })
+        .await;
+}
+
+async fn reconcile<T: TargetGroups, N: Network>(
+    tgb: Arc<TargetGroupBinding>,
+    ctx: Arc<Context<T, N>>,
+) -> Result<Action, ReconcileError> {
+    let span = tracing::info_span!("reconcile", binding = %format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any()));
+    async move {
+        let started = Instant::now();
+        let deleting = tgb.metadata.deletion_timestamp.is_some();
+        let result =
+            if deleting { cleanup::cleanup(&tgb, &ctx).await } else { apply::apply(&tgb, &ctx).await };
+        match &result {
+            Ok(_) => {
+                ctx.succeeded(&ObjectRef::from_obj(tgb.as_ref()));
+                ctx.metrics.reconcile("success", started.elapsed());
+            }
+            Err(error) => {
+                let reason = if deleting { "FailedCleanup" } else { error.reason() };
+                tracing::warn!(%error, reason, "reconcile failed");
+                ctx.metrics.reconcile("error", started.elapsed());
+                ctx.metrics.reconcile_error(error.reason());
+                ctx.invalidate(&tgb.uid().unwrap_or_default());
+                report_failure(&tgb, &ctx, reason, error).await;
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Every failure shows as `Ready=False` with a reason, and as a Warning Event.
+async fn report_failure<T: TargetGroups, N: Network>(
+    tgb: &TargetGroupBinding,
+    ctx: &Context<T, N>,
+    reason: &str,
+    error: &ReconcileError,
+) {
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &tgb.namespace().unwrap_or_default());
+    let observed =
+        Observed { ready: Err((reason.to_owned(), error.to_string())), desired: None, registered: None, target_group_arn: None };
+    if let Err(e) = status::update(&api, tgb, &observed).await {
+        tracing::warn!(error = %e, "could not write the failure into the status");
+    }
+    ctx.events.warning(tgb, reason, error.to_string()).await;
+}
+
+fn error_policy<T: TargetGroups, N: Network>(
+    tgb: Arc<TargetGroupBinding>,
+    _error: &ReconcileError,
+    ctx: Arc<Context<T, N>>,
+) -> Action {
+    Action::requeue(ctx.failed(&ObjectRef::from_obj(tgb.as_ref())))
+}

@@ -1,0 +1,7 @@
+//! Thin Kubernetes adapters: status, events, the finalizer, ownership records, live reads.
+
+pub mod events;
+pub mod finalizer;
+pub mod live;
+pub mod ownership;
+pub mod status;
