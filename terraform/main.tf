@@ -82,6 +82,7 @@ resource "aws_vpc_security_group_egress_rule" "targets" {
 
 resource "aws_lb" "this" {
   #checkov:skip=CKV2_AWS_28:WAF is the caller's choice; attach an aws_wafv2_web_acl_association to the lb_arn output. An NLB cannot have one at all.
+  #checkov:skip=CKV2_AWS_20:HTTPS is optional (var.certificate_arn); when a certificate is given the HTTP listener redirects to HTTPS (see aws_lb_listener.http).
   #checkov:skip=CKV_AWS_91:Access logs need a caller-owned S3 bucket with an ELB delivery policy; they are on when var.access_logs is set.
   name                       = var.name
   load_balancer_type         = var.load_balancer_type
@@ -151,7 +152,6 @@ resource "aws_lb_target_group" "this" {
 
 resource "aws_lb_listener" "http" {
   #checkov:skip=CKV_AWS_2:The HTTPS listener is optional (var.certificate_arn). With a certificate an ALB's plain listener redirects to HTTPS; without one, plain HTTP forwarding is the point (demo, internal LBs). On an NLB it is TCP.
-  #checkov:skip=CKV2_AWS_20:Same as CKV_AWS_2: the redirect is made whenever a certificate is given.
   load_balancer_arn = aws_lb.this.arn
   port              = var.http_port
   protocol          = local.plain_protocol
