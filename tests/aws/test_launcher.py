@@ -358,7 +358,7 @@ def test_moto_api_still_works(aws: Any) -> None:
 def test_sts_and_other_accounts_work(aws: Any) -> None:
     sts = aws.moto.client("sts")
     assert sts.get_caller_identity()["Account"] == "123456789012"
-    creds = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/x", RoleSessionName="t")["Credentials"]
+    creds = sts.assume_role(RoleArn="arn:aws:iam::222222222222:role/x", RoleSessionName="launcher-test")["Credentials"]
     import boto3
 
     elb2 = boto3.client("elbv2", endpoint_url=aws.moto.url, region_name="us-east-1",
