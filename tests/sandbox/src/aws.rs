@@ -1,0 +1,120 @@
+//! AWS fixtures, created the way `terraform/` would: a VPC with two subnets, the load balancer's
+//! security group, an ALB with a listener, and target groups without targets.
+
+use anyhow::Context;
+use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
+
+use crate::Sandbox;
+
+/// What [`seed_aws`] created.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+    pub lb_security_group: String,
+    pub load_balancer_arn: String,
+    pub ip_target_group_arn: String,
+    pub instance_target_group_arn: String,
+}
+
+/// Creates the fixture; target group names are prefixed with `prefix` (short: names are ≤ 32
+/// characters). The ip group drains deregistered targets for `drain_seconds`.
+pub async fn seed_aws(sandbox: &Sandbox, prefix: &str, drain_seconds: u32) -> anyhow::Result<Fixture> {
+    let config = sandbox.aws().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+
+    let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.context("CreateVpc")?;
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).context("VPC id")?.to_owned();
+    let mut subnet_ids = Vec::new();
+    for (i, az) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.0.{i}.0/24"))
+            .availability_zone(*az)
+            .send()
+            .await
+            .context("CreateSubnet")?;
+        subnet_ids.push(subnet.subnet().and_then(|s| s.subnet_id()).context("subnet id")?.to_owned());
+    }
+    let sg = ec2
+        .create_security_group()
+        .group_name(format!("{prefix}-alb"))
+        .description("load balancer")
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .context("CreateSecurityGroup")?;
+    let lb_security_group = sg.group_id().context("SG id")?.to_owned();
+    let lb = elbv2
+        .create_load_balancer()
+        .name(format!("{prefix}-alb"))
+        .set_subnets(Some(subnet_ids.clone()))
+        .security_groups(&lb_security_group)
+        .send()
+        .await
+        .context("CreateLoadBalancer")?;
+    let load_balancer_arn =
+        lb.load_balancers().first().and_then(|l| l.load_balancer_arn()).context("LB ARN")?.to_owned();
+
+    let mut arns = Vec::new();
+    for (suffix, target_type) in [("ip", TargetTypeEnum::Ip), ("instance", TargetTypeEnum::Instance)] {
+        let tg = elbv2
+            .create_target_group()
+            .name(format!("{prefix}-{suffix}"))
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&vpc_id)
+            .target_type(target_type)
+            .send()
+            .await
+            .context("CreateTargetGroup")?;
+        let arn = tg.target_groups().first().and_then(|t| t.target_group_arn()).context("TG ARN")?.to_owned();
+        elbv2
+            .modify_target_group_attributes()
+            .target_group_arn(&arn)
+            .attributes(
+                TargetGroupAttribute::builder()
+                    .key("deregistration_delay.timeout_seconds")
+                    .value(drain_seconds.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .context("ModifyTargetGroupAttributes")?;
+        arns.push(arn);
+    }
+    elbv2
+        .create_listener()
+        .load_balancer_arn(&load_balancer_arn)
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .default_actions(Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&arns[0]).build())
+        .send()
+        .await
+        .context("CreateListener")?;
+    Ok(Fixture {
+        vpc_id,
+        subnet_ids,
+        lb_security_group,
+        load_balancer_arn,
+        ip_target_group_arn: arns[0].clone(),
+        instance_target_group_arn: arns[1].clone(),
+    })
+}
+
+/// The targets of a group as `id:port` → state, draining ones included.
+pub async fn targets(sandbox: &Sandbox, arn: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
+    let out = elbv2.describe_target_health().target_group_arn(arn).send().await.context("DescribeTargetHealth")?;
+    Ok(out
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| {
+            let t = d.target()?;
+            let state = d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_owned()).unwrap_or_default();
+            Some((format!("{}:{}", t.id()?, t.port()?), state))
+        })
+        .collect())
+}
