@@ -165,3 +165,21 @@ pub async fn warning_reasons(client: &Client, ns: &str, name: &str) -> Vec<Strin
         .filter_map(|e| e.reason)
         .collect()
 }
+
+/// A sandbox with the AWS fixture, namespace `demo`, Service `web` (port 80 `http` → 8080) and
+/// the given endpoints: the starting point of most tests.
+pub async fn world(prefix: &str, endpoints: &[Ep<'_>]) -> (Sandbox, tgb_sandbox::Fixture, Client) {
+    let sandbox = Sandbox::start().expect("sandbox");
+    let aws = tgb_sandbox::seed_aws(&sandbox, prefix, 1).await.expect("fixture");
+    let kube = sandbox.kube().await.expect("kube");
+    // The agent's own namespace, where it keeps ownership records.
+    namespace(&kube, "tgb-agent").await;
+    namespace(&kube, "demo").await;
+    service(&kube, "demo", "web", 80, "http", 8080).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, endpoints).await;
+    (sandbox, aws, kube)
+}
+
+pub fn ip_binding(arn: &str) -> serde_json::Value {
+    json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn, "targetType": "ip"})
+}

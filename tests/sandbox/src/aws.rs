@@ -118,3 +118,57 @@ pub async fn targets(sandbox: &Sandbox, arn: &str) -> anyhow::Result<std::collec
         })
         .collect())
 }
+
+/// An extra ip target group in the fixture's VPC, attached to no listener (so tests may delete it).
+pub async fn create_ip_target_group(sandbox: &Sandbox, fixture: &Fixture, name: &str) -> anyhow::Result<String> {
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
+    let tg = elbv2
+        .create_target_group()
+        .name(name)
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .vpc_id(&fixture.vpc_id)
+        .target_type(TargetTypeEnum::Ip)
+        .send()
+        .await
+        .context("CreateTargetGroup")?;
+    Ok(tg.target_groups().first().and_then(|t| t.target_group_arn()).context("TG ARN")?.to_owned())
+}
+
+/// Registers `id:port` targets directly, as another cluster or a person would.
+pub async fn register_directly(sandbox: &Sandbox, arn: &str, targets: &[(&str, i32)]) -> anyhow::Result<()> {
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
+    let targets = targets
+        .iter()
+        .map(|(id, port)| aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(*id).port(*port).build());
+    elbv2.register_targets().target_group_arn(arn).set_targets(Some(targets.collect())).send().await.context("RegisterTargets")?;
+    Ok(())
+}
+
+/// Deregisters `id:port` targets directly, as a person at the console would.
+pub async fn deregister_directly(sandbox: &Sandbox, arn: &str, targets: &[(&str, i32)]) -> anyhow::Result<()> {
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
+    let targets = targets
+        .iter()
+        .map(|(id, port)| aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(*id).port(*port).build());
+    elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(targets.collect())).send().await.context("DeregisterTargets")?;
+    Ok(())
+}
+
+/// The AvailabilityZone each target was registered with (`id:port` → AZ).
+pub async fn target_zones(sandbox: &Sandbox, arn: &str) -> anyhow::Result<std::collections::BTreeMap<String, Option<String>>> {
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
+    let out = elbv2.describe_target_health().target_group_arn(arn).send().await.context("DescribeTargetHealth")?;
+    Ok(out
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target())
+        .filter_map(|t| Some((format!("{}:{}", t.id()?, t.port()?), t.availability_zone().map(str::to_owned))))
+        .collect())
+}
+
+pub async fn delete_target_group(sandbox: &Sandbox, arn: &str) -> anyhow::Result<()> {
+    let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
+    elbv2.delete_target_group().target_group_arn(arn).send().await.context("DeleteTargetGroup")?;
+    Ok(())
+}

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, bail};
 
 pub use agent::Agent;
-pub use aws::{Fixture, seed_aws, targets};
+pub use aws::{
+    Fixture, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws, target_zones,
+    targets,
+};
 
 /// The repository root (this crate lives in `tests/sandbox`).
 pub fn repo_root() -> PathBuf {
