@@ -1,0 +1,69 @@
+//! Benchmark (run explicitly; prints figures, asserts nothing about speed):
+//!   cargo test --release --test bench_latency -- --ignored --nocapture
+//! EndpointSlice change → target registered (observed through DescribeTargetHealth, polled every
+//! 10 ms, so figures include up to 10 ms of polling and moto's own latency), AWS calls per
+//! scenario, and the agent's peak RSS. `BENCH_PACE_MS` (default 600) spaces the changes: each
+//! change costs one Register and one Deregister call and the agent allows 4 such calls per second
+//! (burst 20), so changes closer than 500 ms apart measure the rate limit, not the agent.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tgb_sandbox::Agent;
+
+const CHANGES: usize = 120;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn endpoint_change_to_registration_latency() {
+    let (sandbox, aws, kube) = world("bench", &[Ep::Ready("10.0.0.10")]).await;
+    let arn = aws.ip_target_group_arn.clone();
+    binding(&kube, "demo", "web", ip_binding(&arn)).await;
+    let agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "10m"]).expect("agent");
+    wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+
+    let pace = Duration::from_millis(std::env::var("BENCH_PACE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(600));
+    let mut latencies = Vec::with_capacity(CHANGES);
+    let calls_before = sandbox.aws_calls().await.expect("calls");
+    for i in 0..CHANGES {
+        // Each change replaces the second pod: one registration and one deregistration.
+        let ip = format!("10.0.{}.{}", 2 + i / 200, 10 + i % 200);
+        endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready(&ip)]).await;
+        let started = Instant::now();
+        let wanted = format!("{ip}:8080");
+        loop {
+            if tgb_sandbox::targets(&sandbox, &arn).await.expect("targets").get(&wanted).is_some() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "change {i} never registered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(started.elapsed());
+        tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
+    }
+    let calls_after = sandbox.aws_calls().await.expect("calls");
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "EndpointSlice change → target registered, {} changes {pace:?} apart: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    println!("AWS calls during the run (agent + the benchmark's own DescribeTargetHealth polling):");
+    for service in ["elbv2", "ec2"] {
+        for op in ["RegisterTargets", "DeregisterTargets", "DescribeTargetGroups", "DescribeVpcs"] {
+            let count = |v: &serde_json::Value| v[service][op]["total"].as_u64().unwrap_or(0);
+            let n = count(&calls_after) - count(&calls_before);
+            if n > 0 {
+                println!("  {op}: {n}");
+            }
+        }
+    }
+    println!("agent peak RSS: {} KiB", agent.peak_rss_kib().unwrap_or(0));
+}
