@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"moto_launcher: {url} did not answer within 30 s", file=sys.stderr)
                 return 1
             time.sleep(0.05)
-    if args.ready_file:
+    if args.ready_file and not stop.is_set():
         _write_ready(args.ready_file, url)
     print(f"moto_launcher: moto {moto_patches.MOTO_VERSION} ready at {url} in {time.monotonic() - t0:.2f} s "
           f"(pid {os.getpid()})", file=sys.stderr, flush=True)
