@@ -174,22 +174,20 @@ fn admit(loc: Location<'_>, name: &str, object: &mut Value, previous: Option<&Va
     }
     let Some(schema) = &rt.schema else { return Ok(Vec::new()) };
     let outcome = schema::process(schema, object);
+    let unknown: Vec<String> = outcome.pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    // Like the real decoder, strict unknown-field errors come before schema validation.
+    if opts.field_validation == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            unknown.join(", "),
+            kind = rt.kind,
+            version = rt.version
+        )));
+    }
     if !outcome.errors.is_empty() {
         return Err(ApiError::invalid(&rt.kind, &rt.group, name, &outcome.errors));
     }
-    match opts.field_validation {
-        FieldValidation::Strict if !outcome.pruned.is_empty() => {
-            let fields: Vec<String> = outcome.pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
-            Err(ApiError::bad_request(format!(
-                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-                fields.join(", "),
-                kind = rt.kind,
-                version = rt.version
-            )))
-        }
-        FieldValidation::Warn => Ok(outcome.pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect()),
-        _ => Ok(Vec::new()),
-    }
+    Ok(if opts.field_validation == FieldValidation::Warn { unknown } else { Vec::new() })
 }
 
 /// Side effects of committing an object: CRDs register their types.
