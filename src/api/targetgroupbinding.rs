@@ -1,3 +1,6 @@
+// kube-derive takes one `printcolumn(...)` attribute per column; clippy sees repeated keys.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;

@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn alone_is_fine() {
         let a = binding("a", "1", 0, false);
-        assert!(siblings_of(&a, "arn:tg", &[a.clone()]).expect("alone").is_empty());
+        assert!(siblings_of(&a, "arn:tg", std::slice::from_ref(&a)).expect("alone").is_empty());
     }
 
     #[test]

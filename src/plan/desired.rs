@@ -163,7 +163,7 @@ mod tests {
             &[(Some("http"), 8080), (Some("metrics"), 9090)],
             vec![ep("10.0.0.1", Some(true), None)],
         );
-        assert_eq!(ip_targets(&port(Some("http")), &[s.clone()], AddressFamily::Ipv4), ids(&[("10.0.0.1", 8080)]));
+        assert_eq!(ip_targets(&port(Some("http")), std::slice::from_ref(&s), AddressFamily::Ipv4), ids(&[("10.0.0.1", 8080)]));
         assert_eq!(
             ip_targets(&port(None), &[s], AddressFamily::Ipv4),
             ids(&[("10.0.0.1", 8080), ("10.0.0.1", 9090)])
