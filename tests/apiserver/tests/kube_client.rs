@@ -452,3 +452,27 @@ async fn real_targetgroupbinding_crd_accepts_the_issue_manifest() {
         err.message
     );
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events() {
+    let server = common::start().await;
+    let client = common::client(&server).await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &configmap("existing", "1")).await.unwrap();
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.expect("in time").unwrap() {
+            Some(Event::InitApply(cm)) => initial.push(cm.name_any()),
+            Some(Event::InitDone) => break,
+            Some(_) => {}
+            None => panic!("watcher ended"),
+        }
+    }
+    assert_eq!(initial, vec!["existing"]);
+    api.create(&PostParams::default(), &configmap("later", "1")).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.expect("in time").unwrap() {
+        Some(Event::Apply(cm)) => assert_eq!(cm.name_any(), "later"),
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
