@@ -54,7 +54,11 @@ pub fn groups(registry: &Registry) -> Value {
 }
 
 pub fn group(registry: &Registry, name: &str) -> Result<Value, ApiError> {
-    let group = registry.groups().into_iter().find(|g| g.name == name).ok_or_else(ApiError::path_not_found)?;
+    let group = registry
+        .groups()
+        .into_iter()
+        .find(|g| g.name == name)
+        .ok_or_else(ApiError::path_not_found)?;
     let mut doc = group_json(&group);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -77,7 +81,11 @@ fn resource_json(rt: &ResourceType) -> Vec<Value> {
     }
     let mut out = vec![main];
     for sub in rt.subresources() {
-        let verbs: &[&str] = if sub == "finalize" { &["update"] } else { &["get", "patch", "update"] };
+        let verbs: &[&str] = if sub == "finalize" {
+            &["update"]
+        } else {
+            &["get", "patch", "update"]
+        };
         out.push(json!({
             "name": format!("{}/{sub}", rt.plural),
             "singularName": "",
@@ -94,7 +102,11 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Result<
     if types.is_empty() {
         return Err(ApiError::path_not_found());
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     Ok(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",

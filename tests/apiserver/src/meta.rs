@@ -30,7 +30,12 @@ pub fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -117,7 +122,9 @@ pub fn new_uid() -> String {
 /// Five characters from the alphabet Kubernetes uses for `generateName` suffixes.
 pub fn generate_name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,7 +141,8 @@ mod tests {
 
     #[test]
     fn normalize_drops_empty() {
-        let mut obj = json!({"metadata": {"name": "a", "labels": {}, "finalizers": [], "annotations": null}});
+        let mut obj =
+            json!({"metadata": {"name": "a", "labels": {}, "finalizers": [], "annotations": null}});
         normalize(&mut obj);
         assert_eq!(obj, json!({"metadata": {"name": "a"}}));
     }

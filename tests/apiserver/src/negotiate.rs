@@ -23,14 +23,19 @@ pub enum Representation {
     /// The objects themselves.
     Full,
     /// `meta.k8s.io/<version>` `Table`.
-    Table { api_version: String, include: IncludeObject },
+    Table {
+        api_version: String,
+        include: IncludeObject,
+    },
     /// `meta.k8s.io/<version>` `PartialObjectMetadata` / `PartialObjectMetadataList`.
     Metadata { api_version: String },
 }
 
 /// Picks the first acceptable media type of the `Accept` header that the double can produce.
 pub fn negotiate(accept: Option<&str>, include_object: Option<&str>) -> Representation {
-    let Some(accept) = accept else { return Representation::Full };
+    let Some(accept) = accept else {
+        return Representation::Full;
+    };
     for media in accept.split(',') {
         let mut parts = media.split(';').map(str::trim);
         let mime = parts.next().unwrap_or_default();
@@ -53,7 +58,10 @@ pub fn negotiate(accept: Option<&str>, include_object: Option<&str>) -> Represen
         match (as_, meta_version) {
             (None, _) => return Representation::Full,
             (Some("Table"), Some(api_version)) => {
-                return Representation::Table { api_version, include: IncludeObject::parse(include_object) };
+                return Representation::Table {
+                    api_version,
+                    include: IncludeObject::parse(include_object),
+                };
             }
             (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some(api_version)) => {
                 return Representation::Metadata { api_version };
@@ -73,10 +81,22 @@ mod tests {
         let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(
             negotiate(Some(accept), None),
-            Representation::Table { api_version: "meta.k8s.io/v1".into(), include: IncludeObject::Metadata }
+            Representation::Table {
+                api_version: "meta.k8s.io/v1".into(),
+                include: IncludeObject::Metadata
+            }
         );
-        assert_eq!(negotiate(Some("application/json"), None), Representation::Full);
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf, application/json"), None), Representation::Full);
+        assert_eq!(
+            negotiate(Some("application/json"), None),
+            Representation::Full
+        );
+        assert_eq!(
+            negotiate(
+                Some("application/vnd.kubernetes.protobuf, application/json"),
+                None
+            ),
+            Representation::Full
+        );
         assert_eq!(negotiate(None, None), Representation::Full);
     }
 }

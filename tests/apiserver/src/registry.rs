@@ -47,11 +47,18 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     pub fn storage_key(&self) -> StorageKey {
-        StorageKey { group: self.group.clone(), plural: self.plural.clone() }
+        StorageKey {
+            group: self.group.clone(),
+            plural: self.plural.clone(),
+        }
     }
 
     pub fn is(&self, group: &str, plural: &str) -> bool {
@@ -59,7 +66,16 @@ impl ResourceType {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 
     /// Subresources served for this type (besides the main resource).
@@ -86,23 +102,159 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
-    Builtin { group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false, short_names: &["ns"], status: true },
-    Builtin { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false, short_names: &["no"], status: true },
-    Builtin { group: "", version: "v1", plural: "services", kind: "Service", namespaced: true, short_names: &["svc"], status: true },
-    Builtin { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true, short_names: &["po"], status: true },
-    Builtin { group: "", version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true, short_names: &["cm"], status: false },
-    Builtin { group: "", version: "v1", plural: "secrets", kind: "Secret", namespaced: true, short_names: &[], status: false },
-    Builtin { group: "", version: "v1", plural: "serviceaccounts", kind: "ServiceAccount", namespaced: true, short_names: &["sa"], status: false },
-    Builtin { group: "", version: "v1", plural: "events", kind: "Event", namespaced: true, short_names: &["ev"], status: false },
-    Builtin { group: "", version: "v1", plural: "endpoints", kind: "Endpoints", namespaced: true, short_names: &["ep"], status: false },
-    Builtin { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", kind: "EndpointSlice", namespaced: true, short_names: &[], status: false },
-    Builtin { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true, short_names: &[], status: false },
-    Builtin { group: "events.k8s.io", version: "v1", plural: "events", kind: "Event", namespaced: true, short_names: &["ev"], status: false },
-    Builtin { group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", kind: "CustomResourceDefinition", namespaced: false, short_names: &["crd", "crds"], status: true },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterroles", kind: "ClusterRole", namespaced: false, short_names: &[], status: false },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", plural: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: false, short_names: &[], status: false },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", plural: "roles", kind: "Role", namespaced: true, short_names: &[], status: false },
-    Builtin { group: "rbac.authorization.k8s.io", version: "v1", plural: "rolebindings", kind: "RoleBinding", namespaced: true, short_names: &[], status: false },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "services",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        status: true,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+        short_names: &["cm"],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        status: false,
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        kind: "Endpoints",
+        namespaced: true,
+        short_names: &["ep"],
+        status: false,
+    },
+    Builtin {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+    },
+    Builtin {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+    },
+    Builtin {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        status: false,
+    },
+    Builtin {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        status: true,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterroles",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: &[],
+        status: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "clusterrolebindings",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: &[],
+        status: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
+        status: false,
+    },
 ];
 
 fn builtin_types() -> Vec<Arc<ResourceType>> {
@@ -145,7 +297,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { builtins: builtin_types(), crds: BTreeMap::new() }
+        Registry {
+            builtins: builtin_types(),
+            crds: BTreeMap::new(),
+        }
     }
 }
 
@@ -155,16 +310,23 @@ impl Registry {
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.all().find(|rt| rt.group == group && rt.version == version && rt.plural == plural).cloned()
+        self.all()
+            .find(|rt| rt.group == group && rt.version == version && rt.plural == plural)
+            .cloned()
     }
 
     /// Any served version of a storage bucket (used to present stored objects).
     pub fn any_version(&self, key: &StorageKey) -> Option<Arc<ResourceType>> {
-        self.all().find(|rt| rt.group == key.group && rt.plural == key.plural).cloned()
+        self.all()
+            .find(|rt| rt.group == key.group && rt.plural == key.plural)
+            .cloned()
     }
 
     pub fn resources_in(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
-        self.all().filter(|rt| rt.group == group && rt.version == version).cloned().collect()
+        self.all()
+            .filter(|rt| rt.group == group && rt.version == version)
+            .cloned()
+            .collect()
     }
 
     /// Served groups (core group excluded), versions sorted by Kubernetes version priority.
@@ -185,7 +347,10 @@ impl Registry {
             .map(|name| {
                 let mut versions = groups.remove(name).unwrap_or_default();
                 versions.sort_by(|a, b| compare_versions(b, a));
-                GroupVersions { name: name.to_string(), versions }
+                GroupVersions {
+                    name: name.to_string(),
+                    versions,
+                }
             })
             .collect()
     }
@@ -195,7 +360,10 @@ impl Registry {
         if types.is_empty() {
             self.crds.remove(crd_name);
         } else {
-            self.crds.insert(crd_name.to_string(), types.into_iter().map(Arc::new).collect());
+            self.crds.insert(
+                crd_name.to_string(),
+                types.into_iter().map(Arc::new).collect(),
+            );
         }
     }
 }
@@ -234,6 +402,9 @@ mod tests {
     fn version_priority() {
         let mut v = vec!["v1alpha1", "v1beta1", "v2", "v1", "v10beta3", "foo"];
         v.sort_by(|a, b| compare_versions(b, a));
-        assert_eq!(v, vec!["v2", "v1", "v10beta3", "v1beta1", "v1alpha1", "foo"]);
+        assert_eq!(
+            v,
+            vec!["v2", "v1", "v10beta3", "v1beta1", "v1alpha1", "foo"]
+        );
     }
 }
