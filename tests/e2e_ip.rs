@@ -17,10 +17,14 @@ async fn lifecycle_create_scale_terminate_delete() {
     service(&kube, "demo", "web", 80, "http", 8080).await;
     endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.1.11")]).await;
     binding(&kube, "demo", "web", json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip"})).await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
+    let agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
 
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &["10.0.0.10:8080", "10.0.1.11:8080"]).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    let metrics = agent.metrics().expect("metrics");
+    assert!(metrics.contains("tgb_aws_calls_total{operation=\"RegisterTargets\",outcome=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("tgb_registered_targets{namespace=\"demo\",name=\"web\"} 2"), "{metrics}");
+    assert!(metrics.contains("tgb_reconciles_total{outcome=\"success\"}"), "{metrics}");
     let status = get_binding(&kube, "demo", "web").await.and_then(|b| b.status).expect("status");
     assert_eq!((status.desired_targets, status.registered_targets), (Some(2), Some(2)));
     assert!(get_binding(&kube, "demo", "web").await.expect("binding").metadata.finalizers.unwrap_or_default().contains(&"elbv2.k8s.aws/resources".to_string()));
