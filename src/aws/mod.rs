@@ -5,6 +5,7 @@ mod ec2;
 mod elbv2;
 mod error;
 mod rate_limit;
+pub mod security_groups;
 
 use std::future::Future;
 

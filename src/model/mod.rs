@@ -1,6 +1,7 @@
 //! Plain data shared by every layer: no Kubernetes or AWS types here.
 
 mod cidr;
+pub mod sg_rule;
 mod target;
 mod target_group;
 

@@ -1,0 +1,537 @@
+//! Security-group ingress rules and the ENI lookups that find which groups carry them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification, UserIdGroupPair,
+};
+
+use super::{AwsError, RateLimits};
+use crate::metrics::Metrics;
+use crate::model::sg_rule::{
+    CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleProtocol, owner_of,
+};
+
+/// Most values EC2 takes in one filter.
+const FILTER_VALUES: usize = 199;
+/// Page size for the paginated Describe calls (EC2 allows 5–1000).
+const PAGE_SIZE: i32 = 1000;
+
+/// A failed security-group call. The rule-specific outcomes are split out because the caller
+/// acts on each differently; everything else is the shared [`AwsError`].
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityGroupError {
+    /// Another writer added one of the rules since the group was read: re-read and plan again.
+    #[error("{op} on {group}: a rule already exists (another writer added it first): {message}")]
+    Duplicate { op: &'static str, group: String, message: String },
+    /// The group holds as many rules as its quota allows (60 by default).
+    #[error("{op} on {group}: the security group is at its rules quota: {message}")]
+    RulesLimitExceeded { op: &'static str, group: String, message: String },
+    /// The group, or a peer group a rule names, does not exist (the message says which).
+    #[error("{op} on {group}: security group not found: {message}")]
+    GroupNotFound { op: &'static str, group: String, message: String },
+    /// EC2 rejected a rule as malformed (e.g. a peer group id of the wrong shape or VPC).
+    #[error("{op} on {group}: invalid rule: {message}")]
+    InvalidRule { op: &'static str, group: String, message: String },
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+impl SecurityGroupError {
+    /// Low-cardinality reason for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Duplicate { .. } => "SecurityGroupRuleDuplicate",
+            Self::RulesLimitExceeded { .. } => "SecurityGroupRulesLimitExceeded",
+            Self::GroupNotFound { .. } => "SecurityGroupNotFound",
+            Self::InvalidRule { .. } => "InvalidSecurityGroupRule",
+            Self::Aws(e) => e.reason(),
+        }
+    }
+
+    /// Splits the security-group codes out of what [`AwsError::from_sdk`] left generic.
+    fn classify(group: &str, err: AwsError) -> Self {
+        let AwsError::Api { op, code, message } = err else { return Self::Aws(err) };
+        let group = group.to_owned();
+        match code.as_str() {
+            "InvalidPermission.Duplicate" => Self::Duplicate { op, group, message },
+            "RulesPerSecurityGroupLimitExceeded" => Self::RulesLimitExceeded { op, group, message },
+            "InvalidGroup.NotFound" => Self::GroupNotFound { op, group, message },
+            "InvalidGroupId.Malformed" | "InvalidPermission.Malformed" | "InvalidParameterValue"
+            | "InvalidParameterCombination" => Self::InvalidRule { op, group, message },
+            _ => Self::Aws(AwsError::Api { op, code, message }),
+        }
+    }
+
+    /// The rule or group is already gone, which is what a revoke wanted.
+    fn is_gone(&self) -> bool {
+        match self {
+            Self::GroupNotFound { .. } => true,
+            Self::Aws(AwsError::Api { code, .. }) => {
+                matches!(code.as_str(), "InvalidPermission.NotFound" | "InvalidSecurityGroupRuleId.NotFound")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The security-group operations `spec.networking` needs.
+pub trait SecurityGroups: Send + Sync + 'static {
+    /// Every ingress rule of `group` the agent can express, with its owner as seen by `cluster`.
+    /// Rules of other shapes (all protocols, ICMP, prefix lists) are left out: they never match a
+    /// planned rule and are never this agent's to revoke.
+    fn ingress_rules(
+        &self,
+        group: &str,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<ExistingRule>, SecurityGroupError>> + Send;
+
+    /// Adds `rules` to `group` in one call, tagged as `cluster`'s. EC2 applies the call whole or
+    /// not at all; [`SecurityGroupError::Duplicate`] means another writer got there first.
+    fn authorize(
+        &self,
+        group: &str,
+        rules: &[IngressRule],
+        cluster: &str,
+    ) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
+
+    /// Removes rules by id; a rule (or group) already gone counts as removed.
+    fn revoke(&self, group: &str, rule_ids: &[String]) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
+
+    /// Instance id → the security groups (with tags) of its primary network interface (device
+    /// index 0). Unknown or terminated instances are absent from the answer.
+    fn instance_enis(
+        &self,
+        instance_ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, EniGroups>, SecurityGroupError>> + Send;
+
+    /// Private IP (as given) → the network interface in `vpc_id` holding it, with its groups.
+    /// IPs no interface holds are absent from the answer.
+    fn enis_for_ips(
+        &self,
+        vpc_id: &str,
+        ips: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, EniGroups>, SecurityGroupError>> + Send;
+}
+
+/// [`SecurityGroups`] over the EC2 API. Writes share the target-write rate limit; reads the
+/// Describe one.
+#[derive(Clone)]
+pub struct Ec2SecurityGroups {
+    ec2: aws_sdk_ec2::Client,
+    limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ec2SecurityGroups {
+    pub fn new(config: &aws_config::SdkConfig, limits: Arc<RateLimits>, metrics: Arc<Metrics>) -> Self {
+        Self { ec2: aws_sdk_ec2::Client::new(config), limits, metrics }
+    }
+
+    fn record<T>(&self, op: &'static str, result: &Result<T, SecurityGroupError>) {
+        self.metrics.aws_call(op, result.as_ref().err().map_or("success", SecurityGroupError::reason));
+    }
+
+    /// Tags of each group in `ids`; a group deleted meanwhile just has none. Filtered rather than
+    /// asked for by id, so one missing group does not fail the whole lookup.
+    async fn group_tags(
+        &self,
+        ids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, SecurityGroupError> {
+        const OP: &str = "DescribeSecurityGroups";
+        let ids: Vec<String> = ids.iter().cloned().collect();
+        let mut tags = BTreeMap::new();
+        for chunk in ids.chunks(FILTER_VALUES) {
+            let mut token = None;
+            loop {
+                self.limits.describes.acquire().await;
+                let result = self
+                    .ec2
+                    .describe_security_groups()
+                    .filters(filter("group-id", chunk))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)));
+                self.record(OP, &result);
+                let out = result?;
+                for group in out.security_groups() {
+                    if let Some(id) = group.group_id() {
+                        tags.insert(id.to_owned(), tag_map(group.tags()));
+                    }
+                }
+                token = next(out.next_token());
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Attaches tags to the groups of each ENI found.
+    async fn with_tags(
+        &self,
+        found: BTreeMap<String, (String, Vec<String>)>,
+    ) -> Result<BTreeMap<String, EniGroups>, SecurityGroupError> {
+        let ids: BTreeSet<String> = found.values().flat_map(|(_, groups)| groups.iter().cloned()).collect();
+        let tags = if ids.is_empty() { BTreeMap::new() } else { self.group_tags(&ids).await? };
+        Ok(found
+            .into_iter()
+            .map(|(key, (eni_id, groups))| {
+                let groups = groups.into_iter().map(|g| (g.clone(), tags.get(&g).cloned().unwrap_or_default())).collect();
+                (key, EniGroups { eni_id, groups })
+            })
+            .collect())
+    }
+
+    async fn revoke_call(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
+        const OP: &str = "RevokeSecurityGroupIngress";
+        self.limits.target_writes.acquire().await;
+        let result = self
+            .ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(rule_ids.to_vec()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
+        self.record(OP, &result);
+        result
+    }
+}
+
+impl SecurityGroups for Ec2SecurityGroups {
+    async fn ingress_rules(&self, group: &str, cluster: &str) -> Result<Vec<ExistingRule>, SecurityGroupError> {
+        const OP: &str = "DescribeSecurityGroupRules";
+        let mut rules = Vec::new();
+        let mut token = None;
+        loop {
+            self.limits.describes.acquire().await;
+            let result = self
+                .ec2
+                .describe_security_group_rules()
+                .filters(filter("group-id", &[group.to_owned()]))
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
+            self.record(OP, &result);
+            let out = result?;
+            rules.extend(out.security_group_rules().iter().filter_map(|r| existing_rule(r, group, cluster)));
+            token = next(out.next_token());
+            if token.is_none() {
+                break;
+            }
+        }
+        rules.sort();
+        Ok(rules)
+    }
+
+    async fn authorize(&self, group: &str, rules: &[IngressRule], cluster: &str) -> Result<(), SecurityGroupError> {
+        const OP: &str = "AuthorizeSecurityGroupIngress";
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let description = format!("tgb-agent: {cluster}");
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::SecurityGroupRule)
+            .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build())
+            .tags(Tag::builder().key(MANAGED_TAG).value("true").build())
+            .build();
+        self.limits.target_writes.acquire().await;
+        let result = self
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(rules.iter().map(|r| permission(r, &description)).collect()))
+            .tag_specifications(tags)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
+        self.record(OP, &result);
+        result
+    }
+
+    async fn revoke(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        match self.revoke_call(group, rule_ids).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_gone() && rule_ids.len() > 1 => {
+                // One id already gone may have failed the whole call: retry each on its own.
+                for id in rule_ids {
+                    match self.revoke_call(group, std::slice::from_ref(id)).await {
+                        Err(e) if !e.is_gone() => return Err(e),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.is_gone() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn instance_enis(&self, instance_ids: &[String]) -> Result<BTreeMap<String, EniGroups>, SecurityGroupError> {
+        const OP: &str = "DescribeInstances";
+        let ids: Vec<String> = instance_ids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut found = BTreeMap::new();
+        for chunk in ids.chunks(FILTER_VALUES) {
+            let mut token = None;
+            loop {
+                self.limits.describes.acquire().await;
+                // Filtered, not by InstanceIds: one terminated node must not fail the lookup.
+                let result = self
+                    .ec2
+                    .describe_instances()
+                    .filters(filter("instance-id", chunk))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, &chunk.join(","), e)));
+                self.record(OP, &result);
+                let out = result?;
+                for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+                    let Some(id) = instance.instance_id() else { continue };
+                    let primary = instance
+                        .network_interfaces()
+                        .iter()
+                        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0));
+                    if let Some(eni) = primary {
+                        let groups = eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
+                        found.insert(id.to_owned(), (eni.network_interface_id().unwrap_or_default().to_owned(), groups));
+                    }
+                }
+                token = next(out.next_token());
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        self.with_tags(found).await
+    }
+
+    async fn enis_for_ips(&self, vpc_id: &str, ips: &[String]) -> Result<BTreeMap<String, EniGroups>, SecurityGroupError> {
+        const OP: &str = "DescribeNetworkInterfaces";
+        // Compare parsed addresses: EC2 may spell an IPv6 address differently from the pod.
+        let wanted: BTreeMap<IpAddr, &String> = ips.iter().filter_map(|s| Some((s.trim().parse().ok()?, s))).collect();
+        let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = wanted.keys().partition(|ip| ip.is_ipv6());
+        let mut found = BTreeMap::new();
+        for (filter_name, family) in [("addresses.private-ip-address", v4), ("ipv6-addresses.ipv6-address", v6)] {
+            let values: Vec<String> = family.iter().map(IpAddr::to_string).collect();
+            for chunk in values.chunks(FILTER_VALUES) {
+                let mut token = None;
+                loop {
+                    self.limits.describes.acquire().await;
+                    let result = self
+                        .ec2
+                        .describe_network_interfaces()
+                        .filters(filter("vpc-id", &[vpc_id.to_owned()]))
+                        .filters(filter(filter_name, chunk))
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token.take())
+                        .send()
+                        .await
+                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, vpc_id, e)));
+                    self.record(OP, &result);
+                    let out = result?;
+                    for eni in out.network_interfaces() {
+                        let groups: Vec<String> =
+                            eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
+                        let eni_id = eni.network_interface_id().unwrap_or_default();
+                        for ip in eni_addresses(eni) {
+                            if let Some(original) = wanted.get(&ip) {
+                                found.insert((*original).clone(), (eni_id.to_owned(), groups.clone()));
+                            }
+                        }
+                    }
+                    token = next(out.next_token());
+                    if token.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.with_tags(found).await
+    }
+}
+
+fn filter(name: &str, values: &[String]) -> Filter {
+    Filter::builder().name(name).set_values(Some(values.to_vec())).build()
+}
+
+fn next(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
+}
+
+/// Every private address of an interface, primary, secondary and IPv6.
+fn eni_addresses(eni: &aws_sdk_ec2::types::NetworkInterface) -> Vec<IpAddr> {
+    let v4 = eni.private_ip_address().into_iter().chain(eni.private_ip_addresses().iter().filter_map(|a| a.private_ip_address()));
+    let v6 = eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address());
+    v4.chain(v6).filter_map(|s| s.parse().ok()).collect()
+}
+
+/// An ingress rule of `group` as the planner sees it, or `None` for egress rules, other groups'
+/// rules and shapes the agent never creates.
+fn existing_rule(r: &SecurityGroupRule, group: &str, cluster: &str) -> Option<ExistingRule> {
+    if r.is_egress() != Some(false) || r.group_id().is_some_and(|g| g != group) {
+        return None;
+    }
+    let protocol = RuleProtocol::from_ec2(r.ip_protocol()?)?;
+    let from_port = u16::try_from(r.from_port()?).ok()?;
+    let to_port = u16::try_from(r.to_port()?).ok()?;
+    let peer = match (r.referenced_group_info().and_then(|g| g.group_id()), r.cidr_ipv4(), r.cidr_ipv6()) {
+        (Some(sg), None, None) => Peer::SecurityGroup(sg.to_owned()),
+        (None, Some(v4), None) => Peer::reported_cidr(v4, false),
+        (None, None, Some(v6)) => Peer::reported_cidr(v6, true),
+        _ => return None,
+    };
+    Some(ExistingRule {
+        rule_id: r.security_group_rule_id()?.to_owned(),
+        rule: IngressRule::new(protocol, from_port, to_port, peer),
+        owner: owner_of(&tag_map(r.tags()), cluster),
+    })
+}
+
+/// One EC2 permission for one rule.
+fn permission(rule: &IngressRule, description: &str) -> IpPermission {
+    let base = IpPermission::builder()
+        .ip_protocol(rule.protocol.as_ec2())
+        .from_port(i32::from(rule.from_port))
+        .to_port(i32::from(rule.to_port));
+    match &rule.peer {
+        Peer::SecurityGroup(id) => {
+            base.user_id_group_pairs(UserIdGroupPair::builder().group_id(id).description(description).build())
+        }
+        Peer::Ipv4Cidr(cidr) => base.ip_ranges(IpRange::builder().cidr_ip(cidr).description(description).build()),
+        Peer::Ipv6Cidr(cidr) => base.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(cidr).description(description).build()),
+    }
+    .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::ReferencedSecurityGroup;
+
+    use super::*;
+    use crate::model::sg_rule::RuleOwner;
+
+    fn row(id: &str) -> aws_sdk_ec2::types::builders::SecurityGroupRuleBuilder {
+        SecurityGroupRule::builder()
+            .security_group_rule_id(id)
+            .group_id("sg-target")
+            .is_egress(false)
+            .ip_protocol("tcp")
+            .from_port(8080)
+            .to_port(8080)
+    }
+
+    fn tag(k: &str, v: &str) -> Tag {
+        Tag::builder().key(k).value(v).build()
+    }
+
+    #[test]
+    fn reads_each_peer_kind_and_owner() {
+        let sg = row("sgr-1")
+            .referenced_group_info(ReferencedSecurityGroup::builder().group_id("sg-lb").user_id("123").build())
+            .tags(tag(CLUSTER_TAG, "prod"))
+            .build();
+        let got = existing_rule(&sg, "sg-target", "prod").expect("rule");
+        assert_eq!(got.rule.to_string(), "tcp 8080-8080 from sg-lb");
+        assert_eq!(got.owner, RuleOwner::ThisCluster);
+        assert_eq!(got.rule_id, "sgr-1");
+
+        let v4 = row("sgr-2").cidr_ipv4("10.0.0.0/16").build();
+        let got = existing_rule(&v4, "sg-target", "prod").expect("rule");
+        assert_eq!(got.rule.peer, Peer::Ipv4Cidr("10.0.0.0/16".into()));
+        assert_eq!(got.owner, RuleOwner::Other);
+
+        let v6 = row("sgr-3").ip_protocol("udp").cidr_ipv6("2600:1F18::/56").tags(tag(CLUSTER_TAG, "blue")).build();
+        let got = existing_rule(&v6, "sg-target", "prod").expect("rule");
+        assert_eq!(got.rule.to_string(), "udp 8080-8080 from 2600:1f18::/56");
+        assert_eq!(got.owner, RuleOwner::Other);
+    }
+
+    #[test]
+    fn skips_what_the_agent_never_manages() {
+        let skipped = [
+            row("e").is_egress(true).cidr_ipv4("0.0.0.0/0").build(),
+            row("g").group_id("sg-other").cidr_ipv4("10.0.0.0/8").build(),
+            row("all").ip_protocol("-1").from_port(-1).to_port(-1).cidr_ipv4("0.0.0.0/0").build(),
+            row("icmp").ip_protocol("icmp").cidr_ipv4("0.0.0.0/0").build(),
+            row("pl").prefix_list_id("pl-123").build(),
+            row("none").build(),
+            SecurityGroupRule::builder().group_id("sg-target").is_egress(false).cidr_ipv4("10.0.0.0/8").build(),
+        ];
+        for r in &skipped {
+            assert_eq!(existing_rule(r, "sg-target", "prod"), None, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn one_permission_per_rule_with_the_description() {
+        let p = permission(
+            &IngressRule::new(RuleProtocol::Tcp, 80, 80, Peer::SecurityGroup("sg-lb".into())),
+            "tgb-agent: prod",
+        );
+        assert_eq!((p.ip_protocol(), p.from_port(), p.to_port()), (Some("tcp"), Some(80), Some(80)));
+        assert_eq!(p.user_id_group_pairs()[0].group_id(), Some("sg-lb"));
+        assert_eq!(p.user_id_group_pairs()[0].description(), Some("tgb-agent: prod"));
+        assert!(p.ip_ranges().is_empty() && p.ipv6_ranges().is_empty());
+
+        let p = permission(&IngressRule::new(RuleProtocol::Udp, 0, 65535, Peer::Ipv6Cidr("::/0".into())), "d");
+        assert_eq!((p.ip_protocol(), p.from_port(), p.to_port()), (Some("udp"), Some(0), Some(65535)));
+        assert_eq!(p.ipv6_ranges()[0].cidr_ipv6(), Some("::/0"));
+
+        let p = permission(&IngressRule::new(RuleProtocol::Tcp, 1, 2, Peer::Ipv4Cidr("10.0.0.0/8".into())), "d");
+        assert_eq!(p.ip_ranges()[0].cidr_ip(), Some("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn classifies_rule_errors() {
+        let api = |code: &str| AwsError::Api { op: "Op", code: code.into(), message: "m".into() };
+        let reason = |code: &str| SecurityGroupError::classify("sg-1", api(code)).reason();
+        assert_eq!(reason("InvalidPermission.Duplicate"), "SecurityGroupRuleDuplicate");
+        assert_eq!(reason("RulesPerSecurityGroupLimitExceeded"), "SecurityGroupRulesLimitExceeded");
+        assert_eq!(reason("InvalidGroup.NotFound"), "SecurityGroupNotFound");
+        assert_eq!(reason("InvalidGroupId.Malformed"), "InvalidSecurityGroupRule");
+        assert_eq!(reason("Whatever"), "AWSError");
+        let throttled = AwsError::Throttled { op: "Op", message: "m".into() };
+        assert_eq!(SecurityGroupError::classify("sg-1", throttled).reason(), "Throttled");
+        assert!(SecurityGroupError::classify("sg-1", api("InvalidPermission.NotFound")).is_gone());
+        assert!(SecurityGroupError::classify("sg-1", api("InvalidSecurityGroupRuleId.NotFound")).is_gone());
+        assert!(SecurityGroupError::classify("sg-1", api("InvalidGroup.NotFound")).is_gone());
+        assert!(!SecurityGroupError::classify("sg-1", api("InvalidPermission.Duplicate")).is_gone());
+        let text = SecurityGroupError::classify("sg-1", api("RulesPerSecurityGroupLimitExceeded")).to_string();
+        assert!(text.contains("sg-1") && text.contains("quota"), "{text}");
+    }
+
+    #[test]
+    fn addresses_of_an_eni() {
+        use aws_sdk_ec2::types::{NetworkInterface, NetworkInterfaceIpv6Address, NetworkInterfacePrivateIpAddress};
+        let eni = NetworkInterface::builder()
+            .private_ip_address("10.0.0.4")
+            .private_ip_addresses(NetworkInterfacePrivateIpAddress::builder().private_ip_address("10.0.0.4").build())
+            .private_ip_addresses(NetworkInterfacePrivateIpAddress::builder().private_ip_address("10.0.0.9").build())
+            .ipv6_addresses(NetworkInterfaceIpv6Address::builder().ipv6_address("2600:1F18::0001").build())
+            .build();
+        let got: BTreeSet<IpAddr> = eni_addresses(&eni).into_iter().collect();
+        let expected: BTreeSet<IpAddr> =
+            ["10.0.0.4", "10.0.0.9", "2600:1f18::1"].iter().map(|s| s.parse().expect("ip")).collect();
+        assert_eq!(got, expected);
+    }
+}
