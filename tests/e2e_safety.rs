@@ -200,3 +200,18 @@ async fn second_exclusive_binding_on_a_group_conflicts_and_touches_nothing() {
     eventually("second gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "second").await.is_none().then_some(()) }).await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_with_only_the_shipped_rbac() {
+    // Every other test already runs the agent as its ServiceAccount under deploy/rbac.yaml. Here
+    // the agent is pointed at a namespace where that RBAC grants nothing: writing an ownership
+    // record there is refused, and the refusal is a condition, not a crash or a silent gap.
+    let (sandbox, aws, kube) = world("rbac", &[Ep::Ready("10.0.0.10")]).await;
+    let arn = aws.ip_target_group_arn.clone();
+    let mut spec = ip_binding(&arn);
+    spec["multiClusterTargetGroup"] = json!(true);
+    binding(&kube, "demo", "web", spec).await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--namespace", "demo"]).expect("agent");
+    wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordFailed").await;
+    assert!(active_targets(&sandbox, &arn).await.is_empty(), "nothing registered without an ownership record");
+}

@@ -172,8 +172,6 @@ pub async fn world(prefix: &str, endpoints: &[Ep<'_>]) -> (Sandbox, tgb_sandbox:
     let sandbox = Sandbox::start().expect("sandbox");
     let aws = tgb_sandbox::seed_aws(&sandbox, prefix, 1).await.expect("fixture");
     let kube = sandbox.kube().await.expect("kube");
-    // The agent's own namespace, where it keeps ownership records.
-    namespace(&kube, "tgb-agent").await;
     namespace(&kube, "demo").await;
     service(&kube, "demo", "web", 80, "http", 8080).await;
     endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, endpoints).await;

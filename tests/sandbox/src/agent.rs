@@ -19,8 +19,10 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Agent {
-    /// Starts `binary run` with the sandbox's environment and `extra` flags; logs go to a file
-    /// in the sandbox directory (printed when a test fails).
+    /// Starts `binary run` with the sandbox's environment and `extra` flags, as the agent's
+    /// ServiceAccount (so only the RBAC rules shipped in deploy/ apply, enforced by the API server
+    /// double) in its own namespace `tgb-system`. Logs go to a file in the sandbox directory
+    /// (printed when a test fails).
     pub fn start(binary: &Path, sandbox: &Sandbox, extra: &[&str]) -> anyhow::Result<Self> {
         let metrics_addr = format!("127.0.0.1:{}", free_port()?);
         let health_addr = format!("127.0.0.1:{}", free_port()?);
@@ -28,9 +30,11 @@ impl Agent {
         let file = std::fs::File::create(&log).context("agent log")?;
         let child = Command::new(binary)
             .arg("run")
-            .args(["--metrics-addr", &metrics_addr, "--health-addr", &health_addr, "--namespace", "tgb-agent"])
+            .args(["--metrics-addr", &metrics_addr, "--health-addr", &health_addr])
+            .args(if extra.contains(&"--namespace") { &[][..] } else { &["--namespace", "tgb-system"][..] })
             .args(extra)
             .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
             .env("RUST_LOG", "info,tgb_agent=debug")
             .stdout(Stdio::null())
             .stderr(file)

@@ -1,5 +1,6 @@
 //! AWS fixtures, created the way `terraform/` would: a VPC with two subnets, the load balancer's
-//! security group, an ALB with a listener, and target groups without targets.
+//! security group, worker-node instances in a cluster-tagged security group, an ALB with a
+//! listener, and target groups without targets.
 
 use anyhow::Context;
 use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
@@ -15,6 +16,25 @@ pub struct Fixture {
     pub load_balancer_arn: String,
     pub ip_target_group_arn: String,
     pub instance_target_group_arn: String,
+    /// The worker nodes' security group, tagged `kubernetes.io/cluster/<prefix>` = owned.
+    pub node_security_group: String,
+    /// One running instance per subnet, in the node security group: the cluster's nodes.
+    pub instances: Vec<Instance>,
+}
+
+/// A fixture instance, as a Node's `spec.providerID` would name it.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub id: String,
+    pub availability_zone: String,
+    pub private_ip: String,
+    pub primary_eni: String,
+}
+
+impl Instance {
+    pub fn provider_id(&self) -> String {
+        format!("aws:///{}/{}", self.availability_zone, self.id)
+    }
 }
 
 /// Creates the fixture; target group names are prefixed with `prefix` (short: names are ≤ 32
@@ -57,6 +77,43 @@ pub async fn seed_aws(sandbox: &Sandbox, prefix: &str, drain_seconds: u32) -> an
         .context("CreateLoadBalancer")?;
     let load_balancer_arn =
         lb.load_balancers().first().and_then(|l| l.load_balancer_arn()).context("LB ARN")?.to_owned();
+
+    let node_sg = ec2
+        .create_security_group()
+        .group_name(format!("{prefix}-nodes"))
+        .description("worker nodes")
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .context("CreateSecurityGroup (nodes)")?;
+    let node_security_group = node_sg.group_id().context("node SG id")?.to_owned();
+    ec2.create_tags()
+        .resources(&node_security_group)
+        .tags(aws_sdk_ec2::types::Tag::builder().key(format!("kubernetes.io/cluster/{prefix}")).value("owned").build())
+        .send()
+        .await
+        .context("CreateTags (node SG)")?;
+    let mut instances = Vec::new();
+    for (subnet, az) in subnet_ids.iter().zip(["us-east-1a", "us-east-1b"]) {
+        let run = ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(subnet)
+            .security_group_ids(&node_security_group)
+            .send()
+            .await
+            .context("RunInstances")?;
+        let instance = run.instances().first().context("no instance")?;
+        let eni = instance.network_interfaces().first().context("no ENI")?;
+        instances.push(Instance {
+            id: instance.instance_id().context("instance id")?.to_owned(),
+            availability_zone: az.to_owned(),
+            private_ip: instance.private_ip_address().context("private IP")?.to_owned(),
+            primary_eni: eni.network_interface_id().context("ENI id")?.to_owned(),
+        });
+    }
 
     let mut arns = Vec::new();
     for (suffix, target_type) in [("ip", TargetTypeEnum::Ip), ("instance", TargetTypeEnum::Instance)] {
@@ -101,6 +158,8 @@ pub async fn seed_aws(sandbox: &Sandbox, prefix: &str, drain_seconds: u32) -> an
         load_balancer_arn,
         ip_target_group_arn: arns[0].clone(),
         instance_target_group_arn: arns[1].clone(),
+        node_security_group,
+        instances,
     })
 }
 

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 
 pub use agent::Agent;
 pub use aws::{
-    Fixture, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws, target_zones,
+    Fixture, Instance, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws, target_zones,
     targets,
 };
 
