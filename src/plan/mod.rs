@@ -4,7 +4,6 @@
 pub mod desired;
 pub mod diff;
 pub mod guard;
-pub mod instance;
 pub mod ownership;
 pub mod sg_rules;
 pub mod validate;
