@@ -4,6 +4,7 @@
 pub mod desired;
 pub mod diff;
 pub mod guard;
+pub mod instance;
 pub mod ownership;
 pub mod sg_rules;
 pub mod validate;
