@@ -93,7 +93,8 @@ async fn rule_lifecycle_with_ownership() {
         .send()
         .await
         .expect("raw read");
-    let cidr_rule = raw.security_group_rules().iter().find(|r| r.cidr_ipv4() == Some("10.0.0.0/16")).expect("9090 rule");
+    let cidr_rule =
+        raw.security_group_rules().iter().find(|r| r.cidr_ipv4() == Some("10.0.0.0/16")).expect("9090 rule");
     assert_eq!(cidr_rule.description(), Some("tgb-agent: prod"));
     let tags: BTreeSet<(String, String)> = cidr_rule
         .tags()
@@ -232,7 +233,8 @@ async fn eni_lookups() {
     let found = groups.enis_for_ips(&fx.vpc_id, &ips).await.expect("ENIs for IPs");
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found["10.0.1.50"].eni_id, eni_id);
-    assert_eq!(found["10.0.1.50"].groups.iter().map(|(g, _)| g.clone()).collect::<Vec<_>>(), vec![fx.lb_security_group.clone()]);
+    let pod_groups: Vec<&String> = found["10.0.1.50"].groups.iter().map(|(g, _)| g).collect();
+    assert_eq!(pod_groups, vec![&fx.lb_security_group]);
     assert_eq!(found[&fx.instances[0].private_ip].eni_id, fx.instances[0].primary_eni);
     assert!(!found.contains_key("10.0.1.99"));
     assert!(groups.enis_for_ips(&fx.vpc_id, &[]).await.expect("no IPs").is_empty());

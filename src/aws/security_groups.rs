@@ -183,7 +183,8 @@ impl Ec2SecurityGroups {
         Ok(found
             .into_iter()
             .map(|(key, (eni_id, groups))| {
-                let groups = groups.into_iter().map(|g| (g.clone(), tags.get(&g).cloned().unwrap_or_default())).collect();
+                let groups =
+                    groups.into_iter().map(|g| (g.clone(), tags.get(&g).cloned().unwrap_or_default())).collect();
                 (key, EniGroups { eni_id, groups })
             })
             .collect())
@@ -309,7 +310,8 @@ impl SecurityGroups for Ec2SecurityGroups {
                         .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0));
                     if let Some(eni) = primary {
                         let groups = eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
-                        found.insert(id.to_owned(), (eni.network_interface_id().unwrap_or_default().to_owned(), groups));
+                        let eni_id = eni.network_interface_id().unwrap_or_default().to_owned();
+                        found.insert(id.to_owned(), (eni_id, groups));
                     }
                 }
                 token = next(out.next_token());
@@ -321,7 +323,11 @@ impl SecurityGroups for Ec2SecurityGroups {
         self.with_tags(found).await
     }
 
-    async fn enis_for_ips(&self, vpc_id: &str, ips: &[String]) -> Result<BTreeMap<String, EniGroups>, SecurityGroupError> {
+    async fn enis_for_ips(
+        &self,
+        vpc_id: &str,
+        ips: &[String],
+    ) -> Result<BTreeMap<String, EniGroups>, SecurityGroupError> {
         const OP: &str = "DescribeNetworkInterfaces";
         // Compare parsed addresses: EC2 may spell an IPv6 address differently from the pod.
         let wanted: BTreeMap<IpAddr, &String> = ips.iter().filter_map(|s| Some((s.trim().parse().ok()?, s))).collect();
@@ -380,7 +386,8 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
 
 /// Every private address of an interface, primary, secondary and IPv6.
 fn eni_addresses(eni: &aws_sdk_ec2::types::NetworkInterface) -> Vec<IpAddr> {
-    let v4 = eni.private_ip_address().into_iter().chain(eni.private_ip_addresses().iter().filter_map(|a| a.private_ip_address()));
+    let secondary = eni.private_ip_addresses().iter().filter_map(|a| a.private_ip_address());
+    let v4 = eni.private_ip_address().into_iter().chain(secondary);
     let v6 = eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address());
     v4.chain(v6).filter_map(|s| s.parse().ok()).collect()
 }

@@ -127,7 +127,8 @@ fn peer_of(at: &str, peer: &NetworkingPeer) -> Result<Peer, NetworkingError> {
             if well_formed {
                 Ok(Peer::SecurityGroup(id.to_ascii_lowercase()))
             } else {
-                Err(invalid(format!("{at}.securityGroup.groupID"), format!("{:?} is not a security group id", sg.group_id)))
+                let message = format!("{:?} is not a security group id", sg.group_id);
+                Err(invalid(format!("{at}.securityGroup.groupID"), message))
             }
         }
         (Some(_), Some(_)) => Err(invalid(at.to_owned(), "sets both ipBlock and securityGroup; set exactly one")),
@@ -223,7 +224,8 @@ pub fn select_group(
         [] => Err(NetworkingError::NoSecurityGroup { eni: eni_id.to_owned() }),
         [(only, _)] => Ok(only.clone()),
         many => {
-            let tagged: Vec<&String> = many.iter().filter(|(_, tags)| tags.contains_key(&key)).map(|(id, _)| id).collect();
+            let tagged: Vec<&String> =
+                many.iter().filter(|(_, tags)| tags.contains_key(&key)).map(|(id, _)| id).collect();
             match tagged.as_slice() {
                 [one] => Ok((*one).clone()),
                 _ => {
@@ -344,7 +346,8 @@ mod tests {
 
     #[test]
     fn explicit_tcp_protocol_equals_default() {
-        let a = rules_of(&net(vec![(vec![sg_peer(LB)], vec![port(Some(NetworkingProtocol::TCP), Some(IntOrString::Int(80)))])]));
+        let explicit = port(Some(NetworkingProtocol::TCP), Some(IntOrString::Int(80)));
+        let a = rules_of(&net(vec![(vec![sg_peer(LB)], vec![explicit])]));
         let b = rules_of(&net(vec![(vec![sg_peer(LB)], vec![tcp(80)])]));
         assert_eq!(a, b);
     }
@@ -382,11 +385,13 @@ mod tests {
 
     #[test]
     fn unknown_named_port_is_an_error_naming_it() {
-        let names: BTreeMap<String, BTreeSet<u16>> = [("http".to_string(), [8080].into()), ("empty".to_string(), [].into())].into();
+        let names: BTreeMap<String, BTreeSet<u16>> =
+            [("http".to_string(), [8080].into()), ("empty".to_string(), [].into())].into();
         for name in ["metrics", "empty"] {
             let err = rules_for_binding(&net(vec![(vec![sg_peer(LB)], vec![tcp(80), named(name)])]), true, &names)
                 .expect_err("unknown name");
-            assert_eq!(err, NetworkingError::NamedPortNotFound { at: "ingress[0].ports[1].port".into(), name: name.into() });
+            let at = "ingress[0].ports[1].port".to_string();
+            assert_eq!(err, NetworkingError::NamedPortNotFound { at, name: name.into() });
             assert_eq!(err.reason(), "NamedPortNotFound");
             assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
         }
@@ -395,7 +400,8 @@ mod tests {
     #[test]
     fn named_port_with_instance_targets_is_invalid() {
         let names: BTreeMap<String, BTreeSet<u16>> = [("http".to_string(), [8080].into())].into();
-        let err = rules_for_binding(&net(vec![(vec![sg_peer(LB)], vec![named("http")])]), false, &names).expect_err("instance");
+        let err = rules_for_binding(&net(vec![(vec![sg_peer(LB)], vec![named("http")])]), false, &names)
+            .expect_err("instance");
         assert_eq!(err.reason(), "InvalidNetworking");
         assert!(err.to_string().contains("targetType ip"), "{err}");
         // Numbers are fine with instance targets.
@@ -407,7 +413,10 @@ mod tests {
         let cases: Vec<(TargetGroupBindingNetworking, &str)> = vec![
             (net(vec![(vec![cidr_peer("10.0.0.0/33")], vec![])]), "ingress[0].from[0].ipBlock.cidr"),
             (net(vec![(vec![cidr_peer("10.0.0.1/8")], vec![])]), "ingress[0].from[0].ipBlock.cidr"),
-            (net(vec![(vec![sg_peer(LB)], vec![]), (vec![sg_peer("lb-sg")], vec![])]), "ingress[1].from[0].securityGroup.groupID"),
+            (
+                net(vec![(vec![sg_peer(LB)], vec![]), (vec![sg_peer("lb-sg")], vec![])]),
+                "ingress[1].from[0].securityGroup.groupID",
+            ),
             (net(vec![(vec![sg_peer("sg-")], vec![])]), "ingress[0].from[0].securityGroup.groupID"),
             (net(vec![(vec![NetworkingPeer::default()], vec![])]), "ingress[0].from[0]"),
             (
@@ -561,7 +570,9 @@ mod tests {
         let err = select_group("eni-1", &untagged, "prod").expect_err("none tagged");
         assert_eq!(err.reason(), "AmbiguousSecurityGroup");
         let text = err.to_string();
-        assert!(text.contains("eni-1") && text.contains("sg-a, sg-b") && text.contains("kubernetes.io/cluster/prod"), "{text}");
+        for part in ["eni-1", "sg-a, sg-b", "kubernetes.io/cluster/prod"] {
+            assert!(text.contains(part), "{text}");
+        }
         let both = [
             ("sg-a".to_string(), tags(&[("kubernetes.io/cluster/prod", "owned")])),
             ("sg-b".to_string(), tags(&[("kubernetes.io/cluster/prod", "shared")])),
@@ -591,7 +602,12 @@ mod tests {
         (
             prop::sample::select(vec![RuleProtocol::Tcp, RuleProtocol::Udp]),
             prop::sample::select(vec![(80u16, 80u16), (443, 443), (0, 65535)]),
-            prop::sample::select(vec![sg("sg-1"), sg("sg-2"), Peer::Ipv4Cidr("10.0.0.0/8".into()), Peer::Ipv6Cidr("::/0".into())]),
+            prop::sample::select(vec![
+                sg("sg-1"),
+                sg("sg-2"),
+                Peer::Ipv4Cidr("10.0.0.0/8".into()),
+                Peer::Ipv6Cidr("::/0".into()),
+            ]),
         )
             .prop_map(|(p, (f, t), peer)| rule(p, f, t, peer))
     }
