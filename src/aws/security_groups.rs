@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
 use super::{AwsError, RateLimits};
 use crate::metrics::Metrics;
 use crate::model::sg_rule::{
-    CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleProtocol, owner_of,
+    CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleOwner, RuleProtocol, owner_of,
 };
 
 /// Most values EC2 takes in one filter.
@@ -88,6 +88,13 @@ pub trait SecurityGroups: Send + Sync + 'static {
         group: &str,
         cluster: &str,
     ) -> impl Future<Output = Result<Vec<ExistingRule>, SecurityGroupError>> + Send;
+
+    /// Every group holding a rule tagged as `cluster`'s, in any VPC: the groups to plan even when no
+    /// binding points at them any more (the last one was deleted, or its nodes changed groups).
+    fn groups_with_rules_of(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, SecurityGroupError>> + Send;
 
     /// Adds `rules` to `group` in one call, tagged as `cluster`'s. EC2 applies the call whole or
     /// not at all; [`SecurityGroupError::Duplicate`] means another writer got there first.
@@ -233,6 +240,39 @@ impl SecurityGroups for Ec2SecurityGroups {
         }
         rules.sort();
         Ok(rules)
+    }
+
+    async fn groups_with_rules_of(&self, cluster: &str) -> Result<BTreeSet<String>, SecurityGroupError> {
+        const OP: &str = "DescribeSecurityGroupRules";
+        let mut groups = BTreeSet::new();
+        let mut token = None;
+        loop {
+            self.limits.describes.acquire().await;
+            let result = self
+                .ec2
+                .describe_security_group_rules()
+                .filters(filter(&format!("tag:{CLUSTER_TAG}"), &[cluster.to_owned()]))
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)));
+            self.record(OP, &result);
+            let out = result?;
+            // The filter is the server's; the owner check is ours, so a loose match cannot widen it.
+            groups.extend(
+                out.security_group_rules()
+                    .iter()
+                    .filter(|r| r.is_egress() == Some(false))
+                    .filter(|r| owner_of(&tag_map(r.tags()), cluster) == RuleOwner::ThisCluster)
+                    .filter_map(|r| r.group_id().map(str::to_owned)),
+            );
+            token = next(out.next_token());
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(groups)
     }
 
     async fn authorize(&self, group: &str, rules: &[IngressRule], cluster: &str) -> Result<(), SecurityGroupError> {
@@ -435,7 +475,6 @@ mod tests {
     use aws_sdk_ec2::types::ReferencedSecurityGroup;
 
     use super::*;
-    use crate::model::sg_rule::RuleOwner;
 
     fn row(id: &str) -> aws_sdk_ec2::types::builders::SecurityGroupRuleBuilder {
         SecurityGroupRule::builder()

@@ -12,11 +12,13 @@ use super::error::ReconcileError;
 use super::targets::{apply_plan, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::{Network, TargetGroups};
-use crate::index::BackendKey;
-use crate::k8s::live::{LiveBackend, read_backend};
+use crate::index::{BackendKey, selector};
+use crate::k8s::live::{LiveBackend, LiveTargets, read_backend};
+use crate::model::Target;
 use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
 use crate::plan::desired::{ip_targets, with_availability_zones};
+use crate::plan::instance::instance_targets;
 use crate::plan::diff::{Ownership, plan_targets};
 use crate::plan::guard::{self, Verdict};
 use crate::plan::ownership;
@@ -35,39 +37,71 @@ pub async fn apply<T: TargetGroups, N: Network>(
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
 
     let (tg_ref, port_ref) = check_spec(&tgb.spec)?;
+    let binding = ObjectRef::from_obj(tgb);
     let key = BackendKey { namespace: namespace.clone(), service: tgb.spec.service_ref.name.clone() };
-    let backend = ctx.index.track(&ObjectRef::from_obj(tgb), &key);
-    if !backend.synced() {
-        // The backend's watches wake this binding once their first list is in.
+    let backend = ctx.index.track(&binding, &key);
+    let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&uid))
+        .then(|| ctx.nodes.track(&binding));
+    if !backend.synced() || nodes.as_ref().is_some_and(|n| !n.synced()) {
+        // The watches wake this binding once their first list is in.
         return Ok(Action::requeue(RECHECK_SOON));
     }
-    let inputs = fingerprint(tgb, &backend);
-    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(&uid, inputs) {
+    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(&uid, fingerprint(tgb, &backend, nodes.as_ref())) {
         return Ok(Action::requeue(until_drift_check));
     }
 
     let tg = ctx.target_group(&tg_ref).await?;
     let resolved = check_against(&tgb.spec, &tg)?;
-    if resolved.target_type == TargetType::Instance {
-        return Err(ReconcileError::InstanceTargetsUnsupported);
+    let instance_mode = resolved.target_type == TargetType::Instance;
+    ctx.set_instance_mode(&uid, instance_mode);
+    if !instance_mode {
+        ctx.nodes.untrack(&binding);
+        nodes = None;
+    } else if nodes.is_none() {
+        let tracked = ctx.nodes.track(&binding);
+        if !tracked.synced() {
+            return Ok(Action::requeue(RECHECK_SOON));
+        }
+        nodes = Some(tracked);
     }
+    let inputs = fingerprint(tgb, &backend, nodes.as_ref());
+    let node_selector = match &tgb.spec.node_selector {
+        Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
+        None => None,
+    };
     let multi_cluster = tgb.spec.multi_cluster_target_group == Some(true);
     let siblings = siblings_of(tgb, &tg.arn, &ctx.bindings.state())?;
     let protected = ctx.wanted_by_others(&uid, &tg.arn, &siblings);
 
     let _serialized = ctx.locks.lock(&tg.arn).await;
-    let (desired_ids, backend_problem) = match backend.service.as_ref() {
+    let mut skipped = Vec::new();
+    let (desired, backend_problem) = match backend.service.as_ref().map(|s| (s, s.port(&port_ref))) {
         None => (BTreeSet::new(), Some(("ServiceNotFound", format!("Service {key} not found")))),
-        Some(service) => match service.port(&port_ref) {
-            None => (BTreeSet::new(), Some(("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}")))),
-            Some(port) => (ip_targets(port, &backend.slice_list(), resolved.family), None),
+        Some((_, None)) => {
+            (BTreeSet::new(), Some(("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}"))))
+        }
+        Some((service, Some(port))) => match &nodes {
+            None => {
+                let ids = ip_targets(port, &backend.slice_list(), resolved.family);
+                let cidrs = match tg.vpc_id.as_deref() {
+                    Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
+                    None => None,
+                };
+                (with_availability_zones(ids, cidrs.as_deref()), None)
+            }
+            Some(nodes) => {
+                let type_ = service.type_.clone().unwrap_or_else(|| "ClusterIP".to_owned());
+                let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+                let node_port = match (type_.as_str(), node_port) {
+                    ("NodePort" | "LoadBalancer", Some(node_port)) => node_port,
+                    _ => return Err(ReconcileError::InvalidServiceType { service: key.to_string(), type_ }),
+                };
+                let found = instance_targets(&nodes.list(), node_selector.as_ref(), node_port);
+                skipped = found.skipped;
+                (found.targets.into_iter().map(Target::new).collect(), None)
+            }
         },
     };
-    let cidrs = match tg.vpc_id.as_deref() {
-        Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
-        None => None,
-    };
-    let desired = with_availability_zones(desired_ids, cidrs.as_deref());
     let current = ctx.target_groups.targets(&tg.arn).await?;
     let owned = if multi_cluster { ctx.records.read(tgb).await? } else { None };
     let no_record = BTreeSet::new();
@@ -79,7 +113,8 @@ pub async fn apply<T: TargetGroups, N: Network>(
     let plan = plan_targets(&desired, &current, ownership, &protected);
 
     if guard::check(desired.len(), &plan, false) == Verdict::ConfirmEmpty {
-        let live = read_backend(&ctx.client, &key, &port_ref, resolved.family)
+        let how = if instance_mode { LiveTargets::Instance(node_selector.as_ref()) } else { LiveTargets::Ip(resolved.family) };
+        let live = read_backend(&ctx.client, &key, &port_ref, how)
             .await
             .map_err(ReconcileError::kube("confirm the backend with a live read"))?;
         if let LiveBackend::Targets(n) = live
@@ -109,7 +144,13 @@ pub async fn apply<T: TargetGroups, N: Network>(
     let desired_ids: BTreeSet<_> = desired.iter().map(|t| t.id.clone()).collect();
     let observed = Observed {
         ready: match backend_problem {
-            None => Ok(format!("{} targets registered in target group {}", desired.len(), tg.name)),
+            None if skipped.is_empty() => Ok(format!("{} targets registered in target group {}", desired.len(), tg.name)),
+            None => {
+                let nodes: Vec<String> = skipped.iter().map(|s| format!("{} {}", s.node, s.reason)).collect();
+                let message = format!("skipped nodes: {}", nodes.join("; "));
+                ctx.events.warning(tgb, "NodeSkipped", message.clone()).await;
+                Ok(format!("{} targets registered in target group {}; {message}", desired.len(), tg.name))
+            }
             Some((reason, message)) => {
                 ctx.events.warning(tgb, reason, format!("{message}; its targets were deregistered")).await;
                 Err((reason.to_owned(), message))

@@ -35,6 +35,7 @@ pub async fn cleanup<T: TargetGroups, N: Network>(
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
     ctx.index.untrack(&ObjectRef::from_obj(tgb));
+    ctx.nodes.untrack(&ObjectRef::from_obj(tgb));
     ctx.metrics.registered_targets(&tgb.namespace().unwrap_or_default(), &tgb.name_any(), None);
     ctx.forget_binding(tgb);
     Ok(Action::await_change())

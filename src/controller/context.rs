@@ -9,7 +9,7 @@ use kube::{Client, ResourceExt};
 use super::locks::KeyedLocks;
 use crate::api::TargetGroupBinding;
 use crate::aws::{AwsError, Network, TargetGroups};
-use crate::index::{Backend, BackendIndex};
+use crate::index::{Backend, BackendIndex, NodeIndex, Nodes};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
 use crate::metrics::Metrics;
@@ -24,6 +24,7 @@ pub struct Context<T, N> {
     pub target_groups: T,
     pub network: N,
     pub index: Arc<BackendIndex>,
+    pub nodes: Arc<NodeIndex>,
     pub records: OwnershipRecords,
     pub events: Events,
     pub metrics: Arc<Metrics>,
@@ -43,6 +44,8 @@ struct Memory {
     /// Per binding UID: its target group and the targets it wants, to protect them from siblings.
     desired: HashMap<String, (String, BTreeSet<TargetId>)>,
     failures: HashMap<ObjectRef<TargetGroupBinding>, u32>,
+    /// Binding UIDs last resolved to instance targets (their inputs include the nodes).
+    instance_mode: std::collections::HashSet<String>,
 }
 
 impl<T: TargetGroups, N: Network> Context<T, N> {
@@ -52,6 +55,7 @@ impl<T: TargetGroups, N: Network> Context<T, N> {
         target_groups: T,
         network: N,
         index: Arc<BackendIndex>,
+        nodes: Arc<NodeIndex>,
         records: OwnershipRecords,
         events: Events,
         metrics: Arc<Metrics>,
@@ -63,6 +67,7 @@ impl<T: TargetGroups, N: Network> Context<T, N> {
             target_groups,
             network,
             index,
+            nodes,
             records,
             events,
             metrics,
@@ -137,11 +142,26 @@ impl<T: TargetGroups, N: Network> Context<T, N> {
         self.memory().converged.remove(uid);
     }
 
+    /// Whether the binding was last resolved to instance targets.
+    pub fn was_instance_mode(&self, uid: &str) -> bool {
+        self.memory().instance_mode.contains(uid)
+    }
+
+    pub fn set_instance_mode(&self, uid: &str, instance: bool) {
+        let mut memory = self.memory();
+        if instance {
+            memory.instance_mode.insert(uid.to_owned());
+        } else {
+            memory.instance_mode.remove(uid);
+        }
+    }
+
     pub fn forget_binding(&self, tgb: &TargetGroupBinding) {
         let uid = tgb.uid().unwrap_or_default();
         let mut memory = self.memory();
         memory.converged.remove(&uid);
         memory.desired.remove(&uid);
+        memory.instance_mode.remove(&uid);
         memory.failures.remove(&ObjectRef::from_obj(tgb));
     }
 
@@ -174,9 +194,10 @@ impl<T: TargetGroups, N: Network> Context<T, N> {
 }
 
 /// A fingerprint of everything a binding's desired state is computed from.
-pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend) -> u64 {
+pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&Nodes>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     tgb.metadata.generation.hash(&mut h);
     backend.hash(&mut h);
+    nodes.hash(&mut h);
     h.finish()
 }

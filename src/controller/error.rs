@@ -13,8 +13,10 @@ pub enum ReconcileError {
     OwnershipRecord(#[from] RecordError),
     #[error("target group {arn} is already bound by {other}; several bindings may share a target group only when all of them set multiClusterTargetGroup")]
     TargetGroupConflict { arn: String, other: String },
-    #[error("instance targets are not supported yet by this version of tgb-agent")]
-    InstanceTargetsUnsupported,
+    #[error("Service {service} is of type {type_}; instance targets need a NodePort or LoadBalancer Service with a nodePort")]
+    InvalidServiceType { service: String, type_: String },
+    #[error("{0}")]
+    InvalidNodeSelector(String),
     #[error("could not {action}: {source}")]
     Kube { action: &'static str, source: kube::Error },
 }
@@ -26,7 +28,8 @@ impl ReconcileError {
             Self::Aws(e) => e.reason(),
             Self::OwnershipRecord(_) => "OwnershipRecordFailed",
             Self::TargetGroupConflict { .. } => "TargetGroupConflict",
-            Self::InstanceTargetsUnsupported => "Unsupported",
+            Self::InvalidServiceType { .. } => "InvalidServiceType",
+            Self::InvalidNodeSelector(_) => "InvalidSpec",
             Self::Kube { .. } => "KubernetesAPIError",
         }
     }

@@ -24,7 +24,7 @@ pub use error::ReconcileError;
 
 use crate::api::TargetGroupBinding;
 use crate::aws::{Network, TargetGroups};
-use crate::index::BackendIndex;
+use crate::index::{BackendIndex, NodeIndex};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
 use crate::k8s::status::{self, Observed};
@@ -54,7 +54,8 @@ pub async fn run<T: TargetGroups, N: Network>(
         None => Api::all(client.clone()),
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    let index = BackendIndex::new(client.clone(), wake_tx);
+    let index = BackendIndex::new(client.clone(), wake_tx.clone());
+    let nodes = NodeIndex::new(client.clone(), wake_tx);
     let controller = Controller::new(bindings, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
@@ -63,6 +64,7 @@ pub async fn run<T: TargetGroups, N: Network>(
         target_groups,
         network,
         index,
+        nodes,
         OwnershipRecords::new(client.clone(), &settings.agent_namespace),
         Events::new(client, settings.instance),
         metrics,
