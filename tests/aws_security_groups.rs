@@ -136,6 +136,10 @@ async fn rule_lifecycle_with_ownership() {
     .into();
     assert_eq!(remaining, expected);
     assert!(plan_group(node, &desired, &after, &BTreeSet::new()).is_empty());
+    // Groups to garbage-collect: only where this cluster has rules, found by tag.
+    assert_eq!(groups.groups_with_rules_of(CLUSTER).await.expect("by tag"), [node.to_string()].into());
+    assert_eq!(groups.groups_with_rules_of("blue").await.expect("by tag"), [node.to_string()].into());
+    assert!(groups.groups_with_rules_of("green").await.expect("by tag").is_empty());
     // Another cluster's agent sees our rule as someone else's.
     let blue = groups.ingress_rules(node, "blue").await.expect("read as blue");
     assert_eq!(blue.iter().filter(|r| r.owner == RuleOwner::ThisCluster).count(), 1);
