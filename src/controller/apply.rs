@@ -12,17 +12,19 @@ use super::error::ReconcileError;
 use super::targets::{apply_plan, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::{Network, TargetGroups};
-use crate::index::{BackendKey, selector};
+use crate::index::{Backend, BackendKey, Nodes, selector};
 use crate::k8s::live::{LiveBackend, LiveTargets, read_backend};
 use crate::model::Target;
 use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
 use crate::plan::desired::{ip_targets, with_availability_zones};
-use crate::plan::instance::instance_targets;
+use crate::plan::desired::PortRef;
+use crate::plan::instance::{Selector, SkippedNode, instance_targets};
 use crate::plan::diff::{Ownership, plan_targets};
 use crate::plan::guard::{self, Verdict};
 use crate::plan::ownership;
-use crate::plan::validate::{check_against, check_spec};
+use crate::model::TargetGroupInfo;
+use crate::plan::validate::{Resolved, check_against, check_spec};
 
 /// How soon to look again when the inputs are not known yet or a live read disagreed.
 const RECHECK_SOON: Duration = Duration::from_secs(2);
@@ -74,34 +76,8 @@ pub async fn apply<T: TargetGroups, N: Network>(
     let protected = ctx.wanted_by_others(&uid, &tg.arn, &siblings);
 
     let _serialized = ctx.locks.lock(&tg.arn).await;
-    let mut skipped = Vec::new();
-    let (desired, backend_problem) = match backend.service.as_ref().map(|s| (s, s.port(&port_ref))) {
-        None => (BTreeSet::new(), Some(("ServiceNotFound", format!("Service {key} not found")))),
-        Some((_, None)) => {
-            (BTreeSet::new(), Some(("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}"))))
-        }
-        Some((service, Some(port))) => match &nodes {
-            None => {
-                let ids = ip_targets(port, &backend.slice_list(), resolved.family);
-                let cidrs = match tg.vpc_id.as_deref() {
-                    Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
-                    None => None,
-                };
-                (with_availability_zones(ids, cidrs.as_deref()), None)
-            }
-            Some(nodes) => {
-                let type_ = service.type_.clone().unwrap_or_else(|| "ClusterIP".to_owned());
-                let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
-                let node_port = match (type_.as_str(), node_port) {
-                    ("NodePort" | "LoadBalancer", Some(node_port)) => node_port,
-                    _ => return Err(ReconcileError::InvalidServiceType { service: key.to_string(), type_ }),
-                };
-                let found = instance_targets(&nodes.list(), node_selector.as_ref(), node_port);
-                skipped = found.skipped;
-                (found.targets.into_iter().map(Target::new).collect(), None)
-            }
-        },
-    };
+    let Desired { targets: desired, problem: backend_problem, skipped } =
+        desired_targets(ctx, &backend, &key, &port_ref, &tg, &resolved, nodes.as_ref(), node_selector.as_ref()).await?;
     let current = ctx.target_groups.targets(&tg.arn).await?;
     let owned = if multi_cluster { ctx.records.read(tgb).await? } else { None };
     let no_record = BTreeSet::new();
@@ -164,4 +140,49 @@ pub async fn apply<T: TargetGroups, N: Network>(
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
     let next_check = ctx.converged(&uid, inputs, &tg.arn, desired_ids);
     Ok(Action::requeue(next_check))
+}
+
+/// The targets a binding wants, or why its backend cannot supply any.
+struct Desired {
+    targets: BTreeSet<Target>,
+    /// The Service or its port is missing: the group is emptied and the condition says why.
+    problem: Option<(&'static str, String)>,
+    /// Instance mode: nodes left out because no instance could be found for them.
+    skipped: Vec<SkippedNode>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn desired_targets<T: TargetGroups, N: Network>(
+    ctx: &Context<T, N>,
+    backend: &Backend,
+    key: &BackendKey,
+    port_ref: &PortRef,
+    tg: &TargetGroupInfo,
+    resolved: &Resolved,
+    nodes: Option<&Nodes>,
+    node_selector: Option<&Selector>,
+) -> Result<Desired, ReconcileError> {
+    let gone = |reason, message| Desired { targets: BTreeSet::new(), problem: Some((reason, message)), skipped: vec![] };
+    let Some(service) = backend.service.as_ref() else {
+        return Ok(gone("ServiceNotFound", format!("Service {key} not found")));
+    };
+    let Some(port) = service.port(port_ref) else {
+        return Ok(gone("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}")));
+    };
+    let Some(nodes) = nodes else {
+        let ids = ip_targets(port, &backend.slice_list(), resolved.family);
+        let cidrs = match tg.vpc_id.as_deref() {
+            Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
+            None => None,
+        };
+        return Ok(Desired { targets: with_availability_zones(ids, cidrs.as_deref()), problem: None, skipped: vec![] });
+    };
+    let type_ = service.type_.clone().unwrap_or_else(|| "ClusterIP".to_owned());
+    let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+    let node_port = match (type_.as_str(), node_port) {
+        ("NodePort" | "LoadBalancer", Some(node_port)) => node_port,
+        _ => return Err(ReconcileError::InvalidServiceType { service: key.to_string(), type_ }),
+    };
+    let found = instance_targets(&nodes.list(), node_selector, node_port);
+    Ok(Desired { targets: found.targets.into_iter().map(Target::new).collect(), problem: None, skipped: found.skipped })
 }

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
-use crate::aws::{MAX_TARGETS_PER_CALL, Network, TargetGroups};
+use crate::aws::{AwsError, MAX_TARGETS_PER_CALL, Network, TargetGroups};
 use crate::model::Target;
 use crate::plan::diff::TargetPlan;
 
@@ -17,33 +17,44 @@ pub struct Applied {
     pub result: Result<(), ReconcileError>,
 }
 
-/// Deregisters, then registers, in batches of at most [`MAX_TARGETS_PER_CALL`]; stops at the
-/// first failure and reports what was done before it.
+/// Applies a plan to a target group and reports it (metrics, log, Events).
 pub async fn apply_plan<T: TargetGroups, N: Network>(
     ctx: &Context<T, N>,
     tgb: &TargetGroupBinding,
     arn: &str,
     plan: &TargetPlan,
 ) -> Applied {
-    let mut deregistered = Vec::new();
+    let done = execute(&ctx.target_groups, arn, plan).await;
+    report(ctx, tgb, "Deregistered", &done.deregistered, arn).await;
+    report(ctx, tgb, "Registered", &done.registered, arn).await;
+    Applied { deregistered: done.deregistered, result: done.error.map_or(Ok(()), |e| Err(e.into())) }
+}
+
+struct Executed {
+    deregistered: Vec<Target>,
+    registered: Vec<Target>,
+    error: Option<AwsError>,
+}
+
+/// Deregisters, then registers, in batches of at most [`MAX_TARGETS_PER_CALL`]; stops at the
+/// first failure and says what was done before it.
+async fn execute<T: TargetGroups>(target_groups: &T, arn: &str, plan: &TargetPlan) -> Executed {
+    let mut done = Executed { deregistered: Vec::new(), registered: Vec::new(), error: None };
     for batch in plan.deregister.chunks(MAX_TARGETS_PER_CALL) {
-        if let Err(e) = ctx.target_groups.deregister(arn, batch).await {
-            report(ctx, tgb, "Deregistered", &deregistered, arn).await;
-            return Applied { deregistered, result: Err(e.into()) };
+        if let Err(e) = target_groups.deregister(arn, batch).await {
+            done.error = Some(e);
+            return done;
         }
-        deregistered.extend_from_slice(batch);
+        done.deregistered.extend_from_slice(batch);
     }
-    report(ctx, tgb, "Deregistered", &deregistered, arn).await;
-    let mut registered = Vec::new();
     for batch in plan.register.chunks(MAX_TARGETS_PER_CALL) {
-        if let Err(e) = ctx.target_groups.register(arn, batch).await {
-            report(ctx, tgb, "Registered", &registered, arn).await;
-            return Applied { deregistered, result: Err(e.into()) };
+        if let Err(e) = target_groups.register(arn, batch).await {
+            done.error = Some(e);
+            return done;
         }
-        registered.extend_from_slice(batch);
+        done.registered.extend_from_slice(batch);
     }
-    report(ctx, tgb, "Registered", &registered, arn).await;
-    Applied { deregistered, result: Ok(()) }
+    done
 }
 
 async fn report<T: TargetGroups, N: Network>(
@@ -98,6 +109,85 @@ pub fn siblings_of(
             other: format!("{}/{}", oldest.namespace().unwrap_or_default(), oldest.name_any()),
         }),
         _ => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod execute_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::{RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetId};
+
+    /// Records every write; fails the call numbered `fail_at` (0-based) with throttling.
+    #[derive(Default)]
+    struct FakeTargetGroups {
+        calls: Mutex<Vec<(&'static str, usize)>>,
+        fail_at: Option<usize>,
+    }
+
+    impl FakeTargetGroups {
+        fn write(&self, op: &'static str, n: usize) -> Result<(), AwsError> {
+            let mut calls = self.calls.lock().expect("fake lock");
+            let index = calls.len();
+            calls.push((op, n));
+            if self.fail_at == Some(index) {
+                return Err(AwsError::Throttled { op, message: "slow down".into() });
+            }
+            Ok(())
+        }
+    }
+
+    impl TargetGroups for FakeTargetGroups {
+        async fn describe(&self, _: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
+            unreachable!("execute only writes")
+        }
+        async fn targets(&self, _: &str) -> Result<Vec<RegisteredTarget>, AwsError> {
+            unreachable!("execute only writes")
+        }
+        async fn register(&self, _: &str, targets: &[Target]) -> Result<(), AwsError> {
+            self.write("register", targets.len())
+        }
+        async fn deregister(&self, _: &str, targets: &[Target]) -> Result<(), AwsError> {
+            self.write("deregister", targets.len())
+        }
+    }
+
+    fn targets(n: usize, base: usize) -> Vec<Target> {
+        (0..n).map(|i| Target::new(TargetId::new(format!("10.{}.{}.{}", base, i / 250, i % 250), 80))).collect()
+    }
+
+    #[tokio::test]
+    async fn deregisters_first_then_registers_in_batches_of_200() {
+        let fake = FakeTargetGroups::default();
+        let plan = TargetPlan { deregister: targets(450, 1), register: targets(201, 2) };
+        let done = execute(&fake, "arn", &plan).await;
+        assert!(done.error.is_none());
+        assert_eq!((done.deregistered.len(), done.registered.len()), (450, 201));
+        let calls = fake.calls.lock().expect("fake lock").clone();
+        assert_eq!(
+            calls,
+            vec![("deregister", 200), ("deregister", 200), ("deregister", 50), ("register", 200), ("register", 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_first_failure_and_reports_what_was_done() {
+        let fake = FakeTargetGroups { fail_at: Some(1), ..Default::default() };
+        let plan = TargetPlan { deregister: targets(300, 1), register: targets(5, 2) };
+        let done = execute(&fake, "arn", &plan).await;
+        assert_eq!(done.error.as_ref().map(AwsError::reason), Some("Throttled"));
+        assert_eq!(done.deregistered.len(), 200, "the first batch went through");
+        assert!(done.registered.is_empty(), "nothing is registered after a failed deregistration");
+        assert_eq!(fake.calls.lock().expect("fake lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_plan_makes_no_call() {
+        let fake = FakeTargetGroups::default();
+        let done = execute(&fake, "arn", &TargetPlan::default()).await;
+        assert!(done.error.is_none());
+        assert!(fake.calls.lock().expect("fake lock").is_empty());
     }
 }
 
