@@ -67,3 +67,48 @@ async fn endpoint_change_to_registration_latency() {
     }
     println!("agent peak RSS: {} KiB", agent.peak_rss_kib().unwrap_or(0));
 }
+
+/// AWS calls the agent makes per scenario, from the emulator's counters (the test reads targets
+/// only through the emulator's own counters here, so every counted call is the agent's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn aws_calls_per_scenario() {
+    let (sandbox, aws, kube) = world("calls", &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    let arn = aws.ip_target_group_arn.clone();
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "3s"]).expect("agent");
+    let mut last = sandbox.aws_calls().await.expect("calls");
+    let mut report = |name: &str, now: serde_json::Value| {
+        let mut parts = Vec::new();
+        for (service, ops) in now.as_object().into_iter().flatten() {
+            for (op, entry) in ops.as_object().into_iter().flatten() {
+                let n = entry["total"].as_u64().unwrap_or(0) - last[service][op]["total"].as_u64().unwrap_or(0);
+                if n > 0 {
+                    parts.push(format!("{op} {n}"));
+                }
+            }
+        }
+        println!("{name}: {}", if parts.is_empty() { "no AWS call".to_string() } else { parts.join(", ") });
+        last = now;
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(700));
+
+    binding(&kube, "demo", "web", ip_binding(&arn)).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    settle().await;
+    report("create a binding with 2 endpoints", sandbox.aws_calls().await.expect("calls"));
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11"), Ep::Ready("10.0.0.12")]).await;
+    settle().await;
+    report("scale up by one", sandbox.aws_calls().await.expect("calls"));
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    settle().await;
+    report("scale down by one", sandbox.aws_calls().await.expect("calls"));
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    settle().await;
+    report("an EndpointSlice update that changes nothing", sandbox.aws_calls().await.expect("calls"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    report("one drift check with nothing to repair (3 s interval)", sandbox.aws_calls().await.expect("calls"));
+    delete_binding(&kube, "demo", "web").await;
+    eventually("binding gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "web").await.is_none().then_some(()) }).await;
+    settle().await;
+    report("delete the binding", sandbox.aws_calls().await.expect("calls"));
+}

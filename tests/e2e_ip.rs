@@ -17,7 +17,7 @@ async fn lifecycle_create_scale_terminate_delete() {
     service(&kube, "demo", "web", 80, "http", 8080).await;
     endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.1.11")]).await;
     binding(&kube, "demo", "web", json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip"})).await;
-    let agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
+    let mut agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
 
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &["10.0.0.10:8080", "10.0.1.11:8080"]).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
@@ -43,6 +43,10 @@ async fn lifecycle_create_scale_terminate_delete() {
     delete_binding(&kube, "demo", "web").await;
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &[]).await;
     eventually("binding gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "web").await.is_none().then_some(()) }).await;
+
+    // SIGTERM: a clean exit.
+    let status = agent.terminate().expect("terminate");
+    assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
