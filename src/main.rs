@@ -3,9 +3,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Parser;
+use tgb_agent::aws::security_groups::Ec2SecurityGroups;
 use tgb_agent::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
 use tgb_agent::cli::{Cli, Command, LogFormat, RunArgs};
-use tgb_agent::controller::{self, Settings};
+use tgb_agent::controller::{self, AwsPorts, Settings};
 use tgb_agent::metrics::Metrics;
 use tgb_agent::server;
 
@@ -27,13 +28,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(RateLimits::default());
     let target_groups = Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone());
-    let network = Ec2Network::new(&sdk, limits, metrics.clone());
+    let network = Ec2Network::new(&sdk, limits.clone(), metrics.clone());
+    let security_groups = Ec2SecurityGroups::new(&sdk, limits, metrics.clone());
     let ready = Arc::new(AtomicBool::new(false));
 
     let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
     let health_server = tokio::spawn(server::serve_health(args.health_addr, ready.clone()));
     tracing::info!(cluster = %args.cluster_name, metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting");
     let settings = Settings {
+        cluster_name: args.cluster_name.clone(),
         watch_namespace: args.watch_namespace,
         agent_namespace: args.namespace,
         drift_interval: args.drift_interval,
@@ -41,7 +44,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     tokio::select! {
-        () = controller::run(client, target_groups, network, settings, metrics, ready, shutdown_signal()) => {}
+        () = controller::run(client, AwsPorts { target_groups, network, security_groups }, settings, metrics, ready, shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
         result = health_server => result.context("health server task")?.context("health server")?,
     }

@@ -9,8 +9,10 @@ use kube::{Api, ResourceExt};
 
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
+use super::networking;
 use super::targets::{apply_plan, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
+use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{Backend, BackendKey, Nodes, selector};
 use crate::k8s::live::{LiveBackend, LiveTargets, read_backend};
@@ -29,9 +31,9 @@ use crate::plan::validate::{Resolved, check_against, check_spec};
 /// How soon to look again when the inputs are not known yet or a live read disagreed.
 const RECHECK_SOON: Duration = Duration::from_secs(2);
 
-pub async fn apply<T: TargetGroups, N: Network>(
+pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
-    ctx: &Context<T, N>,
+    ctx: &Context<T, N, S>,
 ) -> Result<Action, ReconcileError> {
     let namespace = tgb.namespace().unwrap_or_default();
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -116,6 +118,7 @@ pub async fn apply<T: TargetGroups, N: Network>(
         ctx.records.write(tgb, &tg.arn, &ownership::after_deregister(record, &applied.deregistered)).await?;
     }
     applied.result?;
+    networking::reconcile(ctx, tgb, !instance_mode, tg.vpc_id.as_deref(), &desired).await?;
 
     let desired_ids: BTreeSet<_> = desired.iter().map(|t| t.id.clone()).collect();
     let observed = Observed {
@@ -152,8 +155,8 @@ struct Desired {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn desired_targets<T: TargetGroups, N: Network>(
-    ctx: &Context<T, N>,
+async fn desired_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
     backend: &Backend,
     key: &BackendKey,
     port_ref: &PortRef,

@@ -8,16 +8,18 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::error::ReconcileError;
+use super::networking;
 use super::targets::{apply_plan, siblings_of};
 use crate::api::TargetGroupBinding;
+use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, Network, TargetGroups};
 use crate::k8s::finalizer;
 use crate::plan::diff::{Ownership, plan_targets};
 use crate::plan::validate::check_spec;
 
-pub async fn cleanup<T: TargetGroups, N: Network>(
+pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
-    ctx: &Context<T, N>,
+    ctx: &Context<T, N, S>,
 ) -> Result<Action, ReconcileError> {
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &tgb.namespace().unwrap_or_default());
     if tgb.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
@@ -32,6 +34,7 @@ pub async fn cleanup<T: TargetGroups, N: Network>(
             }
             ctx.records.delete(tgb).await?;
         }
+        networking::forget(ctx, tgb).await?;
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
     ctx.index.untrack(&ObjectRef::from_obj(tgb));
@@ -41,9 +44,9 @@ pub async fn cleanup<T: TargetGroups, N: Network>(
     Ok(Action::await_change())
 }
 
-async fn deregister_own_targets<T: TargetGroups, N: Network>(
+async fn deregister_own_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
-    ctx: &Context<T, N>,
+    ctx: &Context<T, N, S>,
     tg_ref: &crate::model::TargetGroupRef,
 ) -> Result<(), ReconcileError> {
     let tg = ctx.target_group(tg_ref).await?;

@@ -8,6 +8,7 @@ use kube::{Client, ResourceExt};
 
 use super::locks::KeyedLocks;
 use crate::api::TargetGroupBinding;
+use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, Network, TargetGroups};
 use crate::index::{Backend, BackendIndex, NodeIndex, Nodes};
 use crate::k8s::events::Events;
@@ -19,10 +20,12 @@ use crate::model::{Cidr, TargetGroupInfo, TargetGroupRef, TargetId};
 const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
 
 /// Everything a reconcile needs, shared by all reconciles.
-pub struct Context<T, N> {
+pub struct Context<T, N, S> {
     pub client: Client,
     pub target_groups: T,
     pub network: N,
+    pub security_groups: S,
+    pub cluster_name: String,
     pub index: Arc<BackendIndex>,
     pub nodes: Arc<NodeIndex>,
     pub records: OwnershipRecords,
@@ -31,6 +34,8 @@ pub struct Context<T, N> {
     pub bindings: Store<TargetGroupBinding>,
     pub locks: KeyedLocks,
     pub drift_interval: Duration,
+    /// Each binding's part of the security-group rules, for the networking reconcile.
+    pub networking: super::networking::Contributions,
     memory: Mutex<Memory>,
 }
 
@@ -48,12 +53,14 @@ struct Memory {
     instance_mode: std::collections::HashSet<String>,
 }
 
-impl<T: TargetGroups, N: Network> Context<T, N> {
+impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         target_groups: T,
         network: N,
+        security_groups: S,
+        cluster_name: String,
         index: Arc<BackendIndex>,
         nodes: Arc<NodeIndex>,
         records: OwnershipRecords,
@@ -66,6 +73,8 @@ impl<T: TargetGroups, N: Network> Context<T, N> {
             client,
             target_groups,
             network,
+            security_groups,
+            cluster_name,
             index,
             nodes,
             records,
@@ -74,6 +83,7 @@ impl<T: TargetGroups, N: Network> Context<T, N> {
             bindings,
             locks: KeyedLocks::default(),
             drift_interval,
+            networking: Default::default(),
             memory: Mutex::default(),
         }
     }

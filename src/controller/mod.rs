@@ -6,6 +6,7 @@ mod cleanup;
 mod context;
 mod error;
 mod locks;
+mod networking;
 mod targets;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use context::Context;
 pub use error::ReconcileError;
 
 use crate::api::TargetGroupBinding;
+use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{BackendIndex, NodeIndex};
 use crate::k8s::events::Events;
@@ -30,8 +32,16 @@ use crate::k8s::ownership::OwnershipRecords;
 use crate::k8s::status::{self, Observed};
 use crate::metrics::Metrics;
 
+/// The AWS side, one narrow trait per concern.
+pub struct AwsPorts<T, N, S> {
+    pub target_groups: T,
+    pub network: N,
+    pub security_groups: S,
+}
+
 /// How the controller runs.
 pub struct Settings {
+    pub cluster_name: String,
     pub watch_namespace: Option<String>,
     pub agent_namespace: String,
     pub drift_interval: std::time::Duration,
@@ -40,10 +50,9 @@ pub struct Settings {
 }
 
 /// Runs until `shutdown` resolves; reconciles in flight finish first.
-pub async fn run<T: TargetGroups, N: Network>(
+pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     client: Client,
-    target_groups: T,
-    network: N,
+    aws: AwsPorts<T, N, S>,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
@@ -61,8 +70,10 @@ pub async fn run<T: TargetGroups, N: Network>(
     let store = controller.store();
     let ctx = Arc::new(Context::new(
         client.clone(),
-        target_groups,
-        network,
+        aws.target_groups,
+        aws.network,
+        aws.security_groups,
+        settings.cluster_name,
         index,
         nodes,
         OwnershipRecords::new(client.clone(), &settings.agent_namespace),
@@ -89,9 +100,9 @@ pub async fn run<T: TargetGroups, N: Network>(
         .await;
 }
 
-async fn reconcile<T: TargetGroups, N: Network>(
+async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: Arc<TargetGroupBinding>,
-    ctx: Arc<Context<T, N>>,
+    ctx: Arc<Context<T, N, S>>,
 ) -> Result<Action, ReconcileError> {
     let span = tracing::info_span!("reconcile", binding = %format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any()));
     async move {
@@ -120,9 +131,9 @@ async fn reconcile<T: TargetGroups, N: Network>(
 }
 
 /// Every failure shows as `Ready=False` with a reason, and as a Warning Event.
-async fn report_failure<T: TargetGroups, N: Network>(
+async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
-    ctx: &Context<T, N>,
+    ctx: &Context<T, N, S>,
     reason: &str,
     error: &ReconcileError,
 ) {
@@ -135,10 +146,14 @@ async fn report_failure<T: TargetGroups, N: Network>(
     ctx.events.warning(tgb, reason, error.to_string()).await;
 }
 
-fn error_policy<T: TargetGroups, N: Network>(
+fn error_policy<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: Arc<TargetGroupBinding>,
-    _error: &ReconcileError,
-    ctx: Arc<Context<T, N>>,
+    error: &ReconcileError,
+    ctx: Arc<Context<T, N, S>>,
 ) -> Action {
+    if error.needs_user_action() {
+        // A change of the binding wakes it at once; until then, look again at the drift interval.
+        return Action::requeue(ctx.drift_interval);
+    }
     Action::requeue(ctx.failed(&ObjectRef::from_obj(tgb.as_ref())))
 }

@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
+use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, MAX_TARGETS_PER_CALL, Network, TargetGroups};
 use crate::model::Target;
 use crate::plan::diff::TargetPlan;
@@ -18,8 +19,8 @@ pub struct Applied {
 }
 
 /// Applies a plan to a target group and reports it (metrics, log, Events).
-pub async fn apply_plan<T: TargetGroups, N: Network>(
-    ctx: &Context<T, N>,
+pub async fn apply_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
     arn: &str,
     plan: &TargetPlan,
@@ -57,8 +58,8 @@ async fn execute<T: TargetGroups>(target_groups: &T, arn: &str, plan: &TargetPla
     done
 }
 
-async fn report<T: TargetGroups, N: Network>(
-    ctx: &Context<T, N>,
+async fn report<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
     what: &'static str,
     targets: &[Target],

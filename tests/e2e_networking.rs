@@ -1,0 +1,181 @@
+//! End to end on the sandbox: `spec.networking` security-group ingress rules.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
+use common::*;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use tgb_sandbox::{Agent, Sandbox};
+
+/// Ingress rules of `group` as "proto from-to peer owner", owner being this cluster's tag or "-".
+async fn rules(sandbox: &Sandbox, group: &str) -> BTreeSet<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
+    let out = ec2
+        .describe_security_group_rules()
+        .filters(Filter::builder().name("group-id").values(group).build())
+        .send()
+        .await
+        .expect("DescribeSecurityGroupRules");
+    out.security_group_rules()
+        .iter()
+        .filter(|r| r.is_egress() == Some(false))
+        .map(|r| {
+            let peer = r
+                .referenced_group_info()
+                .and_then(|g| g.group_id())
+                .or(r.cidr_ipv4())
+                .or(r.cidr_ipv6())
+                .unwrap_or("?");
+            let owner = r
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("tgb-agent.elbv2.k8s.aws/cluster"))
+                .and_then(|t| t.value())
+                .unwrap_or("-");
+            format!("{} {}-{} {} {}", r.ip_protocol().unwrap_or("?"), r.from_port().unwrap_or(-1), r.to_port().unwrap_or(-1), peer, owner)
+        })
+        .collect()
+}
+
+async fn wait_for_rules(sandbox: &Sandbox, group: &str, expected: &[&str]) {
+    let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+    let mut last = BTreeSet::new();
+    let ok = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            last = rules(sandbox, group).await;
+            if last == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "group {group} never held {expected:?}; last seen {last:?}");
+}
+
+async fn node(client: &Client, name: &str, provider_id: &str) {
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"providerID": provider_id}})).expect("node");
+    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.expect("create node");
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    Api::<Node>::all(client.clone()).patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("ready");
+}
+
+async fn node_port_service(client: &Client, name: &str, node_port: i32) {
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": node_port}]}});
+    Api::<Service>::namespaced(client.clone(), "demo").patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&svc)).await.expect("service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_rules_are_shared_kept_and_cleaned_up() {
+    let (sandbox, aws, kube) = world("sgi", &[]).await;
+    let (lb_sg, node_sg) = (aws.lb_security_group.clone(), aws.node_security_group.clone());
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
+    // A hand-made rule on the same port, from another peer: never the agent's to revoke.
+    ec2.authorize_security_group_ingress()
+        .group_id(&node_sg)
+        .ip_permissions(IpPermission::builder().ip_protocol("tcp").from_port(30080).to_port(30080)
+            .ip_ranges(IpRange::builder().cidr_ip("192.168.0.0/16").build()).build())
+        .send()
+        .await
+        .expect("hand-made rule");
+    for (i, instance) in aws.instances.iter().enumerate() {
+        node(&kube, &format!("node-{i}"), &instance.provider_id()).await;
+    }
+    node_port_service(&kube, "web-np", 30080).await;
+    let spec = |name: &str| json!({
+        "serviceRef": {"name": name, "port": 80}, "targetGroupARN": aws.instance_target_group_arn,
+        "targetType": "instance", "multiClusterTargetGroup": true,
+        "networking": {"ingress": [{"from": [{"securityGroup": {"groupID": lb_sg}}], "ports": [{"protocol": "TCP", "port": 30080}]}]}
+    });
+    binding(&kube, "demo", "one", spec("web-np")).await;
+    binding(&kube, "demo", "two", spec("web-np")).await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgi"]).expect("agent");
+
+    let ours = format!("tcp 30080-30080 {lb_sg} sgi");
+    let hand_made = "tcp 30080-30080 192.168.0.0/16 -".to_string();
+    wait_for_rules(&sandbox, &node_sg, &[&ours, &hand_made]).await;
+    wait_for_condition(&kube, "demo", "one", "True", "Reconciled").await;
+    wait_for_condition(&kube, "demo", "two", "True", "Reconciled").await;
+    // The LB's own group is never touched.
+    assert!(rules(&sandbox, &lb_sg).await.iter().all(|r| !r.ends_with(" sgi")));
+
+    // One of two bindings goes: the shared rule stays.
+    delete_binding(&kube, "demo", "one").await;
+    eventually("one gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "one").await.is_none().then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_rules(&sandbox, &node_sg, &[&ours, &hand_made]).await;
+    // The last one goes: its rule is revoked, the hand-made one survives.
+    delete_binding(&kube, "demo", "two").await;
+    eventually("two gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "two").await.is_none().then_some(()) }).await;
+    wait_for_rules(&sandbox, &node_sg, &[&hand_made]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
+    let (sandbox, aws, kube) = world("sgp", &[Ep::Ready("10.0.0.50")]).await;
+    let node_sg = aws.node_security_group.clone();
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
+    // Pod ENIs (moto finds ENIs by primary IP only, so each pod IP is an ENI's primary IP).
+    ec2.create_network_interface()
+        .subnet_id(&aws.subnet_ids[0])
+        .private_ip_address("10.0.0.50")
+        .groups(&node_sg)
+        .send()
+        .await
+        .expect("pod ENI");
+    // A pod whose ENI has two groups, none tagged for the cluster.
+    let other = ec2.create_security_group().group_name("sgp-extra").description("x").vpc_id(&aws.vpc_id).send().await.expect("sg");
+    let other_sg = other.group_id().expect("sg id").to_owned();
+    ec2.create_network_interface()
+        .subnet_id(&aws.subnet_ids[0])
+        .private_ip_address("10.0.0.60")
+        .groups(&aws.lb_security_group)
+        .groups(&other_sg)
+        .send()
+        .await
+        .expect("ambiguous ENI");
+    service(&kube, "demo", "broken", 80, "http", 8080).await;
+    endpoint_slice(&kube, "demo", "broken", "broken-a", "http", 8080, &[Ep::Ready("10.0.0.60")]).await;
+    let second_tg = tgb_sandbox::create_ip_target_group(&sandbox, &aws, "sgp-second").await.expect("tg");
+
+    binding(&kube, "demo", "web", json!({
+        "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip",
+        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}, {"ipBlock": {"cidr": "2600:1f18::/56"}}], "ports": []}]}
+    }))
+    .await;
+    binding(&kube, "demo", "broken", json!({
+        "serviceRef": {"name": "broken", "port": 80}, "targetGroupARN": second_tg, "targetType": "ip",
+        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"port": 8080}]}]}
+    }))
+    .await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgp"]).expect("agent");
+
+    // An empty ports list means every TCP port; IPv4 and IPv6 peers.
+    wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 sgp", "tcp 0-65535 2600:1f18::/56 sgp"]).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    wait_for_condition(&kube, "demo", "broken", "False", "AmbiguousSecurityGroup").await;
+    let message = get_binding(&kube, "demo", "broken")
+        .await
+        .and_then(|b| b.status)
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(message.contains(&other_sg), "the condition names the ENI's groups: {message}");
+    // The broken binding does not stop changes for the good one: narrow its rule.
+    binding(&kube, "demo", "web", json!({
+        "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip",
+        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8080}]}]}
+    }))
+    .await;
+    wait_for_rules(&sandbox, &node_sg, &["tcp 8080-8080 10.1.0.0/16 sgp"]).await;
+    // Networking removed: the rule goes.
+    binding(&kube, "demo", "web", ip_binding(&aws.ip_target_group_arn)).await;
+    wait_for_rules(&sandbox, &node_sg, &[]).await;
+}
