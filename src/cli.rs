@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "tgb-agent", version, about = "Keeps AWS target groups that Terraform owns fed with Kubernetes endpoints")]
+#[command(
+    name = "tgb-agent",
+    version,
+    about = "Keeps AWS target groups that Terraform owns fed with Kubernetes endpoints"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

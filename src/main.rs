@@ -23,7 +23,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    let client = kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let client =
+        kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
     let sdk = tgb_agent::aws::sdk_config().await;
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(RateLimits::default());

@@ -96,19 +96,33 @@ async fn aws_calls_per_scenario() {
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
     settle().await;
     report("create a binding with 2 endpoints", sandbox.aws_calls().await.expect("calls"));
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11"), Ep::Ready("10.0.0.12")]).await;
+    endpoint_slice(
+        &kube,
+        "demo",
+        "web",
+        "web-a",
+        "http",
+        8080,
+        &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11"), Ep::Ready("10.0.0.12")],
+    )
+    .await;
     settle().await;
     report("scale up by one", sandbox.aws_calls().await.expect("calls"));
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")])
+        .await;
     settle().await;
     report("scale down by one", sandbox.aws_calls().await.expect("calls"));
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")])
+        .await;
     settle().await;
     report("an EndpointSlice update that changes nothing", sandbox.aws_calls().await.expect("calls"));
     tokio::time::sleep(Duration::from_secs(4)).await;
     report("one drift check with nothing to repair (3 s interval)", sandbox.aws_calls().await.expect("calls"));
     delete_binding(&kube, "demo", "web").await;
-    eventually("binding gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "web").await.is_none().then_some(()) }).await;
+    eventually("binding gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web").await.is_none().then_some(())
+    })
+    .await;
     settle().await;
     report("delete the binding", sandbox.aws_calls().await.expect("calls"));
 }

@@ -34,7 +34,10 @@ async fn node_ready(client: &Client, name: &str, status: &str) {
 }
 
 async fn patch_node(client: &Client, name: &str, patch: serde_json::Value) {
-    Api::<Node>::all(client.clone()).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch node");
+    Api::<Node>::all(client.clone())
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch node");
 }
 
 async fn node_port_service(client: &Client, name: &str, type_: &str, node_port: i32) {
@@ -90,9 +93,19 @@ async fn nodes_come_and_go() {
     patch_node(&kube, "node-b", json!({"spec": {"unschedulable": false}})).await;
     wait_for_targets(&sandbox, &arn, &[&ta, &tb]).await;
     // Excluded by label.
-    patch_node(&kube, "node-a", json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": "true"}}})).await;
+    patch_node(
+        &kube,
+        "node-a",
+        json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": "true"}}}),
+    )
+    .await;
     wait_for_targets(&sandbox, &arn, &[&tb]).await;
-    patch_node(&kube, "node-a", json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": null}}})).await;
+    patch_node(
+        &kube,
+        "node-a",
+        json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": null}}}),
+    )
+    .await;
     wait_for_targets(&sandbox, &arn, &[&ta, &tb]).await;
     // nodeSelector.
     let mut spec = instance_binding(&arn, "web-np");

@@ -15,7 +15,8 @@ async fn lifecycle_create_scale_terminate_delete() {
     let kube = sandbox.kube().await.expect("kube");
     namespace(&kube, "demo").await;
     service(&kube, "demo", "web", 80, "http", 8080).await;
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.1.11")]).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.1.11")])
+        .await;
     binding(&kube, "demo", "web", json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip"})).await;
     let mut agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
 
@@ -27,22 +28,52 @@ async fn lifecycle_create_scale_terminate_delete() {
     assert!(metrics.contains("tgb_reconciles_total{outcome=\"success\"}"), "{metrics}");
     let status = get_binding(&kube, "demo", "web").await.and_then(|b| b.status).expect("status");
     assert_eq!((status.desired_targets, status.registered_targets), (Some(2), Some(2)));
-    assert!(get_binding(&kube, "demo", "web").await.expect("binding").metadata.finalizers.unwrap_or_default().contains(&"elbv2.k8s.aws/resources".to_string()));
+    assert!(
+        get_binding(&kube, "demo", "web")
+            .await
+            .expect("binding")
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"elbv2.k8s.aws/resources".to_string())
+    );
 
     // Scale up, then down.
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.1.11"), Ep::Ready("10.0.0.12")]).await;
+    endpoint_slice(
+        &kube,
+        "demo",
+        "web",
+        "web-a",
+        "http",
+        8080,
+        &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.1.11"), Ep::Ready("10.0.0.12")],
+    )
+    .await;
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &["10.0.0.10:8080", "10.0.1.11:8080", "10.0.0.12:8080"]).await;
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.1.11"), Ep::Ready("10.0.0.12")]).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.1.11"), Ep::Ready("10.0.0.12")])
+        .await;
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &["10.0.1.11:8080", "10.0.0.12:8080"]).await;
 
     // A terminating pod is deregistered at once; a not-ready one is never registered.
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Terminating("10.0.1.11"), Ep::Ready("10.0.0.12"), Ep::NotReady("10.0.0.13")]).await;
+    endpoint_slice(
+        &kube,
+        "demo",
+        "web",
+        "web-a",
+        "http",
+        8080,
+        &[Ep::Terminating("10.0.1.11"), Ep::Ready("10.0.0.12"), Ep::NotReady("10.0.0.13")],
+    )
+    .await;
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &["10.0.0.12:8080"]).await;
 
     // Deleting the binding empties the group and lets the binding go.
     delete_binding(&kube, "demo", "web").await;
     wait_for_targets(&sandbox, &aws.ip_target_group_arn, &[]).await;
-    eventually("binding gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "web").await.is_none().then_some(()) }).await;
+    eventually("binding gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web").await.is_none().then_some(())
+    })
+    .await;
 
     // SIGTERM: a clean exit.
     let status = agent.terminate().expect("terminate");
@@ -68,13 +99,18 @@ async fn named_port_and_port_change() {
         "endpoints": [{"addresses": ["10.0.0.20"], "conditions": {"ready": true}}],
     });
     let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = kube::Api::namespaced(kube.clone(), "demo");
-    slices.patch("multi-a", &kube::api::PatchParams::apply("e2e"), &kube::api::Patch::Apply(&slice)).await.expect("slice");
+    slices
+        .patch("multi-a", &kube::api::PatchParams::apply("e2e"), &kube::api::Patch::Apply(&slice))
+        .await
+        .expect("slice");
 
-    binding(&kube, "demo", "multi", json!({"serviceRef": {"name": "multi", "port": "http"}, "targetGroupARN": arn})).await;
+    binding(&kube, "demo", "multi", json!({"serviceRef": {"name": "multi", "port": "http"}, "targetGroupARN": arn}))
+        .await;
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     // The named Service port `http` (targetPort named `web`) resolves to the slice's 8080 only.
     wait_for_targets(&sandbox, &arn, &["10.0.0.20:8080"]).await;
-    binding(&kube, "demo", "multi", json!({"serviceRef": {"name": "multi", "port": 9000}, "targetGroupARN": arn})).await;
+    binding(&kube, "demo", "multi", json!({"serviceRef": {"name": "multi", "port": 9000}, "targetGroupARN": arn}))
+        .await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.20:9090"]).await;
 }
 
@@ -105,7 +141,10 @@ async fn watch_disruption_never_empties_the_group() {
     // And the agent still follows real changes afterwards (once any injected failure left over
     // for EndpointSlice requests is used up).
     let slices: kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> = kube::Api::namespaced(kube.clone(), "demo");
-    eventually("injected failures used up", Duration::from_secs(10), || async { slices.list(&Default::default()).await.ok() }).await;
+    eventually("injected failures used up", Duration::from_secs(10), || async {
+        slices.list(&Default::default()).await.ok()
+    })
+    .await;
     endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.11")]).await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.11:8080"]).await;
 }

@@ -26,19 +26,22 @@ async fn rules(sandbox: &Sandbox, group: &str) -> BTreeSet<String> {
         .iter()
         .filter(|r| r.is_egress() == Some(false))
         .map(|r| {
-            let peer = r
-                .referenced_group_info()
-                .and_then(|g| g.group_id())
-                .or(r.cidr_ipv4())
-                .or(r.cidr_ipv6())
-                .unwrap_or("?");
+            let peer =
+                r.referenced_group_info().and_then(|g| g.group_id()).or(r.cidr_ipv4()).or(r.cidr_ipv6()).unwrap_or("?");
             let owner = r
                 .tags()
                 .iter()
                 .find(|t| t.key() == Some("tgb-agent.elbv2.k8s.aws/cluster"))
                 .and_then(|t| t.value())
                 .unwrap_or("-");
-            format!("{} {}-{} {} {}", r.ip_protocol().unwrap_or("?"), r.from_port().unwrap_or(-1), r.to_port().unwrap_or(-1), peer, owner)
+            format!(
+                "{} {}-{} {} {}",
+                r.ip_protocol().unwrap_or("?"),
+                r.from_port().unwrap_or(-1),
+                r.to_port().unwrap_or(-1),
+                peer,
+                owner
+            )
         })
         .collect()
 }
@@ -60,16 +63,23 @@ async fn wait_for_rules(sandbox: &Sandbox, group: &str, expected: &[&str]) {
 }
 
 async fn node(client: &Client, name: &str, provider_id: &str) {
-    let node: Node = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"providerID": provider_id}})).expect("node");
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"providerID": provider_id}})).expect("node");
     Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.expect("create node");
     let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-    Api::<Node>::all(client.clone()).patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("ready");
+    Api::<Node>::all(client.clone())
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("ready");
 }
 
 async fn node_port_service(client: &Client, name: &str, node_port: i32) {
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
         "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": node_port}]}});
-    Api::<Service>::namespaced(client.clone(), "demo").patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&svc)).await.expect("service");
+    Api::<Service>::namespaced(client.clone(), "demo")
+        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&svc))
+        .await
+        .expect("service");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,8 +90,14 @@ async fn instance_rules_are_shared_kept_and_cleaned_up() {
     // A hand-made rule on the same port, from another peer: never the agent's to revoke.
     ec2.authorize_security_group_ingress()
         .group_id(&node_sg)
-        .ip_permissions(IpPermission::builder().ip_protocol("tcp").from_port(30080).to_port(30080)
-            .ip_ranges(IpRange::builder().cidr_ip("192.168.0.0/16").build()).build())
+        .ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(30080)
+                .to_port(30080)
+                .ip_ranges(IpRange::builder().cidr_ip("192.168.0.0/16").build())
+                .build(),
+        )
         .send()
         .await
         .expect("hand-made rule");
@@ -89,14 +105,17 @@ async fn instance_rules_are_shared_kept_and_cleaned_up() {
         node(&kube, &format!("node-{i}"), &instance.provider_id()).await;
     }
     node_port_service(&kube, "web-np", 30080).await;
-    let spec = |name: &str| json!({
-        "serviceRef": {"name": name, "port": 80}, "targetGroupARN": aws.instance_target_group_arn,
-        "targetType": "instance", "multiClusterTargetGroup": true,
-        "networking": {"ingress": [{"from": [{"securityGroup": {"groupID": lb_sg}}], "ports": [{"protocol": "TCP", "port": 30080}]}]}
-    });
+    let spec = |name: &str| {
+        json!({
+            "serviceRef": {"name": name, "port": 80}, "targetGroupARN": aws.instance_target_group_arn,
+            "targetType": "instance", "multiClusterTargetGroup": true,
+            "networking": {"ingress": [{"from": [{"securityGroup": {"groupID": lb_sg}}], "ports": [{"protocol": "TCP", "port": 30080}]}]}
+        })
+    };
     binding(&kube, "demo", "one", spec("web-np")).await;
     binding(&kube, "demo", "two", spec("web-np")).await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgi"]).expect("agent");
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgi"]).expect("agent");
 
     let ours = format!("tcp 30080-30080 {lb_sg} sgi");
     let hand_made = "tcp 30080-30080 192.168.0.0/16 -".to_string();
@@ -108,12 +127,18 @@ async fn instance_rules_are_shared_kept_and_cleaned_up() {
 
     // One of two bindings goes: the shared rule stays.
     delete_binding(&kube, "demo", "one").await;
-    eventually("one gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "one").await.is_none().then_some(()) }).await;
+    eventually("one gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "one").await.is_none().then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     wait_for_rules(&sandbox, &node_sg, &[&ours, &hand_made]).await;
     // The last one goes: its rule is revoked, the hand-made one survives.
     delete_binding(&kube, "demo", "two").await;
-    eventually("two gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "two").await.is_none().then_some(()) }).await;
+    eventually("two gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "two").await.is_none().then_some(())
+    })
+    .await;
     wait_for_rules(&sandbox, &node_sg, &[&hand_made]).await;
 }
 
@@ -131,7 +156,14 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
         .await
         .expect("pod ENI");
     // A pod whose ENI has two groups, none tagged for the cluster.
-    let other = ec2.create_security_group().group_name("sgp-extra").description("x").vpc_id(&aws.vpc_id).send().await.expect("sg");
+    let other = ec2
+        .create_security_group()
+        .group_name("sgp-extra")
+        .description("x")
+        .vpc_id(&aws.vpc_id)
+        .send()
+        .await
+        .expect("sg");
     let other_sg = other.group_id().expect("sg id").to_owned();
     ec2.create_network_interface()
         .subnet_id(&aws.subnet_ids[0])
@@ -150,12 +182,18 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
         "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}, {"ipBlock": {"cidr": "2600:1f18::/56"}}], "ports": []}]}
     }))
     .await;
-    binding(&kube, "demo", "broken", json!({
-        "serviceRef": {"name": "broken", "port": 80}, "targetGroupARN": second_tg, "targetType": "ip",
-        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"port": 8080}]}]}
-    }))
+    binding(
+        &kube,
+        "demo",
+        "broken",
+        json!({
+            "serviceRef": {"name": "broken", "port": 80}, "targetGroupARN": second_tg, "targetType": "ip",
+            "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.2.0.0/16"}}], "ports": [{"port": 8080}]}]}
+        }),
+    )
     .await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgp"]).expect("agent");
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgp"]).expect("agent");
 
     // An empty ports list means every TCP port; IPv4 and IPv6 peers.
     wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 sgp", "tcp 0-65535 2600:1f18::/56 sgp"]).await;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tgb_sandbox::{Agent, create_ip_target_group, delete_target_group, deregister_directly, register_directly, target_zones};
+use tgb_sandbox::{
+    Agent, create_ip_target_group, delete_target_group, deregister_directly, register_directly, target_zones,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_cluster_never_touches_foreign_targets() {
@@ -27,7 +29,10 @@ async fn multi_cluster_never_touches_foreign_targets() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.11:8080", "10.0.9.9:8080"]).await;
     delete_binding(&kube, "demo", "web").await;
-    eventually("binding gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "web").await.is_none().then_some(()) }).await;
+    eventually("binding gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web").await.is_none().then_some(())
+    })
+    .await;
     wait_for_targets(&sandbox, &arn, &["10.0.9.9:8080"]).await;
 }
 
@@ -60,9 +65,13 @@ async fn unchanged_inputs_cost_no_aws_calls_between_drift_checks() {
     // Events that change nothing the binding depends on: a label on the binding, a rewrite of the
     // same EndpointSlice.
     let api: kube::Api<tgb_agent::api::TargetGroupBinding> = kube::Api::namespaced(kube.clone(), "demo");
-    api.patch("web", &Default::default(), &kube::api::Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})))
-        .await
-        .expect("label");
+    api.patch(
+        "web",
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await
+    .expect("label");
     endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10")]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = sandbox.aws_calls().await.expect("calls");
@@ -100,7 +109,8 @@ async fn agent_killed_and_restarted_converges_without_wrong_deregistration() {
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080", "10.0.0.11:8080", "10.0.9.9:8080"]).await;
     // Slow registrations down, change the endpoints and kill the agent mid-reconcile.
     sandbox.throttle("RegisterTargets", 3).await.expect("throttle");
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.11"), Ep::Ready("10.0.0.12")]).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.11"), Ep::Ready("10.0.0.12")])
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent.kill();
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent restarted");
@@ -140,7 +150,13 @@ async fn bad_inputs_get_their_condition_and_event_while_others_keep_working() {
     let missing = arn.replace("/bad-ip/", "/nope/");
     binding(&kube, "demo", "good", ip_binding(&arn)).await;
     binding(&kube, "demo", "no-tg", ip_binding(&missing)).await;
-    binding(&kube, "demo", "by-bad-name", json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupName": "does-not-exist"})).await;
+    binding(
+        &kube,
+        "demo",
+        "by-bad-name",
+        json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupName": "does-not-exist"}),
+    )
+    .await;
     binding(&kube, "demo", "wrong-type", ip_binding(&aws.instance_target_group_arn)).await;
     binding(&kube, "demo", "selector", json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn, "targetType": "ip", "nodeSelector": {"matchLabels": {"a": "b"}}})).await;
     binding(&kube, "demo", "no-port", json!({"serviceRef": {"name": "web", "port": 81}, "targetGroupARN": create_ip_target_group(&sandbox, &aws, "bad-other").await.expect("tg")})).await;
@@ -164,7 +180,8 @@ async fn bad_inputs_get_their_condition_and_event_while_others_keep_working() {
     // Nothing was written for the broken bindings: the instance group is untouched.
     assert!(active_targets(&sandbox, &aws.instance_target_group_arn).await.is_empty());
     // The good binding still follows its endpoints.
-    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")])
+        .await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080", "10.0.0.11:8080"]).await;
 }
 
@@ -178,7 +195,10 @@ async fn target_group_deleted_outside_gives_a_condition_and_the_binding_stays_de
     delete_target_group(&sandbox, &arn).await.expect("delete tg");
     wait_for_condition(&kube, "demo", "web", "False", "TargetGroupNotFound").await;
     delete_binding(&kube, "demo", "web").await;
-    eventually("binding gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "web").await.is_none().then_some(()) }).await;
+    eventually("binding gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web").await.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +217,10 @@ async fn second_exclusive_binding_on_a_group_conflicts_and_touches_nothing() {
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
     // Deleting the loser must not take the winner's targets.
     delete_binding(&kube, "demo", "second").await;
-    eventually("second gone", Duration::from_secs(30), || async { get_binding(&kube, "demo", "second").await.is_none().then_some(()) }).await;
+    eventually("second gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "second").await.is_none().then_some(())
+    })
+    .await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
 }
 
@@ -211,7 +234,8 @@ async fn the_agent_runs_with_only_the_shipped_rbac() {
     let mut spec = ip_binding(&arn);
     spec["multiClusterTargetGroup"] = json!(true);
     binding(&kube, "demo", "web", spec).await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--namespace", "demo"]).expect("agent");
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--namespace", "demo"]).expect("agent");
     wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordFailed").await;
     assert!(active_targets(&sandbox, &arn).await.is_empty(), "nothing registered without an ownership record");
 }

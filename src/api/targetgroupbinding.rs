@@ -18,14 +18,56 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "TargetGroupBindingStatus",
     doc = "TargetGroupBinding binds the endpoints of a Service to an existing ELBv2 target group.",
-    printcolumn(name = "SERVICE-NAME", type_ = "string", json_path = ".spec.serviceRef.name", description = "The Kubernetes Service's name"),
-    printcolumn(name = "SERVICE-PORT", type_ = "string", json_path = ".spec.serviceRef.port", description = "The Kubernetes Service's port"),
-    printcolumn(name = "TARGET-TYPE", type_ = "string", json_path = ".spec.targetType", description = "The AWS TargetGroup's TargetType"),
-    printcolumn(name = "READY", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the target group holds exactly the desired targets"),
-    printcolumn(name = "DESIRED", type_ = "integer", json_path = ".status.desiredTargets", description = "Targets this binding wants registered"),
-    printcolumn(name = "REGISTERED", type_ = "integer", json_path = ".status.registeredTargets", description = "Desired targets found registered in the target group"),
-    printcolumn(name = "ARN", type_ = "string", json_path = ".spec.targetGroupARN", description = "The AWS TargetGroup's Amazon Resource Name", priority = 1),
-    printcolumn(name = "NAME", type_ = "string", json_path = ".spec.targetGroupName", description = "The AWS TargetGroup's name", priority = 2),
+    printcolumn(
+        name = "SERVICE-NAME",
+        type_ = "string",
+        json_path = ".spec.serviceRef.name",
+        description = "The Kubernetes Service's name"
+    ),
+    printcolumn(
+        name = "SERVICE-PORT",
+        type_ = "string",
+        json_path = ".spec.serviceRef.port",
+        description = "The Kubernetes Service's port"
+    ),
+    printcolumn(
+        name = "TARGET-TYPE",
+        type_ = "string",
+        json_path = ".spec.targetType",
+        description = "The AWS TargetGroup's TargetType"
+    ),
+    printcolumn(
+        name = "READY",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the target group holds exactly the desired targets"
+    ),
+    printcolumn(
+        name = "DESIRED",
+        type_ = "integer",
+        json_path = ".status.desiredTargets",
+        description = "Targets this binding wants registered"
+    ),
+    printcolumn(
+        name = "REGISTERED",
+        type_ = "integer",
+        json_path = ".status.registeredTargets",
+        description = "Desired targets found registered in the target group"
+    ),
+    printcolumn(
+        name = "ARN",
+        type_ = "string",
+        json_path = ".spec.targetGroupARN",
+        description = "The AWS TargetGroup's Amazon Resource Name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "NAME",
+        type_ = "string",
+        json_path = ".spec.targetGroupName",
+        description = "The AWS TargetGroup's name",
+        priority = 2
+    ),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -38,11 +38,8 @@ impl TargetGroups for Elbv2TargetGroups {
             TargetGroupRef::Name(name) => self.elbv2.describe_target_groups().names(name),
         };
         let resource = tg.to_string();
-        let result = request
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(OP, &resource, e))
-            .and_then(|out| match out.target_groups() {
+        let result = request.send().await.map_err(|e| AwsError::from_sdk(OP, &resource, e)).and_then(|out| {
+            match out.target_groups() {
                 [one] => Ok(target_group_info(one)),
                 [] => Err(AwsError::TargetGroupNotFound(resource.clone())),
                 many => Err(AwsError::Api {
@@ -50,7 +47,8 @@ impl TargetGroups for Elbv2TargetGroups {
                     code: "Ambiguous".into(),
                     message: format!("{} target groups match {resource}", many.len()),
                 }),
-            });
+            }
+        });
         self.record(OP, &result);
         result
     }

@@ -61,8 +61,13 @@ impl AwsError {
             "ValidationError" => Self::Validation { op, message },
             "TooManyTargets" => Self::TooManyTargets { op, arn: resource.to_owned(), message },
             "InvalidVpcID.NotFound" => Self::VpcNotFound(resource.to_owned()),
-            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "InvalidClientTokenId"
-            | "AuthFailure" | "ExpiredToken" | "SignatureDoesNotMatch" => Self::AccessDenied { op, message },
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "UnauthorizedOperation"
+            | "InvalidClientTokenId"
+            | "AuthFailure"
+            | "ExpiredToken"
+            | "SignatureDoesNotMatch" => Self::AccessDenied { op, message },
             "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException" => {
                 Self::Throttled { op, message }
             }

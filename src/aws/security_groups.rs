@@ -60,7 +60,9 @@ impl SecurityGroupError {
             "InvalidPermission.Duplicate" => Self::Duplicate { op, group, message },
             "RulesPerSecurityGroupLimitExceeded" => Self::RulesLimitExceeded { op, group, message },
             "InvalidGroup.NotFound" => Self::GroupNotFound { op, group, message },
-            "InvalidGroupId.Malformed" | "InvalidPermission.Malformed" | "InvalidParameterValue"
+            "InvalidGroupId.Malformed"
+            | "InvalidPermission.Malformed"
+            | "InvalidParameterValue"
             | "InvalidParameterCombination" => Self::InvalidRule { op, group, message },
             _ => Self::Aws(AwsError::Api { op, code, message }),
         }

@@ -16,16 +16,16 @@ use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{Backend, BackendKey, Nodes, selector};
 use crate::k8s::live::{LiveBackend, LiveTargets, read_backend};
-use crate::model::Target;
 use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
-use crate::plan::desired::{ip_targets, with_availability_zones};
+use crate::model::Target;
+use crate::model::TargetGroupInfo;
 use crate::plan::desired::PortRef;
-use crate::plan::instance::{Selector, SkippedNode, instance_targets};
+use crate::plan::desired::{ip_targets, with_availability_zones};
 use crate::plan::diff::{Ownership, plan_targets};
 use crate::plan::guard::{self, Verdict};
+use crate::plan::instance::{Selector, SkippedNode, instance_targets};
 use crate::plan::ownership;
-use crate::model::TargetGroupInfo;
 use crate::plan::validate::{Resolved, check_against, check_spec};
 
 /// How soon to look again when the inputs are not known yet or a live read disagreed.
@@ -91,7 +91,11 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let plan = plan_targets(&desired, &current, ownership, &protected);
 
     if guard::check(desired.len(), &plan, false) == Verdict::ConfirmEmpty {
-        let how = if instance_mode { LiveTargets::Instance(node_selector.as_ref()) } else { LiveTargets::Ip(resolved.family) };
+        let how = if instance_mode {
+            LiveTargets::Instance(node_selector.as_ref())
+        } else {
+            LiveTargets::Ip(resolved.family)
+        };
         let live = read_backend(&ctx.client, &key, &port_ref, how)
             .await
             .map_err(ReconcileError::kube("confirm the backend with a live read"))?;
@@ -123,7 +127,9 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let desired_ids: BTreeSet<_> = desired.iter().map(|t| t.id.clone()).collect();
     let observed = Observed {
         ready: match backend_problem {
-            None if skipped.is_empty() => Ok(format!("{} targets registered in target group {}", desired.len(), tg.name)),
+            None if skipped.is_empty() => {
+                Ok(format!("{} targets registered in target group {}", desired.len(), tg.name))
+            }
             None => {
                 let nodes: Vec<String> = skipped.iter().map(|s| format!("{} {}", s.node, s.reason)).collect();
                 let message = format!("skipped nodes: {}", nodes.join("; "));
@@ -165,7 +171,8 @@ async fn desired_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
     nodes: Option<&Nodes>,
     node_selector: Option<&Selector>,
 ) -> Result<Desired, ReconcileError> {
-    let gone = |reason, message| Desired { targets: BTreeSet::new(), problem: Some((reason, message)), skipped: vec![] };
+    let gone =
+        |reason, message| Desired { targets: BTreeSet::new(), problem: Some((reason, message)), skipped: vec![] };
     let Some(service) = backend.service.as_ref() else {
         return Ok(gone("ServiceNotFound", format!("Service {key} not found")));
     };

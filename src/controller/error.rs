@@ -17,9 +17,13 @@ pub enum ReconcileError {
     Networking(#[from] NetworkingError),
     #[error(transparent)]
     SecurityGroup(#[from] SecurityGroupError),
-    #[error("target group {arn} is already bound by {other}; several bindings may share a target group only when all of them set multiClusterTargetGroup")]
+    #[error(
+        "target group {arn} is already bound by {other}; several bindings may share a target group only when all of them set multiClusterTargetGroup"
+    )]
     TargetGroupConflict { arn: String, other: String },
-    #[error("Service {service} is of type {type_}; instance targets need a NodePort or LoadBalancer Service with a nodePort")]
+    #[error(
+        "Service {service} is of type {type_}; instance targets need a NodePort or LoadBalancer Service with a nodePort"
+    )]
     InvalidServiceType { service: String, type_: String },
     #[error("{0}")]
     InvalidNodeSelector(String),
@@ -52,7 +56,9 @@ impl ReconcileError {
                 | Self::TargetGroupConflict { .. }
                 | Self::InvalidServiceType { .. }
                 | Self::InvalidNodeSelector(_)
-                | Self::SecurityGroup(SecurityGroupError::RulesLimitExceeded { .. } | SecurityGroupError::InvalidRule { .. })
+                | Self::SecurityGroup(
+                    SecurityGroupError::RulesLimitExceeded { .. } | SecurityGroupError::InvalidRule { .. }
+                )
         )
     }
 

@@ -108,8 +108,7 @@ async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
     async move {
         let started = Instant::now();
         let deleting = tgb.metadata.deletion_timestamp.is_some();
-        let result =
-            if deleting { cleanup::cleanup(&tgb, &ctx).await } else { apply::apply(&tgb, &ctx).await };
+        let result = if deleting { cleanup::cleanup(&tgb, &ctx).await } else { apply::apply(&tgb, &ctx).await };
         match &result {
             Ok(_) => {
                 ctx.succeeded(&ObjectRef::from_obj(tgb.as_ref()));
@@ -138,8 +137,12 @@ async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
     error: &ReconcileError,
 ) {
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &tgb.namespace().unwrap_or_default());
-    let observed =
-        Observed { ready: Err((reason.to_owned(), error.to_string())), desired: None, registered: None, target_group_arn: None };
+    let observed = Observed {
+        ready: Err((reason.to_owned(), error.to_string())),
+        desired: None,
+        registered: None,
+        target_group_arn: None,
+    };
     if let Err(e) = status::update(&api, tgb, &observed).await {
         tracing::warn!(error = %e, "could not write the failure into the status");
     }

@@ -14,7 +14,9 @@ use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::model::Target;
 use crate::model::sg_rule::IngressRule;
-use crate::plan::sg_rules::{BindingRules, NetworkingError, desired_rules, plan_group, rules_for_binding, select_groups};
+use crate::plan::sg_rules::{
+    BindingRules, NetworkingError, desired_rules, plan_group, rules_for_binding, select_groups,
+};
 
 /// What each binding (by UID) contributes. One async lock around all of it serializes the
 /// security-group work of the whole agent, so two reconciles never plan a group against each
@@ -79,7 +81,8 @@ pub async fn forget<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
 ) -> Result<(), ReconcileError> {
     let mut contributions = ctx.networking.by_binding.lock().await;
-    let had_networking = contributions.remove(&tgb.uid().unwrap_or_default()).is_some() || tgb.spec.networking.is_some();
+    let had_networking =
+        contributions.remove(&tgb.uid().unwrap_or_default()).is_some() || tgb.spec.networking.is_some();
     if !had_networking {
         return Ok(());
     }

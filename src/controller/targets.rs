@@ -70,7 +70,11 @@ async fn report<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     ctx.metrics.targets_changed(if what == "Registered" { "register" } else { "deregister" }, targets.len());
     let sample: Vec<String> = targets.iter().take(5).map(|t| t.id.to_string()).collect();
-    let more = if targets.len() > sample.len() { format!(" and {} more", targets.len() - sample.len()) } else { String::new() };
+    let more = if targets.len() > sample.len() {
+        format!(" and {} more", targets.len() - sample.len())
+    } else {
+        String::new()
+    };
     tracing::info!(binding = %tgb.name_any(), count = targets.len(), arn, "{what} targets");
     let note = format!("{what} {} targets in {arn}: {}{more}", targets.len(), sample.join(", "));
     ctx.events.normal(tgb, what, note).await;

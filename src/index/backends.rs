@@ -90,12 +90,8 @@ impl BackendIndex {
         }
         let entry = tables.backends.entry(key.clone()).or_insert_with(|| {
             let state = Arc::new(RwLock::new(Backend::default()));
-            let task = tokio::spawn(watch_backend(
-                self.client.clone(),
-                key.clone(),
-                state.clone(),
-                Arc::downgrade(self),
-            ));
+            let task =
+                tokio::spawn(watch_backend(self.client.clone(), key.clone(), state.clone(), Arc::downgrade(self)));
             Entry { state, bindings: HashSet::new(), task }
         });
         entry.bindings.insert(binding.clone());

@@ -102,7 +102,9 @@ async fn watch_nodes(client: Client, state: Arc<RwLock<Nodes>>, index: Weak<Node
                 Ok(watcher::Event::Delete(node)) => {
                     s.nodes.remove(&node.name_any());
                 }
-                Err(error) => tracing::warn!(%error, "node watch failed; retrying with backoff, keeping the last known nodes"),
+                Err(error) => {
+                    tracing::warn!(%error, "node watch failed; retrying with backoff, keeping the last known nodes")
+                }
             }
             *s != before
         };

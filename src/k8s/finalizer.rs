@@ -26,7 +26,11 @@ pub async fn remove(api: &Api<TargetGroupBinding>, tgb: &TargetGroupBinding) -> 
     }
 }
 
-async fn patch(api: &Api<TargetGroupBinding>, tgb: &TargetGroupBinding, finalizers: Vec<String>) -> Result<(), kube::Error> {
+async fn patch(
+    api: &Api<TargetGroupBinding>,
+    tgb: &TargetGroupBinding,
+    finalizers: Vec<String>,
+) -> Result<(), kube::Error> {
     let body = serde_json::json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": tgb.resource_version() }
     });

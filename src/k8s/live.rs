@@ -41,14 +41,21 @@ pub async fn read_backend(
     let count = match targets {
         LiveTargets::Ip(family) => {
             let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
-            let list =
-                slices.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={}", key.service))).await?;
+            let list = slices
+                .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={}", key.service)))
+                .await?;
             let views: Vec<_> = list.items.iter().filter_map(slice_view).collect();
             ip_targets(service_port, &views, family).len()
         }
         LiveTargets::Instance(selector) => {
             let node_port = service_port.node_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
-            let nodes: Vec<_> = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items.iter().map(node_view).collect();
+            let nodes: Vec<_> = Api::<Node>::all(client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(node_view)
+                .collect();
             instance_targets(&nodes, selector, node_port).targets.len()
         }
     };

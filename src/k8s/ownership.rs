@@ -40,11 +40,11 @@ impl OwnershipRecords {
     /// The targets this cluster registered for `tgb`; `None` when no record exists yet.
     pub async fn read(&self, tgb: &TargetGroupBinding) -> Result<Option<BTreeSet<TargetId>>, RecordError> {
         let name = Self::name(tgb);
-        let cm = self
-            .api
-            .get_opt(&name)
-            .await
-            .map_err(|source| RecordError::Kube { name: name.clone(), action: "read", source })?;
+        let cm = self.api.get_opt(&name).await.map_err(|source| RecordError::Kube {
+            name: name.clone(),
+            action: "read",
+            source,
+        })?;
         let Some(cm) = cm else { return Ok(None) };
         let text = cm.data.as_ref().and_then(|d| d.get(TARGETS_KEY)).cloned().unwrap_or_default();
         let (owned, bad) = decode(&text);
@@ -55,7 +55,12 @@ impl OwnershipRecords {
     }
 
     /// Replaces the record (server-side apply: creates it when absent).
-    pub async fn write(&self, tgb: &TargetGroupBinding, arn: &str, owned: &BTreeSet<TargetId>) -> Result<(), RecordError> {
+    pub async fn write(
+        &self,
+        tgb: &TargetGroupBinding,
+        arn: &str,
+        owned: &BTreeSet<TargetId>,
+    ) -> Result<(), RecordError> {
         let name = Self::name(tgb);
         let cm = ConfigMap {
             metadata: ObjectMeta {
@@ -63,7 +68,10 @@ impl OwnershipRecords {
                 labels: Some([("app.kubernetes.io/managed-by".to_owned(), "tgb-agent".to_owned())].into()),
                 annotations: Some(
                     [
-                        ("elbv2.k8s.aws/binding".to_owned(), format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any())),
+                        (
+                            "elbv2.k8s.aws/binding".to_owned(),
+                            format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any()),
+                        ),
                         ("elbv2.k8s.aws/target-group-arn".to_owned(), arn.to_owned()),
                     ]
                     .into(),

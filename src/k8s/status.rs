@@ -50,7 +50,11 @@ pub fn next_status(tgb: &TargetGroupBinding, observed: &Observed) -> TargetGroup
 }
 
 /// Writes the status when it differs from what the binding already shows.
-pub async fn update(api: &Api<TargetGroupBinding>, tgb: &TargetGroupBinding, observed: &Observed) -> Result<(), kube::Error> {
+pub async fn update(
+    api: &Api<TargetGroupBinding>,
+    tgb: &TargetGroupBinding,
+    observed: &Observed,
+) -> Result<(), kube::Error> {
     let status = next_status(tgb, observed);
     if tgb.status.as_ref() == Some(&status) {
         return Ok(());

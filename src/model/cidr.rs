@@ -13,9 +13,7 @@ impl Cidr {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 prefix_match(u32::from(net).into(), u32::from(ip).into(), self.prefix_len, 32)
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_match(u128::from(net), u128::from(ip), self.prefix_len, 128)
-            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_match(u128::from(net), u128::from(ip), self.prefix_len, 128),
             _ => false,
         }
     }
@@ -36,11 +34,8 @@ impl std::str::FromStr for Cidr {
         let (addr, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR"))?;
         let network: IpAddr = addr.parse().map_err(|_| format!("{s:?} has an invalid address"))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix_len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?;
+        let prefix_len: u8 =
+            len.parse().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?} has an invalid prefix length"))?;
         Ok(Self { network, prefix_len })
     }
 }

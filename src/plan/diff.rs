@@ -65,8 +65,7 @@ pub fn plan_targets(
 
 /// How many desired targets are registered and not draining.
 pub fn registered_count(desired: &BTreeSet<Target>, current: &[RegisteredTarget]) -> usize {
-    let active: BTreeSet<&TargetId> =
-        current.iter().filter(|t| !t.state.is_draining()).map(|t| &t.target.id).collect();
+    let active: BTreeSet<&TargetId> = current.iter().filter(|t| !t.state.is_draining()).map(|t| &t.target.id).collect();
     desired.iter().filter(|t| active.contains(&t.id)).count()
 }
 

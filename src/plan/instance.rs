@@ -101,11 +101,7 @@ pub fn instance_id(provider_id: &str) -> Result<String, String> {
 pub fn instance_targets(nodes: &[NodeView], selector: Option<&Selector>, node_port: u16) -> InstanceTargets {
     let candidates: Vec<&NodeView> = nodes.iter().filter(|n| eligible(n, selector)).collect();
     let ready: Vec<&NodeView> = candidates.iter().copied().filter(|n| n.ready == Some(true)).collect();
-    let chosen = if ready.is_empty() {
-        candidates.into_iter().filter(|n| n.ready.is_none()).collect()
-    } else {
-        ready
-    };
+    let chosen = if ready.is_empty() { candidates.into_iter().filter(|n| n.ready.is_none()).collect() } else { ready };
     let mut out = InstanceTargets::default();
     for node in chosen {
         match instance_id(node.provider_id.as_deref().unwrap_or_default()) {

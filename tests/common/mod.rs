@@ -42,7 +42,15 @@ pub enum Ep<'a> {
 
 /// Creates or replaces the EndpointSlice `name` of Service `service` (what a kubelet + the
 /// EndpointSlice controller would do when pods come and go).
-pub async fn endpoint_slice(client: &Client, ns: &str, service: &str, name: &str, port_name: &str, port: i32, endpoints: &[Ep<'_>]) {
+pub async fn endpoint_slice(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    name: &str,
+    port_name: &str,
+    port: i32,
+    endpoints: &[Ep<'_>],
+) {
     let endpoints: Vec<_> = endpoints
         .iter()
         .map(|e| {
@@ -80,7 +88,10 @@ pub async fn binding(client: &Client, ns: &str, name: &str, spec: serde_json::Va
 }
 
 pub async fn delete_binding(client: &Client, ns: &str, name: &str) {
-    Api::<TargetGroupBinding>::namespaced(client.clone(), ns).delete(name, &DeleteParams::default()).await.expect("delete binding");
+    Api::<TargetGroupBinding>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete binding");
 }
 
 pub async fn get_binding(client: &Client, ns: &str, name: &str) -> Option<TargetGroupBinding> {

@@ -15,8 +15,7 @@ use crate::control;
 use crate::discovery;
 use crate::error::ApiError;
 use crate::lifecycle::{
-    self, DeletePreconditions, Deleted, FieldValidation, Location, Part, PatchType, WriteOptions,
-    Written,
+    self, DeletePreconditions, Deleted, FieldValidation, Location, Part, PatchType, WriteOptions, Written,
 };
 use crate::meta;
 use crate::negotiate::{self, Representation};
@@ -47,10 +46,7 @@ impl Params {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, key: &str) -> bool {
@@ -61,10 +57,7 @@ impl Params {
 fn json_response(status: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     for warning in warnings {
-        let text = format!(
-            "299 - \"{}\"",
-            warning.replace('\\', "\\\\").replace('"', "\\\"")
-        );
+        let text = format!("299 - \"{}\"", warning.replace('\\', "\\\\").replace('"', "\\\""));
         if let Ok(value) = HeaderValue::from_str(&text) {
             response.headers_mut().append(header::WARNING, value);
         }
@@ -104,19 +97,10 @@ fn admit_request(server: &Server, path: &str, verb: &str, resource: &str) -> Res
     Ok(())
 }
 
-async fn dispatch(
-    server: &Server,
-    parts: &Parts,
-    route: Route,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn dispatch(server: &Server, parts: &Parts, route: Route, body: Body) -> Result<Response, ApiError> {
     let path = parts.uri.path();
     let resource_route = match route {
-        Route::Resource {
-            group,
-            version,
-            segments,
-        } => (group, version, segments),
+        Route::Resource { group, version, segments } => (group, version, segments),
         other => {
             if parts.method != Method::GET && parts.method != Method::HEAD {
                 return Err(ApiError::method_not_allowed(parts.method.as_str(), path));
@@ -153,13 +137,8 @@ async fn dispatch(
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-    let request = ResourceRequest {
-        server,
-        headers: &parts.headers,
-        params: &params,
-        resolved: &resolved,
-        body: &body,
-    };
+    let request =
+        ResourceRequest { server, headers: &parts.headers, params: &params, resolved: &resolved, body: &body };
     match verb {
         "get" => request.get(),
         "list" => request.list(),
@@ -173,11 +152,7 @@ async fn dispatch(
     }
 }
 
-fn verb_of(
-    method: &Method,
-    resolved: &Resolved,
-    params: &Params,
-) -> Result<&'static str, ApiError> {
+fn verb_of(method: &Method, resolved: &Resolved, params: &Params) -> Result<&'static str, ApiError> {
     let named = resolved.name.is_some();
     Ok(match (method.as_str(), named) {
         ("GET" | "HEAD", true) => "get",
@@ -194,11 +169,7 @@ fn verb_of(
 
 fn stats_label(resolved: &Resolved) -> String {
     let rt = &resolved.rt;
-    let base = if rt.group.is_empty() {
-        rt.plural.clone()
-    } else {
-        format!("{}.{}", rt.plural, rt.group)
-    };
+    let base = if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) };
     match &resolved.subresource {
         Some(sub) => format!("{base}/{sub}"),
         None => base,
@@ -212,22 +183,14 @@ fn non_resource(server: &Server, parts: &Parts, route: Route) -> Result<Response
         Route::Version => ok(discovery::version()),
         Route::Health => Ok((StatusCode::OK, "ok").into_response()),
         Route::CoreVersions => {
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1");
+            let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
             ok(discovery::core_versions(host))
         }
         Route::Groups => ok(discovery::groups(&store.registry)),
         Route::Group(name) => ok(discovery::group(&store.registry, &name)?),
-        Route::ResourceList { group, version } => {
-            ok(discovery::resource_list(&store.registry, &group, &version)?)
-        }
+        Route::ResourceList { group, version } => ok(discovery::resource_list(&store.registry, &group, &version)?),
         Route::OpenApiV3Root => ok(openapi::root(&store.registry)),
-        Route::OpenApiV3 { group, version } => {
-            ok(openapi::group_version(&store.registry, &group, &version)?)
-        }
+        Route::OpenApiV3 { group, version } => ok(openapi::group_version(&store.registry, &group, &version)?),
         Route::OpenApiV2 | Route::Unknown | Route::Resource { .. } | Route::Control(_) => {
             Err(ApiError::path_not_found())
         }
@@ -247,21 +210,14 @@ fn parse_body(body: &Bytes, allow_yaml: bool) -> Result<Value, ApiError> {
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
         Err(json_err) if allow_yaml => serde_yaml::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the request body is neither JSON ({json_err}) nor YAML ({e})"
-            ))
+            ApiError::bad_request(format!("the request body is neither JSON ({json_err}) nor YAML ({e})"))
         }),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "the request body is not valid JSON: {e}"
-        ))),
+        Err(e) => Err(ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
     }
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json")
 }
 
 /// One request on a resource, with everything needed to answer it.
@@ -279,10 +235,7 @@ impl ResourceRequest<'_> {
     }
 
     fn location(&self) -> Location<'_> {
-        Location {
-            rt: self.rt(),
-            namespace: self.resolved.namespace.as_deref().unwrap_or_default(),
-        }
+        Location { rt: self.rt(), namespace: self.resolved.namespace.as_deref().unwrap_or_default() }
     }
 
     fn name(&self) -> &str {
@@ -297,10 +250,7 @@ impl ResourceRequest<'_> {
     }
 
     fn representation(&self) -> Representation {
-        let accept = self
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
+        let accept = self.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
         negotiate::negotiate(accept, self.params.get("includeObject"))
     }
 
@@ -311,9 +261,7 @@ impl ResourceRequest<'_> {
     fn write_options(&self) -> Result<WriteOptions, ApiError> {
         Ok(WriteOptions {
             dry_run: self.dry_run(),
-            field_validation: FieldValidation::parse(
-                self.params.get("fieldValidation").unwrap_or_default(),
-            )?,
+            field_validation: FieldValidation::parse(self.params.get("fieldValidation").unwrap_or_default())?,
             field_manager: self.params.get("fieldManager").map(str::to_string),
         })
     }
@@ -330,30 +278,16 @@ impl ResourceRequest<'_> {
     fn single(&self, object: &Value, status: StatusCode, warnings: &[String]) -> Response {
         let body = match self.representation() {
             Representation::Full => object.clone(),
-            Representation::Table {
-                api_version,
-                include,
-            } => table::table(
-                self.rt(),
-                std::slice::from_ref(object),
-                &api_version,
-                include,
-                None,
-                true,
-            ),
-            Representation::Metadata { api_version } => {
-                table::partial_metadata(object, &api_version)
+            Representation::Table { api_version, include } => {
+                table::table(self.rt(), std::slice::from_ref(object), &api_version, include, None, true)
             }
+            Representation::Metadata { api_version } => table::partial_metadata(object, &api_version),
         };
         json_response(status, &body, warnings)
     }
 
     fn written(&self, written: Written) -> Result<Response, ApiError> {
-        let status = if written.created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
         Ok(self.single(&written.object, status, &written.warnings))
     }
 
@@ -376,16 +310,11 @@ impl ResourceRequest<'_> {
         };
         // Pagination: the continue token encodes the (namespace, name) of the last item sent.
         if let Some(token) = self.params.get("continue").filter(|t| !t.is_empty()) {
-            let after = decode_continue(token)
-                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+            let after = decode_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
             items.retain(|o| object_key(o) > after);
         }
         let mut list_meta = json!({ "resourceVersion": resource_version.to_string() });
-        if let Some(limit) = self
-            .params
-            .get("limit")
-            .and_then(|l| l.parse::<usize>().ok())
-            .filter(|l| *l > 0)
+        if let Some(limit) = self.params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
             && items.len() > limit
         {
             let remaining = items.len() - limit;
@@ -402,18 +331,8 @@ impl ResourceRequest<'_> {
                 "metadata": list_meta,
                 "items": items,
             }),
-            Representation::Table {
-                api_version,
-                include,
-            } => {
-                let mut t = table::table(
-                    rt,
-                    &items,
-                    &api_version,
-                    include,
-                    Some(resource_version),
-                    true,
-                );
+            Representation::Table { api_version, include } => {
+                let mut t = table::table(rt, &items, &api_version, include, Some(resource_version), true);
                 t["metadata"] = list_meta;
                 t
             }
@@ -431,18 +350,13 @@ impl ResourceRequest<'_> {
         let timeout = self
             .params
             .get("timeoutSeconds")
-            .map(|t| {
-                t.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))
-            })
+            .map(|t| t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))))
             .transpose()?
             .filter(|t| *t > 0)
             .map(Duration::from_secs);
         let send_initial_events = self.params.flag("sendInitialEvents");
         if send_initial_events && self.params.get("resourceVersionMatch") != Some("NotOlderThan") {
-            return Err(ApiError::bad_request(
-                "sendInitialEvents requires resourceVersionMatch=NotOlderThan",
-            ));
+            return Err(ApiError::bad_request("sendInitialEvents requires resourceVersionMatch=NotOlderThan"));
         }
         watch::start(
             self.server,
@@ -479,21 +393,14 @@ impl ResourceRequest<'_> {
     fn update(&self) -> Result<Response, ApiError> {
         let body = self.object_body()?;
         let opts = self.write_options()?;
-        let written = lifecycle::update(
-            &mut self.server.store(),
-            self.location(),
-            self.name(),
-            self.part(),
-            body,
-            &opts,
-        )?;
+        let written =
+            lifecycle::update(&mut self.server.store(), self.location(), self.name(), self.part(), body, &opts)?;
         self.written(written)
     }
 
     fn patch(&self) -> Result<Response, ApiError> {
         let ct = content_type(self.headers);
-        let patch_type =
-            PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+        let patch_type = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
         let body = parse_body(self.body, patch_type == PatchType::Apply)?;
         let opts = self.write_options()?;
         let written = lifecycle::patch(
@@ -515,12 +422,7 @@ impl ResourceRequest<'_> {
             tracing::warn!("ignoring DeleteOptions in an undecodable encoding");
         } else if !self.body.is_empty() {
             let options = parse_body(self.body, false)?;
-            let text = |ptr: &str| {
-                options
-                    .pointer(ptr)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
+            let text = |ptr: &str| options.pointer(ptr).and_then(Value::as_str).map(str::to_string);
             pre.uid = text("/preconditions/uid");
             pre.resource_version = text("/preconditions/resourceVersion");
             if let Some(modes) = options.get("dryRun").and_then(Value::as_array) {
@@ -532,20 +434,10 @@ impl ResourceRequest<'_> {
 
     fn delete(&self) -> Result<Response, ApiError> {
         let (pre, dry_run) = self.delete_options()?;
-        let outcome = lifecycle::delete(
-            &mut self.server.store(),
-            self.location(),
-            self.name(),
-            &pre,
-            dry_run,
-        )?;
+        let outcome = lifecycle::delete(&mut self.server.store(), self.location(), self.name(), &pre, dry_run)?;
         Ok(match outcome {
             Deleted::Pending(object) => json_response(StatusCode::OK, &object, &[]),
-            Deleted::Gone(object) => json_response(
-                StatusCode::OK,
-                &lifecycle::deleted_status(self.rt(), &object),
-                &[],
-            ),
+            Deleted::Gone(object) => json_response(StatusCode::OK, &lifecycle::deleted_status(self.rt(), &object), &[]),
         })
     }
 
@@ -558,25 +450,13 @@ impl ResourceRequest<'_> {
             .list(&rt.storage_key(), self.resolved.namespace.as_deref())
             .filter(|o| labels.matches(o) && fields.matches(o))
             .map(|o| {
-                (
-                    meta::namespace(o).unwrap_or_default().to_string(),
-                    meta::name(o).unwrap_or_default().to_string(),
-                )
+                (meta::namespace(o).unwrap_or_default().to_string(), meta::name(o).unwrap_or_default().to_string())
             })
             .collect();
         let mut items = Vec::new();
         for (namespace, name) in targets {
-            let loc = Location {
-                rt,
-                namespace: &namespace,
-            };
-            match lifecycle::delete(
-                &mut store,
-                loc,
-                &name,
-                &DeletePreconditions::default(),
-                dry_run,
-            )? {
+            let loc = Location { rt, namespace: &namespace };
+            match lifecycle::delete(&mut store, loc, &name, &DeletePreconditions::default(), dry_run)? {
                 Deleted::Pending(o) | Deleted::Gone(o) => items.push(o),
             }
         }
@@ -592,28 +472,20 @@ impl ResourceRequest<'_> {
 
 /// The (namespace, name) order objects are listed in.
 fn object_key(object: &Value) -> (String, String) {
-    (
-        meta::namespace(object).unwrap_or_default().to_string(),
-        meta::name(object).unwrap_or_default().to_string(),
-    )
+    (meta::namespace(object).unwrap_or_default().to_string(), meta::name(object).unwrap_or_default().to_string())
 }
 
 /// Hex of `namespace \n name`: opaque and URL-safe.
 fn encode_continue(key: &(String, String)) -> String {
-    format!("{}\n{}", key.0, key.1)
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{}\n{}", key.0, key.1).bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_continue(token: &str) -> Option<(String, String)> {
     if !token.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..token.len()).step_by(2).map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok()).collect();
     let text = String::from_utf8(bytes?).ok()?;
     let (namespace, name) = text.split_once('\n')?;
     Some((namespace.to_string(), name.to_string()))

@@ -22,24 +22,16 @@ pub async fn handle(server: &Server, method: &Method, path: &str, body: Body) ->
     }
 }
 
-async fn serve(
-    server: &Server,
-    method: &Method,
-    path: &str,
-    body: Body,
-) -> Result<Response, ApiError> {
+async fn serve(server: &Server, method: &Method, path: &str, body: Body) -> Result<Response, ApiError> {
     let ok = |v: serde_json::Value| Ok((StatusCode::OK, axum::Json(v)).into_response());
     match (method.as_str(), path) {
         ("POST", "faults") => {
-            let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
-            })?;
+            let bytes = axum::body::to_bytes(body, MAX_BODY)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
             let request: FaultRequest = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_request(format!("invalid fault request: {e}")))?;
-            server
-                .faults()
-                .arm(&request)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            server.faults().arm(&request).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if request.drop_watches {
                 server.drop_watches();
             }

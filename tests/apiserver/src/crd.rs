@@ -8,20 +8,13 @@ use crate::time;
 use crate::validation::FieldError;
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    v.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 fn strings_at(v: &Value, pointer: &str) -> Vec<String> {
     v.pointer(pointer)
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
@@ -62,10 +55,7 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
     match versions {
         None => errors.push(FieldError::required("spec.versions")),
         Some(versions) => {
-            let storage = versions
-                .iter()
-                .filter(|v| v.get("storage") == Some(&json!(true)))
-                .count();
+            let storage = versions.iter().filter(|v| v.get("storage") == Some(&json!(true))).count();
             if storage != 1 {
                 errors.push(FieldError::invalid(
                     "spec.versions",
@@ -81,9 +71,7 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
                     errors.push(FieldError::required(format!("spec.versions[{i}].served")));
                 }
                 if v.pointer("/schema/openAPIV3Schema").is_none() {
-                    errors.push(FieldError::required(format!(
-                        "spec.versions[{i}].schema.openAPIV3Schema"
-                    )));
+                    errors.push(FieldError::required(format!("spec.versions[{i}].schema.openAPIV3Schema")));
                 }
             }
         }
@@ -92,10 +80,7 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
 }
 
 fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
-    let Some(columns) = version
-        .get("additionalPrinterColumns")
-        .and_then(Value::as_array)
-    else {
+    let Some(columns) = version.get("additionalPrinterColumns").and_then(Value::as_array) else {
         return vec![PrinterColumn {
             name: "Age".to_string(),
             type_: "date".to_string(),
@@ -120,28 +105,14 @@ fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
 
 /// The resource types a (valid) CRD serves: one per version with `served: true`.
 pub fn resource_types(crd: &Value) -> Vec<ResourceType> {
-    let crd_name = str_at(crd, "/metadata/name")
-        .unwrap_or_default()
-        .to_string();
+    let crd_name = str_at(crd, "/metadata/name").unwrap_or_default().to_string();
     let group = str_at(crd, "/spec/group").unwrap_or_default().to_string();
-    let kind = str_at(crd, "/spec/names/kind")
-        .unwrap_or_default()
-        .to_string();
-    let plural = str_at(crd, "/spec/names/plural")
-        .unwrap_or_default()
-        .to_string();
-    let singular = str_at(crd, "/spec/names/singular")
-        .map(str::to_string)
-        .unwrap_or_else(|| kind.to_lowercase());
-    let list_kind = str_at(crd, "/spec/names/listKind")
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{kind}List"));
+    let kind = str_at(crd, "/spec/names/kind").unwrap_or_default().to_string();
+    let plural = str_at(crd, "/spec/names/plural").unwrap_or_default().to_string();
+    let singular = str_at(crd, "/spec/names/singular").map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let list_kind = str_at(crd, "/spec/names/listKind").map(str::to_string).unwrap_or_else(|| format!("{kind}List"));
     let namespaced = str_at(crd, "/spec/scope") == Some("Namespaced");
-    let versions = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
     versions
         .iter()
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false))
@@ -174,10 +145,7 @@ pub fn accepted_status(crd: &Value, previous: Option<&Value>) -> Value {
             .and_then(|c| c.get("lastTransitionTime").cloned())
             .unwrap_or_else(|| json!(now))
     };
-    let names = crd
-        .pointer("/spec/names")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
     let kind = str_at(crd, "/spec/names/kind").unwrap_or_default();
     let mut accepted = json!({
         "plural": names.get("plural").cloned().unwrap_or(Value::Null),

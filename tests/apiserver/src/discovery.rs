@@ -33,11 +33,8 @@ pub fn core_versions(server_address: &str) -> Value {
 }
 
 fn group_json(group: &GroupVersions) -> Value {
-    let versions: Vec<Value> = group
-        .versions
-        .iter()
-        .map(|v| json!({ "groupVersion": format!("{}/{v}", group.name), "version": v }))
-        .collect();
+    let versions: Vec<Value> =
+        group.versions.iter().map(|v| json!({ "groupVersion": format!("{}/{v}", group.name), "version": v })).collect();
     json!({
         "name": group.name,
         "versions": versions,
@@ -54,11 +51,7 @@ pub fn groups(registry: &Registry) -> Value {
 }
 
 pub fn group(registry: &Registry, name: &str) -> Result<Value, ApiError> {
-    let group = registry
-        .groups()
-        .into_iter()
-        .find(|g| g.name == name)
-        .ok_or_else(ApiError::path_not_found)?;
+    let group = registry.groups().into_iter().find(|g| g.name == name).ok_or_else(ApiError::path_not_found)?;
     let mut doc = group_json(&group);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -81,11 +74,7 @@ fn resource_json(rt: &ResourceType) -> Vec<Value> {
     }
     let mut out = vec![main];
     for sub in rt.subresources() {
-        let verbs: &[&str] = if sub == "finalize" {
-            &["update"]
-        } else {
-            &["get", "patch", "update"]
-        };
+        let verbs: &[&str] = if sub == "finalize" { &["update"] } else { &["get", "patch", "update"] };
         out.push(json!({
             "name": format!("{}/{sub}", rt.plural),
             "singularName": "",
@@ -102,11 +91,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Result<
     if types.is_empty() {
         return Err(ApiError::path_not_found());
     }
-    let group_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Ok(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -68,11 +68,7 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     pub fn new(rt: &'a ResourceType, name: &'a str) -> Self {
-        Target {
-            group: &rt.group,
-            resource: &rt.plural,
-            name,
-        }
+        Target { group: &rt.group, resource: &rt.plural, name }
     }
 
     /// `configmaps "foo"` or `targetgroupbindings.elbv2.k8s.aws "foo"`.
@@ -95,13 +91,7 @@ impl<'a> Target<'a> {
 
 impl ApiError {
     pub fn new(code: u16, reason: Reason, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after_seconds: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None, retry_after_seconds: None }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -118,51 +108,26 @@ impl ApiError {
     }
 
     pub fn not_found(target: Target<'_>) -> Self {
-        Self::new(
-            404,
-            Reason::NotFound,
-            format!("{} not found", target.qualified()),
-        )
-        .with_details(target.details())
+        Self::new(404, Reason::NotFound, format!("{} not found", target.qualified())).with_details(target.details())
     }
 
     /// A path that matches no route at all.
     pub fn path_not_found() -> Self {
-        Self::new(
-            404,
-            Reason::NotFound,
-            "the server could not find the requested resource",
-        )
-        .with_details(json!({}))
+        Self::new(404, Reason::NotFound, "the server could not find the requested resource").with_details(json!({}))
     }
 
     pub fn namespace_not_found(namespace: &str) -> Self {
-        Self::not_found(Target {
-            group: "",
-            resource: "namespaces",
-            name: namespace,
-        })
+        Self::not_found(Target { group: "", resource: "namespaces", name: namespace })
     }
 
     pub fn already_exists(target: Target<'_>) -> Self {
-        Self::new(
-            409,
-            Reason::AlreadyExists,
-            format!("{} already exists", target.qualified()),
-        )
-        .with_details(target.details())
+        Self::new(409, Reason::AlreadyExists, format!("{} already exists", target.qualified()))
+            .with_details(target.details())
     }
 
     pub fn conflict(target: Target<'_>, why: &str) -> Self {
-        Self::new(
-            409,
-            Reason::Conflict,
-            format!(
-                "Operation cannot be fulfilled on {}: {why}",
-                target.qualified()
-            ),
-        )
-        .with_details(target.details())
+        Self::new(409, Reason::Conflict, format!("Operation cannot be fulfilled on {}: {why}", target.qualified()))
+            .with_details(target.details())
     }
 
     pub fn stale_resource_version(target: Target<'_>) -> Self {
@@ -199,30 +164,20 @@ impl ApiError {
     /// 422 listing field errors, e.g.
     /// `TargetGroupBinding.elbv2.k8s.aws "x" is invalid: spec.targetType: Unsupported value: ...`.
     pub fn invalid(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> Self {
-        let qualified_kind = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
+        let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let rendered: Vec<String> = errors.iter().map(FieldError::to_string).collect();
         let summary = match rendered.as_slice() {
             [one] => one.clone(),
             many => format!("[{}]", many.join(", ")),
         };
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| json!({ "reason": e.reason(), "message": e.detail(), "field": e.field }))
-            .collect();
+        let causes: Vec<Value> =
+            errors.iter().map(|e| json!({ "reason": e.reason(), "message": e.detail(), "field": e.field })).collect();
         let mut details = json!({ "name": name, "kind": kind, "causes": causes });
         if !group.is_empty() {
             details["group"] = json!(group);
         }
-        Self::new(
-            422,
-            Reason::Invalid,
-            format!("{qualified_kind} \"{name}\" is invalid: {summary}"),
-        )
-        .with_details(details)
+        Self::new(422, Reason::Invalid, format!("{qualified_kind} \"{name}\" is invalid: {summary}"))
+            .with_details(details)
     }
 
     pub fn forbidden(message: impl Into<String>, details: Value) -> Self {
@@ -230,11 +185,7 @@ impl ApiError {
     }
 
     pub fn too_many_requests(retry_after_seconds: u32) -> Self {
-        let mut e = Self::new(
-            429,
-            Reason::TooManyRequests,
-            "Too many requests, please try again later.",
-        );
+        let mut e = Self::new(429, Reason::TooManyRequests, "Too many requests, please try again later.");
         e.retry_after_seconds = Some(retry_after_seconds);
         e.details = Some(json!({ "retryAfterSeconds": retry_after_seconds }));
         e
@@ -263,9 +214,7 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (code, axum::Json(self.to_status())).into_response();
         if let Some(seconds) = self.retry_after_seconds {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -90,13 +90,8 @@ impl Faults {
     /// Consumes a matching failure rule, returning the error to answer with.
     pub fn take_failure(&mut self, path: &str, verb: &str) -> Option<ApiError> {
         let index = self.fail_requests.iter().position(|rule| {
-            rule.path_contains
-                .as_deref()
-                .is_none_or(|p| path.contains(p))
-                && rule
-                    .verb
-                    .as_deref()
-                    .is_none_or(|v| v.eq_ignore_ascii_case(verb))
+            rule.path_contains.as_deref().is_none_or(|p| path.contains(p))
+                && rule.verb.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(verb))
         })?;
         let rule = &mut self.fail_requests[index];
         rule.count -= 1;
@@ -128,16 +123,13 @@ mod tests {
     #[test]
     fn failures_are_consumed() {
         let mut faults = Faults::default();
-        let req: FaultRequest =
-            serde_json::from_str(r#"{"failRequests": {"count": 2, "status": 429, "pathContains": "leases"}, "expireNextWatch": true}"#).unwrap();
+        let req: FaultRequest = serde_json::from_str(
+            r#"{"failRequests": {"count": 2, "status": 429, "pathContains": "leases"}, "expireNextWatch": true}"#,
+        )
+        .unwrap();
         faults.arm(&req).unwrap();
         assert!(faults.take_failure("/api/v1/pods", "list").is_none());
-        assert_eq!(
-            faults
-                .take_failure("/apis/coordination.k8s.io/v1/leases", "get")
-                .map(|e| e.code),
-            Some(429)
-        );
+        assert_eq!(faults.take_failure("/apis/coordination.k8s.io/v1/leases", "get").map(|e| e.code), Some(429));
         assert!(faults.take_failure("/x/leases", "get").is_some());
         assert!(faults.take_failure("/x/leases", "get").is_none());
         assert!(faults.take_watch_expiry());

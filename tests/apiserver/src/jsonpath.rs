@@ -15,10 +15,7 @@ enum Segment {
     Field(String),
     Index(i64),
     Wildcard,
-    Filter {
-        path: Vec<Segment>,
-        test: Option<(bool, Value)>,
-    },
+    Filter { path: Vec<Segment>, test: Option<(bool, Value)> },
 }
 
 /// A compiled JSONPath expression.
@@ -32,10 +29,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn err(&self, reason: &'static str) -> JsonPathError {
-        JsonPathError {
-            path: self.src.to_string(),
-            reason,
-        }
+        JsonPathError { path: self.src.to_string(), reason }
     }
 
     fn rest(&self) -> &'a str {
@@ -75,10 +69,7 @@ impl<'a> Parser<'a> {
         } else {
             return Err(self.err("expected a quoted string"));
         };
-        let end = self
-            .rest()
-            .find(quote)
-            .ok_or_else(|| self.err("unterminated string"))?;
+        let end = self.rest().find(quote).ok_or_else(|| self.err("unterminated string"))?;
         let s = self.rest()[..end].to_string();
         self.pos += end + 1;
         Ok(s)
@@ -134,14 +125,8 @@ impl<'a> Parser<'a> {
                 } else if self.rest().starts_with(['\'', '"']) {
                     segments.push(Segment::Field(self.quoted()?));
                 } else {
-                    let len = self
-                        .rest()
-                        .find(']')
-                        .ok_or_else(|| self.err("expected ']'"))?;
-                    let index = self.rest()[..len]
-                        .trim()
-                        .parse()
-                        .map_err(|_| self.err("bad index"))?;
+                    let len = self.rest().find(']').ok_or_else(|| self.err("expected ']'"))?;
+                    let index = self.rest()[..len].trim().parse().map_err(|_| self.err("bad index"))?;
                     self.pos += len;
                     segments.push(Segment::Index(index));
                 }
@@ -171,10 +156,7 @@ impl JsonPath {
     /// Parses `.spec.x` or `{.spec.x}`.
     pub fn parse(path: &str) -> Result<Self, JsonPathError> {
         let trimmed = path.trim();
-        let inner = trimmed
-            .strip_prefix('{')
-            .and_then(|p| p.strip_suffix('}'))
-            .unwrap_or(trimmed);
+        let inner = trimmed.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(trimmed);
         let inner = inner.strip_prefix('$').unwrap_or(inner);
         let mut parser = Parser { src: inner, pos: 0 };
         parser.segments(false).map(JsonPath)
@@ -195,11 +177,7 @@ fn step<'v>(segment: &Segment, value: &'v Value) -> Vec<&'v Value> {
         (Segment::Field(name), Value::Object(map)) => map.get(name).into_iter().collect(),
         (Segment::Index(i), Value::Array(items)) => {
             let idx = if *i < 0 { items.len() as i64 + i } else { *i };
-            usize::try_from(idx)
-                .ok()
-                .and_then(|i| items.get(i))
-                .into_iter()
-                .collect()
+            usize::try_from(idx).ok().and_then(|i| items.get(i)).into_iter().collect()
         }
         (Segment::Wildcard, Value::Array(items)) => items.iter().collect(),
         (Segment::Wildcard, Value::Object(map)) => map.values().collect(),
@@ -235,23 +213,10 @@ mod tests {
                 {"type": "Ready", "status": "True"}
             ]}
         });
-        let find = |p: &str| {
-            JsonPath::parse(p)
-                .unwrap()
-                .find(&obj)
-                .into_iter()
-                .cloned()
-                .collect::<Vec<_>>()
-        };
+        let find = |p: &str| JsonPath::parse(p).unwrap().find(&obj).into_iter().cloned().collect::<Vec<_>>();
         assert_eq!(find(".spec.serviceRef.port"), vec![json!(80)]);
-        assert_eq!(
-            find(r#".status.conditions[?(@.type=="Ready")].status"#),
-            vec![json!("True")]
-        );
-        assert_eq!(
-            find(".status.conditions[?(@.type == 'Synced')].status"),
-            vec![json!("False")]
-        );
+        assert_eq!(find(r#".status.conditions[?(@.type=="Ready")].status"#), vec![json!("True")]);
+        assert_eq!(find(".status.conditions[?(@.type == 'Synced')].status"), vec![json!("False")]);
         assert_eq!(find("{.spec.list[-1]}"), vec![json!(3)]);
         assert_eq!(find(".spec.list[*]").len(), 3);
         assert_eq!(find(".spec['serviceRef'].port"), vec![json!(80)]);

@@ -123,10 +123,7 @@ fn is_crds(rt: &ResourceType) -> bool {
 }
 
 fn namespaces_key() -> StorageKey {
-    StorageKey {
-        group: String::new(),
-        plural: "namespaces".to_string(),
-    }
+    StorageKey { group: String::new(), plural: "namespaces".to_string() }
 }
 
 fn check_namespace_writable(store: &Store, loc: Location<'_>, name: &str) -> Result<(), ApiError> {
@@ -185,11 +182,7 @@ fn admit(
         return Ok(Vec::new());
     };
     let outcome = schema::process(schema, object);
-    let unknown: Vec<String> = outcome
-        .pruned
-        .iter()
-        .map(|p| format!("unknown field \"{p}\""))
-        .collect();
+    let unknown: Vec<String> = outcome.pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
     // Like the real decoder, strict unknown-field errors come before schema validation.
     if opts.field_validation == FieldValidation::Strict && !unknown.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -200,18 +193,9 @@ fn admit(
         )));
     }
     if !outcome.errors.is_empty() {
-        return Err(ApiError::invalid(
-            &rt.kind,
-            &rt.group,
-            name,
-            &outcome.errors,
-        ));
+        return Err(ApiError::invalid(&rt.kind, &rt.group, name, &outcome.errors));
     }
-    Ok(if opts.field_validation == FieldValidation::Warn {
-        unknown
-    } else {
-        Vec::new()
-    })
+    Ok(if opts.field_validation == FieldValidation::Warn { unknown } else { Vec::new() })
 }
 
 /// Side effects of committing an object: CRDs register their types.
@@ -225,13 +209,7 @@ fn after_put(store: &mut Store, loc: Location<'_>, object: &Value) {
 }
 
 fn body_object(body: Value) -> Result<Value, ApiError> {
-    if body.is_object() {
-        Ok(body)
-    } else {
-        Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ))
-    }
+    if body.is_object() { Ok(body) } else { Err(ApiError::bad_request("the request body must be a JSON object")) }
 }
 
 fn check_body_namespace(loc: Location<'_>, object: &mut Value) -> Result<(), ApiError> {
@@ -251,18 +229,10 @@ fn check_body_namespace(loc: Location<'_>, object: &mut Value) -> Result<(), Api
 }
 
 /// POST: creates a new object (`generateName` supported).
-pub fn create(
-    store: &mut Store,
-    loc: Location<'_>,
-    body: Value,
-    opts: &WriteOptions,
-) -> Result<Written, ApiError> {
+pub fn create(store: &mut Store, loc: Location<'_>, body: Value, opts: &WriteOptions) -> Result<Written, ApiError> {
     let mut object = body_object(body)?;
     check_body_namespace(loc, &mut object)?;
-    let name = match (
-        meta::name(&object),
-        meta::str_field(&object, "generateName"),
-    ) {
+    let name = match (meta::name(&object), meta::str_field(&object, "generateName")) {
         (Some(name), _) => name.to_string(),
         (None, Some(prefix)) if !prefix.is_empty() => {
             format!("{prefix}{}", meta::generate_name_suffix())
@@ -272,10 +242,7 @@ pub fn create(
                 &loc.rt.kind,
                 &loc.rt.group,
                 "",
-                &[FieldError::required_because(
-                    "metadata.name",
-                    "name or generateName is required",
-                )],
+                &[FieldError::required_because("metadata.name", "name or generateName is required")],
             ));
         }
     };
@@ -298,29 +265,17 @@ pub fn create(
         m.insert("uid".into(), json!(meta::new_uid()));
         m.insert("creationTimestamp".into(), json!(time::now_rfc3339()));
         m.insert("generation".into(), json!(1));
-        for field in [
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
+        for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
             m.remove(field);
         }
     }
     meta::normalize(&mut object);
     if opts.dry_run {
-        return Ok(Written {
-            object,
-            created: true,
-            warnings,
-        });
+        return Ok(Written { object, created: true, warnings });
     }
     let stored = store.put(&loc.key(), object);
     after_put(store, loc, &stored);
-    Ok(Written {
-        object: present(loc.rt, &stored),
-        created: true,
-        warnings,
-    })
+    Ok(Written { object: present(loc.rt, &stored), created: true, warnings })
 }
 
 /// PUT (of the object or its status).
@@ -342,10 +297,8 @@ pub fn update(
         _ => meta::set(&mut candidate, "name", json!(name)),
     }
     check_body_namespace(loc, &mut candidate)?;
-    let current = store
-        .get(&loc.key(), loc.namespace, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(loc.target(name)))?;
+    let current =
+        store.get(&loc.key(), loc.namespace, name).cloned().ok_or_else(|| ApiError::not_found(loc.target(name)))?;
     commit_update(store, loc, name, part, &current, candidate, opts)
 }
 
@@ -376,13 +329,7 @@ fn commit_update(
             if rt.status_subresource {
                 meta::copy_top(&mut object, current, "status");
             }
-            for field in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
+            for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
                 meta::copy_field(&mut object, current, field);
             }
             object
@@ -391,10 +338,7 @@ fn commit_update(
     meta::normalize(&mut object);
     if meta::is_deleting(current) {
         let before = meta::finalizers(current);
-        if meta::finalizers(&object)
-            .iter()
-            .any(|f| !before.contains(f))
-        {
+        if meta::finalizers(&object).iter().any(|f| !before.contains(f)) {
             return Err(ApiError::invalid(
                 &rt.kind,
                 &rt.group,
@@ -408,54 +352,30 @@ fn commit_update(
     }
     let warnings = admit(loc, name, &mut object, Some(current), opts)?;
     if spec_view(rt, &object) != spec_view(rt, current) {
-        let generation = current
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         meta::set(&mut object, "generation", json!(generation + 1));
     }
     meta::copy_field(&mut object, current, "resourceVersion");
     if object == present(rt, current) {
-        return Ok(Written {
-            object,
-            created: false,
-            warnings,
-        });
+        return Ok(Written { object, created: false, warnings });
     }
     if opts.dry_run {
-        return Ok(Written {
-            object,
-            created: false,
-            warnings,
-        });
+        return Ok(Written { object, created: false, warnings });
     }
     if meta::is_deleting(&object) && meta::finalizers(&object).is_empty() {
         let removed = finish_removal(store, loc, name, Some(object.clone())).unwrap_or(object);
-        return Ok(Written {
-            object: present(rt, &removed),
-            created: false,
-            warnings,
-        });
+        return Ok(Written { object: present(rt, &removed), created: false, warnings });
     }
     let stored = store.put(&loc.key(), object);
     after_put(store, loc, &stored);
-    Ok(Written {
-        object: present(rt, &stored),
-        created: false,
-        warnings,
-    })
+    Ok(Written { object: present(rt, &stored), created: false, warnings })
 }
 
 fn patch_error(rt: &ResourceType, name: &str, err: PatchError) -> ApiError {
     if err.is_malformed() {
         ApiError::bad_request(err.to_string())
     } else {
-        ApiError::invalid(
-            &rt.kind,
-            &rt.group,
-            name,
-            &[FieldError::invalid("", Value::Null, err.to_string())],
-        )
+        ApiError::invalid(&rt.kind, &rt.group, name, &[FieldError::invalid("", Value::Null, err.to_string())])
     }
 }
 
@@ -473,14 +393,10 @@ pub fn patch(
     let manager = opts.field_manager.clone().unwrap_or_default();
     if patch_type == PatchType::Apply {
         if manager.is_empty() {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-            ));
+            return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set"));
         }
         if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the apply configuration must be an object",
-            ));
+            return Err(ApiError::bad_request("the apply configuration must be an object"));
         }
     }
     let Some(current) = store.get(&key, loc.namespace, name).cloned() else {
@@ -499,13 +415,9 @@ pub fn patch(
     match patch_type {
         PatchType::Merge => patch::merge_patch(&mut patched, body),
         PatchType::Strategic => patch::strategic_merge_patch(&mut patched, body),
-        PatchType::Json => {
-            patch::json_patch(&mut patched, body).map_err(|e| patch_error(loc.rt, name, e))?
-        }
+        PatchType::Json => patch::json_patch(&mut patched, body).map_err(|e| patch_error(loc.rt, name, e))?,
         PatchType::Apply => {
-            let previous = store
-                .applied_config(&key, loc.namespace, name, &manager)
-                .cloned();
+            let previous = store.applied_config(&key, loc.namespace, name, &manager).cloned();
             let mut config = body.clone();
             // The apply configuration's resourceVersion, if any, is a precondition like any other.
             if meta::resource_version(&config).is_none() {
@@ -515,14 +427,10 @@ pub fn patch(
         }
     }
     if !patched.is_object() {
-        return Err(ApiError::bad_request(
-            "the patch turned the object into a non-object",
-        ));
+        return Err(ApiError::bad_request("the patch turned the object into a non-object"));
     }
     if meta::name(&patched) != Some(name) {
-        return Err(ApiError::bad_request(
-            "the patch may not change metadata.name",
-        ));
+        return Err(ApiError::bad_request("the patch may not change metadata.name"));
     }
     check_body_namespace(loc, &mut patched)?;
     let written = commit_update(store, loc, name, part, &current, patched, opts)?;
@@ -554,10 +462,8 @@ pub fn delete(
     pre: &DeletePreconditions,
     dry_run: bool,
 ) -> Result<Deleted, ApiError> {
-    let current = store
-        .get(&loc.key(), loc.namespace, name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(loc.target(name)))?;
+    let current =
+        store.get(&loc.key(), loc.namespace, name).cloned().ok_or_else(|| ApiError::not_found(loc.target(name)))?;
     if let Some(uid) = &pre.uid
         && Some(uid.as_str()) != meta::uid(&current)
     {
@@ -614,17 +520,8 @@ fn delete_namespace(store: &mut Store, loc: Location<'_>, name: &str, current: V
             store.remove(&key, name, &object_name, None);
             continue;
         };
-        let inner = Location {
-            rt: &rt,
-            namespace: name,
-        };
-        if let Err(e) = delete(
-            store,
-            inner,
-            &object_name,
-            &DeletePreconditions::default(),
-            false,
-        ) {
+        let inner = Location { rt: &rt, namespace: name };
+        if let Err(e) = delete(store, inner, &object_name, &DeletePreconditions::default(), false) {
             tracing::warn!(namespace = name, object = object_name, error = %e, "deleting namespace content failed");
         }
     }
@@ -646,12 +543,7 @@ fn finish_namespace(store: &mut Store, namespace: &str) -> Option<Value> {
 }
 
 /// Removes an object for good, with the side effects of CRD and namespace removal.
-fn finish_removal(
-    store: &mut Store,
-    loc: Location<'_>,
-    name: &str,
-    last_state: Option<Value>,
-) -> Option<Value> {
+fn finish_removal(store: &mut Store, loc: Location<'_>, name: &str, last_state: Option<Value>) -> Option<Value> {
     let removed = store.remove(&loc.key(), loc.namespace, name, last_state)?;
     if is_crds(loc.rt) {
         remove_custom_resources(store, &removed);
@@ -667,24 +559,14 @@ fn finish_removal(
 fn remove_custom_resources(store: &mut Store, crd_object: &Value) {
     let (Some(group), Some(plural)) = (
         crd_object.pointer("/spec/group").and_then(Value::as_str),
-        crd_object
-            .pointer("/spec/names/plural")
-            .and_then(Value::as_str),
+        crd_object.pointer("/spec/names/plural").and_then(Value::as_str),
     ) else {
         return;
     };
-    let key = StorageKey {
-        group: group.to_string(),
-        plural: plural.to_string(),
-    };
+    let key = StorageKey { group: group.to_string(), plural: plural.to_string() };
     let names: Vec<(String, String)> = store
         .list(&key, None)
-        .map(|o| {
-            (
-                meta::namespace(o).unwrap_or_default().to_string(),
-                meta::name(o).unwrap_or_default().to_string(),
-            )
-        })
+        .map(|o| (meta::namespace(o).unwrap_or_default().to_string(), meta::name(o).unwrap_or_default().to_string()))
         .collect();
     for (ns, name) in names {
         store.remove(&key, &ns, &name, None);
@@ -705,15 +587,6 @@ pub fn ensure_namespace(store: &mut Store, name: &str) -> Result<(), ApiError> {
     if store.get(&namespaces_key(), "", name).is_some() {
         return Ok(());
     }
-    let loc = Location {
-        rt: &rt,
-        namespace: "",
-    };
-    create(
-        store,
-        loc,
-        json!({ "metadata": { "name": name } }),
-        &WriteOptions::default(),
-    )
-    .map(|_| ())
+    let loc = Location { rt: &rt, namespace: "" };
+    create(store, loc, json!({ "metadata": { "name": name } }), &WriteOptions::default()).map(|_| ())
 }

@@ -33,10 +33,8 @@ fn write_ready_file(path: &Path, url: &str) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, format!("{url}\n"))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::write(&tmp, format!("{url}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 async fn shutdown_signal() {
@@ -81,9 +79,7 @@ async fn main() -> anyhow::Result<()> {
         bookmark_interval: Duration::from_secs(args.bookmark_interval_secs.max(1)),
         ..Config::default()
     };
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding {}", args.addr))?;
+    let listener = TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let local = listener.local_addr()?;
     let url = format!("http://{local}");
     let server = Server::new(config);
@@ -91,8 +87,6 @@ async fn main() -> anyhow::Result<()> {
         write_ready_file(path, &url)?;
     }
     tracing::info!(%url, rbac = args.enforce_rbac, "kube-apiserver-double listening");
-    serve_with_shutdown(listener, server, shutdown_signal())
-        .await
-        .context("serving")?;
+    serve_with_shutdown(listener, server, shutdown_signal()).await.context("serving")?;
     Ok(())
 }

@@ -30,12 +30,7 @@ pub fn finalizers(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|f| {
-            f.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
@@ -108,23 +103,13 @@ pub fn new_uid() -> String {
     let hi = fastrand::u64(..);
     let lo = fastrand::u64(..);
     let hex = format!("{hi:016x}{lo:016x}");
-    format!(
-        "{}-{}-4{}-{:x}{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        8 + (lo >> 62),
-        &hex[17..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-4{}-{:x}{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], 8 + (lo >> 62), &hex[17..20], &hex[20..32])
 }
 
 /// Five characters from the alphabet Kubernetes uses for `generateName` suffixes.
 pub fn generate_name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-        .collect()
+    (0..5).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
 }
 
 #[cfg(test)]
@@ -141,8 +126,7 @@ mod tests {
 
     #[test]
     fn normalize_drops_empty() {
-        let mut obj =
-            json!({"metadata": {"name": "a", "labels": {}, "finalizers": [], "annotations": null}});
+        let mut obj = json!({"metadata": {"name": "a", "labels": {}, "finalizers": [], "annotations": null}});
         normalize(&mut obj);
         assert_eq!(obj, json!({"metadata": {"name": "a"}}));
     }

@@ -23,10 +23,7 @@ pub enum Representation {
     /// The objects themselves.
     Full,
     /// `meta.k8s.io/<version>` `Table`.
-    Table {
-        api_version: String,
-        include: IncludeObject,
-    },
+    Table { api_version: String, include: IncludeObject },
     /// `meta.k8s.io/<version>` `PartialObjectMetadata` / `PartialObjectMetadataList`.
     Metadata { api_version: String },
 }
@@ -58,10 +55,7 @@ pub fn negotiate(accept: Option<&str>, include_object: Option<&str>) -> Represen
         match (as_, meta_version) {
             (None, _) => return Representation::Full,
             (Some("Table"), Some(api_version)) => {
-                return Representation::Table {
-                    api_version,
-                    include: IncludeObject::parse(include_object),
-                };
+                return Representation::Table { api_version, include: IncludeObject::parse(include_object) };
             }
             (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some(api_version)) => {
                 return Representation::Metadata { api_version };
@@ -81,20 +75,11 @@ mod tests {
         let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(
             negotiate(Some(accept), None),
-            Representation::Table {
-                api_version: "meta.k8s.io/v1".into(),
-                include: IncludeObject::Metadata
-            }
+            Representation::Table { api_version: "meta.k8s.io/v1".into(), include: IncludeObject::Metadata }
         );
+        assert_eq!(negotiate(Some("application/json"), None), Representation::Full);
         assert_eq!(
-            negotiate(Some("application/json"), None),
-            Representation::Full
-        );
-        assert_eq!(
-            negotiate(
-                Some("application/vnd.kubernetes.protobuf, application/json"),
-                None
-            ),
+            negotiate(Some("application/vnd.kubernetes.protobuf, application/json"), None),
             Representation::Full
         );
         assert_eq!(negotiate(None, None), Representation::Full);

@@ -16,11 +16,7 @@ use crate::error::ApiError;
 use crate::registry::{Registry, ResourceType};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 fn gv_hash(types: &[std::sync::Arc<ResourceType>]) -> String {
@@ -39,19 +35,11 @@ pub fn root(registry: &Registry) -> Value {
     let mut paths = Map::new();
     let mut gvs: Vec<(String, String)> = vec![(String::new(), "v1".to_string())];
     for group in registry.groups() {
-        gvs.extend(
-            group
-                .versions
-                .iter()
-                .map(|v| (group.name.clone(), v.clone())),
-        );
+        gvs.extend(group.versions.iter().map(|v| (group.name.clone(), v.clone())));
     }
     for (group, version) in gvs {
         let path = gv_path(&group, &version);
-        let url = format!(
-            "/openapi/v3/{path}?hash={}",
-            gv_hash(&registry.resources_in(&group, &version))
-        );
+        let url = format!("/openapi/v3/{path}?hash={}", gv_hash(&registry.resources_in(&group, &version)));
         paths.insert(path, json!({ "serverRelativeURL": url }));
     }
     json!({ "paths": paths })
@@ -62,14 +50,11 @@ fn query_param(name: &str) -> Value {
 }
 
 fn patch_operation(rt: &ResourceType) -> Value {
-    let content: Map<String, Value> = [
-        "application/json-patch+json",
-        "application/merge-patch+json",
-        "application/apply-patch+yaml",
-    ]
-    .iter()
-    .map(|ct| (ct.to_string(), json!({ "schema": { "type": "object" } })))
-    .collect();
+    let content: Map<String, Value> =
+        ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+            .iter()
+            .map(|ct| (ct.to_string(), json!({ "schema": { "type": "object" } })))
+            .collect();
     json!({
         "operationId": format!("patch{}", rt.kind),
         "description": format!("partially update the specified {}", rt.kind),
@@ -92,11 +77,7 @@ pub fn group_version(registry: &Registry, group: &str, version: &str) -> Result<
     if types.is_empty() {
         return Err(ApiError::path_not_found());
     }
-    let prefix = if group.is_empty() {
-        format!("/api/{version}")
-    } else {
-        format!("/apis/{group}/{version}")
-    };
+    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
     let mut paths = Map::new();
     for rt in &types {
         let object_path = if rt.namespaced {

@@ -53,43 +53,21 @@ fn split_pointer(path: &str) -> Result<Vec<String>, PatchError> {
     if path.is_empty() {
         return Ok(Vec::new());
     }
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| PatchError::Malformed(format!("invalid path {path:?}")))?;
+    let rest = path.strip_prefix('/').ok_or_else(|| PatchError::Malformed(format!("invalid path {path:?}")))?;
     Ok(rest.split('/').map(unescape).collect())
 }
 
-fn array_index(
-    arr: &[Value],
-    token: &str,
-    path: &str,
-    allow_end: bool,
-) -> Result<usize, PatchError> {
-    let bad = || PatchError::BadIndex {
-        path: path.to_string(),
-        index: token.to_string(),
-    };
+fn array_index(arr: &[Value], token: &str, path: &str, allow_end: bool) -> Result<usize, PatchError> {
+    let bad = || PatchError::BadIndex { path: path.to_string(), index: token.to_string() };
     if token == "-" && allow_end {
         return Ok(arr.len());
     }
     let i: usize = token.parse().map_err(|_| bad())?;
-    let limit = if allow_end {
-        arr.len()
-    } else {
-        arr.len().saturating_sub(1)
-    };
-    if i > limit || (!allow_end && arr.is_empty()) {
-        Err(bad())
-    } else {
-        Ok(i)
-    }
+    let limit = if allow_end { arr.len() } else { arr.len().saturating_sub(1) };
+    if i > limit || (!allow_end && arr.is_empty()) { Err(bad()) } else { Ok(i) }
 }
 
-fn parent_mut<'a>(
-    doc: &'a mut Value,
-    tokens: &[String],
-    path: &str,
-) -> Result<&'a mut Value, PatchError> {
+fn parent_mut<'a>(doc: &'a mut Value, tokens: &[String], path: &str) -> Result<&'a mut Value, PatchError> {
     let mut cur = doc;
     for token in tokens {
         cur = match cur {
@@ -128,14 +106,10 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
 fn remove(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
     let tokens = split_pointer(path)?;
     let Some((last, parents)) = tokens.split_last() else {
-        return Err(PatchError::Malformed(
-            "cannot remove the whole document".to_string(),
-        ));
+        return Err(PatchError::Malformed("cannot remove the whole document".to_string()));
     };
     match parent_mut(doc, parents, path)? {
-        Value::Object(map) => map
-            .remove(last)
-            .ok_or_else(|| PatchError::MissingPath(path.to_string())),
+        Value::Object(map) => map.remove(last).ok_or_else(|| PatchError::MissingPath(path.to_string())),
         Value::Array(arr) => {
             let i = array_index(arr, last, path, false)?;
             Ok(arr.remove(i))
@@ -161,22 +135,17 @@ fn get<'a>(doc: &'a Value, path: &str) -> Result<Option<&'a Value>, PatchError> 
 }
 
 fn field<'a>(op: &'a Value, name: &str) -> Result<&'a Value, PatchError> {
-    op.get(name)
-        .ok_or_else(|| PatchError::Malformed(format!("operation missing {name:?}: {op}")))
+    op.get(name).ok_or_else(|| PatchError::Malformed(format!("operation missing {name:?}: {op}")))
 }
 
 fn str_field<'a>(op: &'a Value, name: &str) -> Result<&'a str, PatchError> {
-    field(op, name)?
-        .as_str()
-        .ok_or_else(|| PatchError::Malformed(format!("{name:?} must be a string: {op}")))
+    field(op, name)?.as_str().ok_or_else(|| PatchError::Malformed(format!("{name:?} must be a string: {op}")))
 }
 
 /// Applies an RFC 6902 patch. Like the Kubernetes API server, a `test` of a missing path against
 /// `null` succeeds (kube-runtime's finalizer helper relies on that).
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| PatchError::Malformed("expected a JSON array".to_string()))?;
+    let ops = patch.as_array().ok_or_else(|| PatchError::Malformed("expected a JSON array".to_string()))?;
     for op in ops {
         let path = str_field(op, "path")?;
         match str_field(op, "op")? {
@@ -195,9 +164,7 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
             }
             "copy" => {
                 let from = str_field(op, "from")?;
-                let value = get(doc, from)?
-                    .cloned()
-                    .ok_or_else(|| PatchError::MissingPath(from.to_string()))?;
+                let value = get(doc, from)?.cloned().ok_or_else(|| PatchError::MissingPath(from.to_string()))?;
                 add(doc, path, value)?;
             }
             "test" => {
@@ -208,9 +175,7 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
                 }
             }
             other => {
-                return Err(PatchError::Malformed(format!(
-                    "unknown operation {other:?}"
-                )));
+                return Err(PatchError::Malformed(format!("unknown operation {other:?}")));
             }
         }
     }
@@ -231,12 +196,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "hostAliases" => "ip",
-        "imagePullSecrets"
-        | "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "volumes"
-        | "env" => "name",
+        "imagePullSecrets" | "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" => "name",
         _ => "name",
     };
     let all_keyed = !items.is_empty() && items.iter().all(|i| i.get(key).is_some());
@@ -270,9 +230,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
     };
     for (key, value) in patch_map {
         if let Some(list_field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(existing)), Value::Array(remove)) =
-                (target_map.get_mut(list_field), value)
-            {
+            if let (Some(Value::Array(existing)), Value::Array(remove)) = (target_map.get_mut(list_field), value) {
                 existing.retain(|v| !remove.contains(v));
             }
             continue;
@@ -284,9 +242,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
             Value::Null => {
                 target_map.remove(key);
             }
-            Value::Object(_) => {
-                strategic_merge_patch(target_map.entry(key.clone()).or_insert(Value::Null), value)
-            }
+            Value::Object(_) => strategic_merge_patch(target_map.entry(key.clone()).or_insert(Value::Null), value),
             Value::Array(items) => {
                 let merged = match target_map.get(key) {
                     Some(Value::Array(existing)) => merge_list(key, existing, items),
@@ -395,9 +351,7 @@ fn deep_merge(target: &mut Value, config: &Value) {
         (Value::Object(target_map), Value::Object(config_map)) => {
             for (key, value) in config_map {
                 match target_map.get_mut(key) {
-                    Some(existing) if existing.is_object() && value.is_object() => {
-                        deep_merge(existing, value)
-                    }
+                    Some(existing) if existing.is_object() && value.is_object() => deep_merge(existing, value),
                     _ => {
                         target_map.insert(key.clone(), value.clone());
                     }
@@ -442,10 +396,7 @@ mod tests {
         json_patch(&mut doc, &remove).unwrap();
         assert_eq!(doc["metadata"]["finalizers"], json!(["g"]));
         let stale = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "f"}]);
-        assert_eq!(
-            json_patch(&mut doc, &stale),
-            Err(PatchError::TestFailed("/metadata/finalizers/0".into()))
-        );
+        assert_eq!(json_patch(&mut doc, &stale), Err(PatchError::TestFailed("/metadata/finalizers/0".into())));
     }
 
     #[test]
@@ -472,10 +423,7 @@ mod tests {
             "metadata": {"finalizers": ["y"]}
         });
         strategic_merge_patch(&mut doc, &patch);
-        assert_eq!(
-            doc["spec"]["containers"],
-            json!([{"name": "a", "image": "2"}])
-        );
+        assert_eq!(doc["spec"]["containers"], json!([{"name": "a", "image": "2"}]));
         assert_eq!(doc["metadata"]["finalizers"], json!(["x", "y"]));
     }
 

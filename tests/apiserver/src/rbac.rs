@@ -25,15 +25,9 @@ impl User {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        match token
-            .and_then(|t| t.strip_prefix("system:serviceaccount:"))
-            .and_then(|rest| rest.split_once(':'))
-        {
+        match token.and_then(|t| t.strip_prefix("system:serviceaccount:")).and_then(|rest| rest.split_once(':')) {
             Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
-                User::ServiceAccount {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                }
+                User::ServiceAccount { namespace: namespace.to_string(), name: name.to_string() }
             }
             _ => User::Admin,
         }
@@ -74,12 +68,7 @@ pub struct Attributes<'a> {
 fn strings(v: &Value, field: &str) -> Vec<String> {
     v.get(field)
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
@@ -94,33 +83,20 @@ fn rule_allows(rule: &Value, attrs: &Attributes<'_>) -> bool {
     };
     let verb_ok = verbs.iter().any(|v| v == "*" || v == attrs.verb);
     let group_ok = groups.iter().any(|g| g == "*" || g == attrs.group);
-    let resource_ok = resources.iter().any(|r| {
-        r == "*"
-            || *r == combined
-            || attrs
-                .subresource
-                .is_some_and(|sub| *r == format!("*/{sub}"))
-    });
+    let resource_ok = resources
+        .iter()
+        .any(|r| r == "*" || *r == combined || attrs.subresource.is_some_and(|sub| *r == format!("*/{sub}")));
     let name_ok = names.is_empty() || attrs.name.is_some_and(|n| names.iter().any(|x| x == n));
     verb_ok && group_ok && resource_ok && name_ok
 }
 
 fn subject_matches(subject: &Value, user: &User, binding_namespace: &str) -> bool {
-    let kind = subject
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let name = subject
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let kind = subject.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = subject.get("name").and_then(Value::as_str).unwrap_or_default();
     match kind {
         "ServiceAccount" => {
-            let ns = subject
-                .get("namespace")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .unwrap_or(binding_namespace);
+            let ns =
+                subject.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(binding_namespace);
             matches!(user, User::ServiceAccount { namespace, name: n } if namespace == ns && n == name)
         }
         "User" => user.username() == name,
@@ -130,30 +106,18 @@ fn subject_matches(subject: &Value, user: &User, binding_namespace: &str) -> boo
 }
 
 fn rbac_key(plural: &str) -> StorageKey {
-    StorageKey {
-        group: RBAC_GROUP.to_string(),
-        plural: plural.to_string(),
-    }
+    StorageKey { group: RBAC_GROUP.to_string(), plural: plural.to_string() }
 }
 
 fn role_rules(store: &Store, role_ref: &Value, binding_namespace: &str) -> Vec<Value> {
-    let kind = role_ref
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let name = role_ref
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = role_ref.get("name").and_then(Value::as_str).unwrap_or_default();
     let role = match kind {
         "ClusterRole" => store.get(&rbac_key("clusterroles"), "", name),
         "Role" => store.get(&rbac_key("roles"), binding_namespace, name),
         _ => None,
     };
-    role.and_then(|r| r.get("rules"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    role.and_then(|r| r.get("rules")).and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// Whether `user` may do `attrs`.
@@ -169,22 +133,15 @@ pub fn allowed(store: &Store, user: &User, attrs: &Attributes<'_>) -> bool {
     };
     let grants = |binding: &Value, ns: &str| {
         bound(binding, ns)
-            && binding.get("roleRef").is_some_and(|role_ref| {
-                role_rules(store, role_ref, ns)
-                    .iter()
-                    .any(|rule| rule_allows(rule, attrs))
-            })
+            && binding
+                .get("roleRef")
+                .is_some_and(|role_ref| role_rules(store, role_ref, ns).iter().any(|rule| rule_allows(rule, attrs)))
     };
-    if store
-        .list(&rbac_key("clusterrolebindings"), None)
-        .any(|b| grants(b, ""))
-    {
+    if store.list(&rbac_key("clusterrolebindings"), None).any(|b| grants(b, "")) {
         return true;
     }
     match attrs.namespace {
-        Some(ns) => store
-            .list(&rbac_key("rolebindings"), Some(ns))
-            .any(|b| grants(b, ns)),
+        Some(ns) => store.list(&rbac_key("rolebindings"), Some(ns)).any(|b| grants(b, ns)),
         None => false,
     }
 }
@@ -198,11 +155,8 @@ pub fn authorize(store: &Store, user: &User, attrs: &Attributes<'_>) -> Result<(
         Some(sub) => format!("{}/{sub}", attrs.resource),
         None => attrs.resource.to_string(),
     };
-    let qualified = if attrs.group.is_empty() {
-        attrs.resource.to_string()
-    } else {
-        format!("{}.{}", attrs.resource, attrs.group)
-    };
+    let qualified =
+        if attrs.group.is_empty() { attrs.resource.to_string() } else { format!("{}.{}", attrs.resource, attrs.group) };
     let subject = match attrs.name {
         Some(name) => format!("{qualified} \"{name}\" is forbidden"),
         None => format!("{qualified} is forbidden"),
@@ -255,17 +209,8 @@ mod tests {
     #[test]
     fn token_parsing() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            "Bearer system:serviceaccount:ns:sa".parse().unwrap(),
-        );
-        assert_eq!(
-            User::from_headers(&headers),
-            User::ServiceAccount {
-                namespace: "ns".into(),
-                name: "sa".into()
-            }
-        );
+        headers.insert("authorization", "Bearer system:serviceaccount:ns:sa".parse().unwrap());
+        assert_eq!(User::from_headers(&headers), User::ServiceAccount { namespace: "ns".into(), name: "sa".into() });
         headers.insert("authorization", "Bearer dummy".parse().unwrap());
         assert_eq!(User::from_headers(&headers), User::Admin);
     }

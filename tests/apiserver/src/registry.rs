@@ -47,18 +47,11 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     pub fn storage_key(&self) -> StorageKey {
-        StorageKey {
-            group: self.group.clone(),
-            plural: self.plural.clone(),
-        }
+        StorageKey { group: self.group.clone(), plural: self.plural.clone() }
     }
 
     pub fn is(&self, group: &str, plural: &str) -> bool {
@@ -66,16 +59,7 @@ impl ResourceType {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec![
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ]
+        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
     }
 
     /// Subresources served for this type (besides the main resource).
@@ -297,10 +281,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            builtins: builtin_types(),
-            crds: BTreeMap::new(),
-        }
+        Registry { builtins: builtin_types(), crds: BTreeMap::new() }
     }
 }
 
@@ -310,23 +291,16 @@ impl Registry {
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.all()
-            .find(|rt| rt.group == group && rt.version == version && rt.plural == plural)
-            .cloned()
+        self.all().find(|rt| rt.group == group && rt.version == version && rt.plural == plural).cloned()
     }
 
     /// Any served version of a storage bucket (used to present stored objects).
     pub fn any_version(&self, key: &StorageKey) -> Option<Arc<ResourceType>> {
-        self.all()
-            .find(|rt| rt.group == key.group && rt.plural == key.plural)
-            .cloned()
+        self.all().find(|rt| rt.group == key.group && rt.plural == key.plural).cloned()
     }
 
     pub fn resources_in(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
-        self.all()
-            .filter(|rt| rt.group == group && rt.version == version)
-            .cloned()
-            .collect()
+        self.all().filter(|rt| rt.group == group && rt.version == version).cloned().collect()
     }
 
     /// Served groups (core group excluded), versions sorted by Kubernetes version priority.
@@ -347,10 +321,7 @@ impl Registry {
             .map(|name| {
                 let mut versions = groups.remove(name).unwrap_or_default();
                 versions.sort_by(|a, b| compare_versions(b, a));
-                GroupVersions {
-                    name: name.to_string(),
-                    versions,
-                }
+                GroupVersions { name: name.to_string(), versions }
             })
             .collect()
     }
@@ -360,10 +331,7 @@ impl Registry {
         if types.is_empty() {
             self.crds.remove(crd_name);
         } else {
-            self.crds.insert(
-                crd_name.to_string(),
-                types.into_iter().map(Arc::new).collect(),
-            );
+            self.crds.insert(crd_name.to_string(), types.into_iter().map(Arc::new).collect());
         }
     }
 }
@@ -402,9 +370,6 @@ mod tests {
     fn version_priority() {
         let mut v = vec!["v1alpha1", "v1beta1", "v2", "v1", "v10beta3", "foo"];
         v.sort_by(|a, b| compare_versions(b, a));
-        assert_eq!(
-            v,
-            vec!["v2", "v1", "v10beta3", "v1beta1", "v1alpha1", "foo"]
-        );
+        assert_eq!(v, vec!["v2", "v1", "v10beta3", "v1beta1", "v1alpha1", "foo"]);
     }
 }

@@ -45,9 +45,7 @@ fn percent_decode(segment: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(byte) = segment
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(byte) = segment.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(byte);
             i += 3;
@@ -60,11 +58,7 @@ fn percent_decode(segment: &str) -> String {
 }
 
 pub fn parse(path: &str) -> Route {
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect();
+    let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     match s.as_slice() {
         ["version"] => Route::Version,
@@ -72,19 +66,12 @@ pub fn parse(path: &str) -> Route {
         ["_double", rest @ ..] => Route::Control(rest.join("/")),
         ["openapi", "v2"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Root,
-        ["openapi", "v3", "api", version] => Route::OpenApiV3 {
-            group: String::new(),
-            version: version.to_string(),
-        },
-        ["openapi", "v3", "apis", group, version] => Route::OpenApiV3 {
-            group: group.to_string(),
-            version: version.to_string(),
-        },
+        ["openapi", "v3", "api", version] => Route::OpenApiV3 { group: String::new(), version: version.to_string() },
+        ["openapi", "v3", "apis", group, version] => {
+            Route::OpenApiV3 { group: group.to_string(), version: version.to_string() }
+        }
         ["api"] => Route::CoreVersions,
-        ["api", version] => Route::ResourceList {
-            group: String::new(),
-            version: version.to_string(),
-        },
+        ["api", version] => Route::ResourceList { group: String::new(), version: version.to_string() },
         ["api", version, rest @ ..] => Route::Resource {
             group: String::new(),
             version: version.to_string(),
@@ -92,10 +79,7 @@ pub fn parse(path: &str) -> Route {
         },
         ["apis"] => Route::Groups,
         ["apis", group] => Route::Group(group.to_string()),
-        ["apis", group, version] => Route::ResourceList {
-            group: group.to_string(),
-            version: version.to_string(),
-        },
+        ["apis", group, version] => Route::ResourceList { group: group.to_string(), version: version.to_string() },
         ["apis", group, version, rest @ ..] => Route::Resource {
             group: group.to_string(),
             version: version.to_string(),
@@ -115,22 +99,11 @@ pub struct Resolved {
 }
 
 /// Resolves `[namespaces/<ns>/]<plural>[/<name>[/<subresource>]]` within a group/version.
-pub fn resolve(
-    registry: &Registry,
-    group: &str,
-    version: &str,
-    segments: &[String],
-) -> Result<Resolved, ApiError> {
+pub fn resolve(registry: &Registry, group: &str, version: &str, segments: &[String]) -> Result<Resolved, ApiError> {
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let lookup = |plural: &str| {
-        registry
-            .lookup(group, version, plural)
-            .ok_or_else(ApiError::path_not_found)
-    };
+    let lookup = |plural: &str| registry.lookup(group, version, plural).ok_or_else(ApiError::path_not_found);
     let namespaced_plural = match s.as_slice() {
-        ["namespaces", _, plural, ..] => registry
-            .lookup(group, version, plural)
-            .filter(|rt| rt.namespaced),
+        ["namespaces", _, plural, ..] => registry.lookup(group, version, plural).filter(|rt| rt.namespaced),
         _ => None,
     };
     let (rt, namespace, rest) = match (namespaced_plural, s.as_slice()) {
@@ -156,12 +129,7 @@ pub fn resolve(
         }
         _ => return Err(ApiError::path_not_found()),
     };
-    Ok(Resolved {
-        rt,
-        namespace,
-        name,
-        subresource,
-    })
+    Ok(Resolved { rt, namespace, name, subresource })
 }
 
 #[cfg(test)]
@@ -178,48 +146,20 @@ mod tests {
     #[test]
     fn resolves_paths() {
         let reg = Registry::default();
-        let r = resolve(
-            &reg,
-            "",
-            "v1",
-            &segs("/api/v1/namespaces/default/configmaps/a"),
-        )
-        .unwrap();
+        let r = resolve(&reg, "", "v1", &segs("/api/v1/namespaces/default/configmaps/a")).unwrap();
         assert_eq!(
-            (
-                r.rt.plural.as_str(),
-                r.namespace.as_deref(),
-                r.name.as_deref()
-            ),
+            (r.rt.plural.as_str(), r.namespace.as_deref(), r.name.as_deref()),
             ("configmaps", Some("default"), Some("a"))
         );
-        let r = resolve(
-            &reg,
-            "",
-            "v1",
-            &segs("/api/v1/namespaces/kube-system/status"),
-        )
-        .unwrap();
+        let r = resolve(&reg, "", "v1", &segs("/api/v1/namespaces/kube-system/status")).unwrap();
         assert_eq!(
-            (
-                r.rt.plural.as_str(),
-                r.name.as_deref(),
-                r.subresource.as_deref()
-            ),
+            (r.rt.plural.as_str(), r.name.as_deref(), r.subresource.as_deref()),
             ("namespaces", Some("kube-system"), Some("status"))
         );
         let r = resolve(&reg, "", "v1", &segs("/api/v1/pods")).unwrap();
         assert!(r.namespace.is_none() && r.name.is_none());
         assert!(resolve(&reg, "", "v1", &segs("/api/v1/pods/x")).is_err());
-        assert!(
-            resolve(
-                &reg,
-                "",
-                "v1",
-                &segs("/api/v1/namespaces/d/configmaps/a/status")
-            )
-            .is_err()
-        );
+        assert!(resolve(&reg, "", "v1", &segs("/api/v1/namespaces/d/configmaps/a/status")).is_err());
         let r = resolve(
             &reg,
             "rbac.authorization.k8s.io",

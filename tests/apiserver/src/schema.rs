@@ -22,10 +22,7 @@ pub struct Outcome {
 /// Defaults, prunes and validates a whole custom resource in place.
 pub fn process(schema: &Value, object: &mut Value) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut walker = Walker {
-        prune: true,
-        outcome: &mut outcome,
-    };
+    let mut walker = Walker { prune: true, outcome: &mut outcome };
     walker.node(schema, object, "", Root::Yes);
     outcome
 }
@@ -34,10 +31,7 @@ pub fn process(schema: &Value, object: &mut Value) -> Outcome {
 fn validate_only(schema: &Value, value: &Value, path: &str) -> Vec<FieldError> {
     let mut outcome = Outcome::default();
     let mut copy = value.clone();
-    let mut walker = Walker {
-        prune: false,
-        outcome: &mut outcome,
-    };
+    let mut walker = Walker { prune: false, outcome: &mut outcome };
     walker.node(schema, &mut copy, path, Root::No);
     outcome.errors
 }
@@ -77,10 +71,7 @@ impl Walker<'_> {
     fn node(&mut self, schema: &Value, value: &mut Value, path: &str, root: Root) {
         if value.is_null() {
             if !flag(schema, "nullable") && schema.get("type").is_some() {
-                let ty = schema
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let ty = schema.get("type").and_then(Value::as_str).unwrap_or_default();
                 self.error(FieldError::invalid(
                     path,
                     json!("null"),
@@ -113,11 +104,7 @@ impl Walker<'_> {
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
             && !allowed.contains(value)
         {
-            self.error(FieldError::not_supported(
-                path,
-                value.clone(),
-                allowed.clone(),
-            ));
+            self.error(FieldError::not_supported(path, value.clone(), allowed.clone()));
         }
         self.combinators(schema, value, path);
         match value {
@@ -142,21 +129,10 @@ impl Walker<'_> {
             let Some(branches) = schema.get(key).and_then(Value::as_array) else {
                 continue;
             };
-            let passing = branches
-                .iter()
-                .filter(|b| validate_only(b, value, path).is_empty())
-                .count();
-            let ok = if exactly_one {
-                passing == 1
-            } else {
-                passing >= 1
-            };
+            let passing = branches.iter().filter(|b| validate_only(b, value, path).is_empty()).count();
+            let ok = if exactly_one { passing == 1 } else { passing >= 1 };
             if !ok {
-                let which = if exactly_one {
-                    "exactly one of"
-                } else {
-                    "any of"
-                };
+                let which = if exactly_one { "exactly one of" } else { "any of" };
                 self.error(FieldError::invalid(
                     path,
                     value.clone(),
@@ -184,11 +160,9 @@ impl Walker<'_> {
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             match regex_lite::Regex::new(pattern) {
-                Ok(re) if !re.is_match(s) => self.error(FieldError::invalid(
-                    path,
-                    json!(s),
-                    format!("{path} in body should match '{pattern}'"),
-                )),
+                Ok(re) if !re.is_match(s) => {
+                    self.error(FieldError::invalid(path, json!(s), format!("{path} in body should match '{pattern}'")))
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(%pattern, error = %e, "schema pattern not understood; not checked")
@@ -202,11 +176,7 @@ impl Walker<'_> {
         if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
             let exclusive = flag(schema, "exclusiveMinimum");
             if (exclusive && n <= min) || n < min {
-                let op = if exclusive {
-                    "greater than"
-                } else {
-                    "greater than or equal to"
-                };
+                let op = if exclusive { "greater than" } else { "greater than or equal to" };
                 self.error(FieldError::invalid(
                     path,
                     value.clone(),
@@ -217,11 +187,7 @@ impl Walker<'_> {
         if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
             let exclusive = flag(schema, "exclusiveMaximum");
             if (exclusive && n >= max) || n > max {
-                let op = if exclusive {
-                    "less than"
-                } else {
-                    "less than or equal to"
-                };
+                let op = if exclusive { "less than" } else { "less than or equal to" };
                 self.error(FieldError::invalid(
                     path,
                     value.clone(),
@@ -294,9 +260,7 @@ impl Walker<'_> {
                     }
                 }
                 None if preserve || additional == Some(&Value::Bool(true)) => {}
-                None if properties.is_none()
-                    && additional.is_none()
-                    && schema.get("type").is_none() => {}
+                None if properties.is_none() && additional.is_none() && schema.get("type").is_none() => {}
                 None => {
                     if self.prune {
                         map.remove(&key);
@@ -358,24 +322,26 @@ mod tests {
         let mut obj = json!({"spec": {"targetType": "foo", "weight": 0, "labels": {"a": 1}}});
         let out = process(&schema(), &mut obj);
         let rendered: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
-        assert!(
-            rendered.contains(&"spec.serviceRef: Required value".to_string()),
-            "{rendered:?}"
-        );
+        assert!(rendered.contains(&"spec.serviceRef: Required value".to_string()), "{rendered:?}");
         assert!(
             rendered.contains(
-                &r#"spec.targetType: Unsupported value: "foo": supported values: "instance", "ip""#
+                &r#"spec.targetType: Unsupported value: "foo": supported values: "instance", "ip""#.to_string()
+            )
+        );
+        assert!(rendered.contains(
+            &"spec.weight: Invalid value: 0: spec.weight in body should be greater than or equal to 1".to_string()
+        ));
+        assert!(
+            rendered.contains(
+                &r#"spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string: "integer""#
                     .to_string()
             )
         );
-        assert!(rendered.contains(&"spec.weight: Invalid value: 0: spec.weight in body should be greater than or equal to 1".to_string()));
-        assert!(rendered.contains(&r#"spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string: "integer""#.to_string()));
     }
 
     #[test]
     fn int_or_string_rejects_bool() {
-        let mut obj =
-            json!({"spec": {"serviceRef": {"name": "s", "port": true}, "targetType": "ip"}});
+        let mut obj = json!({"spec": {"serviceRef": {"name": "s", "port": true}, "targetType": "ip"}});
         let out = process(&schema(), &mut obj);
         assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
         assert_eq!(out.errors[0].field, "spec.serviceRef.port");

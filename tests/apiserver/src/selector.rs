@@ -42,18 +42,11 @@ fn split_top_level(s: &str) -> Vec<&str> {
         }
     }
     parts.push(&s[start..]);
-    parts
-        .into_iter()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
 }
 
 fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
@@ -62,11 +55,7 @@ fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| SelectorError(whole.to_string()))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
@@ -74,10 +63,7 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
     if let Some(key) = part.strip_prefix('!') {
         let key = key.trim();
         return if valid_key(key) {
-            Ok(Requirement {
-                key: key.to_string(),
-                op: Op::DoesNotExist,
-            })
+            Ok(Requirement { key: key.to_string(), op: Op::DoesNotExist })
         } else {
             Err(bad())
         };
@@ -88,15 +74,8 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
             if !valid_key(key) {
                 return Err(bad());
             }
-            let op = if negate {
-                Op::NotEquals(value)
-            } else {
-                Op::Equals(value)
-            };
-            return Ok(Requirement {
-                key: key.to_string(),
-                op,
-            });
+            let op = if negate { Op::NotEquals(value) } else { Op::Equals(value) };
+            return Ok(Requirement { key: key.to_string(), op });
         }
     }
     let mut words = part.splitn(2, char::is_whitespace);
@@ -106,40 +85,25 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         return Err(bad());
     }
     if rest.is_empty() {
-        return Ok(Requirement {
-            key: key.to_string(),
-            op: Op::Exists,
-        });
+        return Ok(Requirement { key: key.to_string(), op: Op::Exists });
     }
     if let Some(set) = rest.strip_prefix("notin") {
-        return Ok(Requirement {
-            key: key.to_string(),
-            op: Op::NotIn(parse_set(set, part)?),
-        });
+        return Ok(Requirement { key: key.to_string(), op: Op::NotIn(parse_set(set, part)?) });
     }
     if let Some(set) = rest.strip_prefix("in") {
-        return Ok(Requirement {
-            key: key.to_string(),
-            op: Op::In(parse_set(set, part)?),
-        });
+        return Ok(Requirement { key: key.to_string(), op: Op::In(parse_set(set, part)?) });
     }
     Err(bad())
 }
 
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
-        split_top_level(s)
-            .into_iter()
-            .map(parse_requirement)
-            .collect::<Result<_, _>>()
-            .map(LabelSelector)
+        split_top_level(s).into_iter().map(parse_requirement).collect::<Result<_, _>>().map(LabelSelector)
     }
 
     /// Matches against an object's `metadata.labels`.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object);
+        let labels = object.pointer("/metadata/labels").and_then(Value::as_object);
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match &r.op {
             Op::Equals(v) => label(&r.key) == Some(v.as_str()),
@@ -160,13 +124,9 @@ impl FieldSelector {
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         for part in split_top_level(s) {
-            let parsed =
-                [("!=", false), ("==", true), ("=", true)]
-                    .iter()
-                    .find_map(|(token, eq)| {
-                        part.split_once(token)
-                            .map(|(k, v)| (k.trim().to_string(), *eq, v.trim().to_string()))
-                    });
+            let parsed = [("!=", false), ("==", true), ("=", true)].iter().find_map(|(token, eq)| {
+                part.split_once(token).map(|(k, v)| (k.trim().to_string(), *eq, v.trim().to_string()))
+            });
             match parsed {
                 Some(term) if !term.0.is_empty() => terms.push(term),
                 _ => return Err(SelectorError(part.to_string())),
@@ -207,13 +167,7 @@ mod tests {
             "app=web,tier in (front)",
             "",
         ];
-        let no = [
-            "app=db",
-            "app in (db)",
-            "tier notin (front,back)",
-            "missing",
-            "!app",
-        ];
+        let no = ["app=db", "app in (db)", "tier notin (front,back)", "missing", "!app"];
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(&obj), "{s}");
         }
@@ -226,15 +180,7 @@ mod tests {
     #[test]
     fn field_selectors() {
         let obj = json!({"metadata": {"name": "a", "namespace": "ns"}});
-        assert!(
-            FieldSelector::parse("metadata.name=a,metadata.namespace!=x")
-                .unwrap()
-                .matches(&obj)
-        );
-        assert!(
-            !FieldSelector::parse("metadata.name==b")
-                .unwrap()
-                .matches(&obj)
-        );
+        assert!(FieldSelector::parse("metadata.name=a,metadata.namespace!=x").unwrap().matches(&obj));
+        assert!(!FieldSelector::parse("metadata.name==b").unwrap().matches(&obj));
     }
 }

@@ -16,8 +16,7 @@ use crate::stats::Stats;
 use crate::store::Store;
 
 /// Namespaces every cluster starts with.
-pub const INITIAL_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -21,19 +21,11 @@ impl Stats {
     pub fn record(&mut self, verb: &str, resource: &str) {
         self.total += 1;
         *self.by_verb.entry(verb.to_string()).or_default() += 1;
-        *self
-            .by_resource
-            .entry(resource.to_string())
-            .or_default()
-            .entry(verb.to_string())
-            .or_default() += 1;
+        *self.by_resource.entry(resource.to_string()).or_default().entry(verb.to_string()).or_default() += 1;
     }
 
     pub fn reset(&mut self) {
         let open = self.open_watches;
-        *self = Stats {
-            open_watches: open,
-            ..Stats::default()
-        };
+        *self = Stats { open_watches: open, ..Stats::default() };
     }
 }

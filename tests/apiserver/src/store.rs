@@ -86,17 +86,11 @@ impl Store {
     }
 
     pub fn get(&self, key: &StorageKey, namespace: &str, name: &str) -> Option<&Value> {
-        self.objects
-            .get(key)?
-            .get(&(namespace.to_string(), name.to_string()))
+        self.objects.get(key)?.get(&(namespace.to_string(), name.to_string()))
     }
 
     /// Objects of a bucket, sorted by namespace then name; `namespace: None` means all.
-    pub fn list<'a>(
-        &'a self,
-        key: &StorageKey,
-        namespace: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
+    pub fn list<'a>(&'a self, key: &StorageKey, namespace: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
         self.objects
             .get(key)
             .into_iter()
@@ -107,9 +101,7 @@ impl Store {
 
     /// Whether any object of any namespaced bucket lives in `namespace`.
     pub fn namespace_is_empty(&self, namespace: &str) -> bool {
-        self.objects
-            .values()
-            .all(|bucket| bucket.keys().all(|(ns, _)| ns != namespace))
+        self.objects.values().all(|bucket| bucket.keys().all(|(ns, _)| ns != namespace))
     }
 
     /// Names of namespaced objects in `namespace`, per bucket.
@@ -117,10 +109,7 @@ impl Store {
         self.objects
             .iter()
             .flat_map(|(key, bucket)| {
-                bucket
-                    .keys()
-                    .filter(|(ns, _)| ns == namespace)
-                    .map(move |(_, name)| (key.clone(), name.clone()))
+                bucket.keys().filter(|(ns, _)| ns == namespace).map(move |(_, name)| (key.clone(), name.clone()))
             })
             .collect()
     }
@@ -130,20 +119,8 @@ impl Store {
         self.resource_version
     }
 
-    fn record(
-        &mut self,
-        key: StorageKey,
-        event_type: EventType,
-        object: Arc<Value>,
-        previous: Option<Arc<Value>>,
-    ) {
-        let event = Arc::new(Event {
-            resource_version: self.resource_version,
-            key,
-            event_type,
-            object,
-            previous,
-        });
+    fn record(&mut self, key: StorageKey, event_type: EventType, object: Arc<Value>, previous: Option<Arc<Value>>) {
+        let event = Arc::new(Event { resource_version: self.resource_version, key, event_type, object, previous });
         if self.history.len() == self.history_limit {
             self.history.pop_front();
         }
@@ -158,17 +135,9 @@ impl Store {
         let name = meta::name(&object).unwrap_or_default().to_string();
         let rv = self.bump();
         meta::set(&mut object, "resourceVersion", json!(rv.to_string()));
-        let previous = self
-            .objects
-            .entry(key.clone())
-            .or_default()
-            .insert((namespace, name), object.clone())
-            .map(Arc::new);
-        let event_type = if previous.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let previous =
+            self.objects.entry(key.clone()).or_default().insert((namespace, name), object.clone()).map(Arc::new);
+        let event_type = if previous.is_some() { EventType::Modified } else { EventType::Added };
         self.record(key.clone(), event_type, Arc::new(object.clone()), previous);
         object
     }
@@ -182,77 +151,31 @@ impl Store {
         name: &str,
         last_state: Option<Value>,
     ) -> Option<Value> {
-        let previous = self
-            .objects
-            .get_mut(key)?
-            .remove(&(namespace.to_string(), name.to_string()))?;
-        self.applied
-            .retain(|(k, ns, n, _), _| !(k == key && ns == namespace && n == name));
+        let previous = self.objects.get_mut(key)?.remove(&(namespace.to_string(), name.to_string()))?;
+        self.applied.retain(|(k, ns, n, _), _| !(k == key && ns == namespace && n == name));
         let rv = self.bump();
         let mut last = last_state.unwrap_or_else(|| previous.clone());
         meta::set(&mut last, "resourceVersion", json!(rv.to_string()));
-        self.record(
-            key.clone(),
-            EventType::Deleted,
-            Arc::new(last.clone()),
-            Some(Arc::new(previous)),
-        );
+        self.record(key.clone(), EventType::Deleted, Arc::new(last.clone()), Some(Arc::new(previous)));
         Some(last)
     }
 
-    pub fn applied_config(
-        &self,
-        key: &StorageKey,
-        namespace: &str,
-        name: &str,
-        manager: &str,
-    ) -> Option<&Value> {
-        self.applied.get(&(
-            key.clone(),
-            namespace.to_string(),
-            name.to_string(),
-            manager.to_string(),
-        ))
+    pub fn applied_config(&self, key: &StorageKey, namespace: &str, name: &str, manager: &str) -> Option<&Value> {
+        self.applied.get(&(key.clone(), namespace.to_string(), name.to_string(), manager.to_string()))
     }
 
-    pub fn set_applied_config(
-        &mut self,
-        key: &StorageKey,
-        namespace: &str,
-        name: &str,
-        manager: &str,
-        config: Value,
-    ) {
-        self.applied.insert(
-            (
-                key.clone(),
-                namespace.to_string(),
-                name.to_string(),
-                manager.to_string(),
-            ),
-            config,
-        );
+    pub fn set_applied_config(&mut self, key: &StorageKey, namespace: &str, name: &str, manager: &str, config: Value) {
+        self.applied.insert((key.clone(), namespace.to_string(), name.to_string(), manager.to_string()), config);
     }
 
     /// Retained events after `resource_version` plus a receiver for later ones. Both are taken
     /// under the same lock, so nothing is missed; the caller skips duplicates by resourceVersion.
     pub fn events_since(&self, resource_version: u64) -> Result<Replay, TooOld> {
-        let oldest = self
-            .history
-            .front()
-            .map_or(self.resource_version + 1, |e| e.resource_version);
+        let oldest = self.history.front().map_or(self.resource_version + 1, |e| e.resource_version);
         if resource_version + 1 < oldest {
-            return Err(TooOld {
-                requested: resource_version,
-                oldest,
-            });
+            return Err(TooOld { requested: resource_version, oldest });
         }
-        let replay = self
-            .history
-            .iter()
-            .filter(|e| e.resource_version > resource_version)
-            .cloned()
-            .collect();
+        let replay = self.history.iter().filter(|e| e.resource_version > resource_version).cloned().collect();
         Ok((replay, self.events.subscribe()))
     }
 
@@ -267,31 +190,19 @@ mod tests {
     use super::*;
 
     fn key() -> StorageKey {
-        StorageKey {
-            group: String::new(),
-            plural: "configmaps".into(),
-        }
+        StorageKey { group: String::new(), plural: "configmaps".into() }
     }
 
     #[test]
     fn history_is_bounded() {
         let mut store = Store::new(3);
         for i in 0..5 {
-            store.put(
-                &key(),
-                json!({"metadata": {"name": format!("c{i}"), "namespace": "d"}}),
-            );
+            store.put(&key(), json!({"metadata": {"name": format!("c{i}"), "namespace": "d"}}));
         }
         assert_eq!(store.resource_version(), 5);
         assert!(store.events_since(1).is_err());
         let (replay, _) = store.events_since(2).unwrap();
-        assert_eq!(
-            replay
-                .iter()
-                .map(|e| e.resource_version)
-                .collect::<Vec<_>>(),
-            vec![3, 4, 5]
-        );
+        assert_eq!(replay.iter().map(|e| e.resource_version).collect::<Vec<_>>(), vec![3, 4, 5]);
         let removed = store.remove(&key(), "d", "c0", None).unwrap();
         assert_eq!(meta::resource_version(&removed), Some("6"));
         assert_eq!(store.list(&key(), Some("d")).count(), 4);

@@ -102,17 +102,11 @@ pub fn table(
 ) -> Value {
     let cols = columns(rt);
     let mut definitions = vec![column("Name", "string", "name", NAME_DESCRIPTION, 0)];
-    definitions.extend(
-        cols.iter()
-            .map(|c| column(&c.name, &c.type_, &c.format, &c.description, c.priority)),
-    );
+    definitions.extend(cols.iter().map(|c| column(&c.name, &c.type_, &c.format, &c.description, c.priority)));
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let name = object
-                .pointer("/metadata/name")
-                .cloned()
-                .unwrap_or(Value::Null);
+            let name = object.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
             let mut cells = vec![name];
             cells.extend(cols.iter().map(|c| cell(c, object)));
             let mut row = json!({ "cells": cells });
@@ -128,8 +122,7 @@ pub fn table(
     if let Some(rv) = resource_version {
         metadata["resourceVersion"] = json!(rv.to_string());
     }
-    let mut table =
-        json!({ "kind": "Table", "apiVersion": api_version, "metadata": metadata, "rows": rows });
+    let mut table = json!({ "kind": "Table", "apiVersion": api_version, "metadata": metadata, "rows": rows });
     if with_columns {
         table["columnDefinitions"] = Value::Array(definitions);
     }
@@ -165,20 +158,10 @@ mod tests {
             crd_name: Some("things.x.io".into()),
         };
         let obj = json!({"metadata": {"name": "a"}, "spec": {"port": 80}});
-        let t = table(
-            &rt,
-            &[obj],
-            "meta.k8s.io/v1",
-            IncludeObject::Metadata,
-            Some(7),
-            true,
-        );
+        let t = table(&rt, &[obj], "meta.k8s.io/v1", IncludeObject::Metadata, Some(7), true);
         assert_eq!(t["rows"][0]["cells"], json!(["a", 80]));
         assert_eq!(t["columnDefinitions"][1]["name"], json!("Port"));
         assert_eq!(t["metadata"]["resourceVersion"], json!("7"));
-        assert_eq!(
-            t["rows"][0]["object"]["kind"],
-            json!("PartialObjectMetadata")
-        );
+        assert_eq!(t["rows"][0]["object"]["kind"], json!("PartialObjectMetadata"));
     }
 }

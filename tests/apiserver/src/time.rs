@@ -19,12 +19,7 @@ pub fn format_rfc3339(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` into Unix seconds.
@@ -103,11 +98,7 @@ pub fn human_duration(seconds: i64) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
+        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -115,22 +106,14 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = seconds / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
+        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
+        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
@@ -138,11 +121,7 @@ pub fn human_duration(seconds: i64) -> String {
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
         let years = hours / 24 / 365;
-        return if dy == 0 {
-            format!("{years}y")
-        } else {
-            format!("{years}y{dy}d")
-        };
+        return if dy == 0 { format!("{years}y") } else { format!("{years}y{dy}d") };
     }
     format!("{}y", hours / 24 / 365)
 }
@@ -157,10 +136,7 @@ mod tests {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
         }
         assert_eq!(format_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(
-            parse_rfc3339("2023-11-14T23:13:20.123+01:00"),
-            Some(1_700_000_000)
-        );
+        assert_eq!(parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000));
     }
 
     #[test]

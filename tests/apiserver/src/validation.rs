@@ -31,57 +31,34 @@ impl FieldError {
 
     /// `metadata.name: Required value: name or generateName is required`.
     pub fn required_because(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            value: Value::Null,
-            kind: FieldErrorKind::Required {
-                detail: detail.into(),
-            },
-        }
+        FieldError { field: field.into(), value: Value::Null, kind: FieldErrorKind::Required { detail: detail.into() } }
     }
 
     pub fn not_supported(field: impl Into<String>, value: Value, supported: Vec<Value>) -> Self {
-        FieldError {
-            field: field.into(),
-            value,
-            kind: FieldErrorKind::NotSupported { supported },
-        }
+        FieldError { field: field.into(), value, kind: FieldErrorKind::NotSupported { supported } }
     }
 
     pub fn invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
             value: value.clone(),
-            kind: FieldErrorKind::Invalid {
-                value,
-                detail: detail.into(),
-            },
+            kind: FieldErrorKind::Invalid { value, detail: detail.into() },
         }
     }
 
     pub fn too_long(field: impl Into<String>, value: Value, max: u64) -> Self {
-        FieldError {
-            field: field.into(),
-            value,
-            kind: FieldErrorKind::TooLong { max },
-        }
+        FieldError { field: field.into(), value, kind: FieldErrorKind::TooLong { max } }
     }
 
     pub fn too_many(field: impl Into<String>, actual: usize, max: u64) -> Self {
-        FieldError {
-            field: field.into(),
-            value: Value::Null,
-            kind: FieldErrorKind::TooMany { actual, max },
-        }
+        FieldError { field: field.into(), value: Value::Null, kind: FieldErrorKind::TooMany { actual, max } }
     }
 
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
             value: Value::Null,
-            kind: FieldErrorKind::Forbidden {
-                detail: detail.into(),
-            },
+            kind: FieldErrorKind::Forbidden { detail: detail.into() },
         }
     }
 
@@ -100,17 +77,11 @@ impl FieldError {
     /// The message without the field path.
     pub fn detail(&self) -> String {
         match &self.kind {
-            FieldErrorKind::Required { detail } if detail.is_empty() => {
-                "Required value".to_string()
-            }
+            FieldErrorKind::Required { detail } if detail.is_empty() => "Required value".to_string(),
             FieldErrorKind::Required { detail } => format!("Required value: {detail}"),
             FieldErrorKind::NotSupported { supported } => {
                 let values: Vec<String> = supported.iter().map(render_value).collect();
-                format!(
-                    "Unsupported value: {}: supported values: {}",
-                    render_value(&self.value),
-                    values.join(", ")
-                )
+                format!("Unsupported value: {}: supported values: {}", render_value(&self.value), values.join(", "))
             }
             FieldErrorKind::Invalid { value, detail } => {
                 format!("Invalid value: {}: {detail}", render_value(value))
@@ -161,11 +132,7 @@ pub fn type_name(value: &Value) -> &'static str {
 
 /// Field path helper: `join("spec", "port")` = `spec.port`, `index("ports", 0)` = `ports[0]`.
 pub fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_string()
-    } else {
-        format!("{parent}.{child}")
-    }
+    if parent.is_empty() { child.to_string() } else { format!("{parent}.{child}") }
 }
 
 pub fn index(parent: &str, i: usize) -> String {
@@ -179,22 +146,12 @@ mod tests {
 
     #[test]
     fn unsupported_value_message() {
-        let e = FieldError::not_supported(
-            "spec.targetType",
-            json!("foo"),
-            vec![json!("instance"), json!("ip")],
-        );
-        assert_eq!(
-            e.to_string(),
-            r#"spec.targetType: Unsupported value: "foo": supported values: "instance", "ip""#
-        );
+        let e = FieldError::not_supported("spec.targetType", json!("foo"), vec![json!("instance"), json!("ip")]);
+        assert_eq!(e.to_string(), r#"spec.targetType: Unsupported value: "foo": supported values: "instance", "ip""#);
     }
 
     #[test]
     fn required_message() {
-        assert_eq!(
-            FieldError::required("spec.serviceRef").to_string(),
-            "spec.serviceRef: Required value"
-        );
+        assert_eq!(FieldError::required("spec.serviceRef").to_string(), "spec.serviceRef: Required value");
     }
 }

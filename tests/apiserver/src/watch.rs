@@ -38,9 +38,7 @@ pub struct WatchRequest {
 
 impl WatchRequest {
     fn matches(&self, object: &Value) -> bool {
-        self.namespace
-            .as_deref()
-            .is_none_or(|ns| meta::namespace(object) == Some(ns))
+        self.namespace.as_deref().is_none_or(|ns| meta::namespace(object) == Some(ns))
             && self.labels.matches(object)
             && self.fields.matches(object)
     }
@@ -66,10 +64,7 @@ impl WatchRequest {
 
 enum Frame {
     Object(EventType, Arc<Value>),
-    Bookmark {
-        resource_version: u64,
-        initial_events_end: bool,
-    },
+    Bookmark { resource_version: u64, initial_events_end: bool },
     Error(ApiError),
 }
 
@@ -86,39 +81,21 @@ impl Encoder {
                 let shown = present(&self.rt, &object);
                 let object = match &self.representation {
                     Representation::Full => shown,
-                    Representation::Table {
-                        api_version,
-                        include,
-                    } => {
+                    Representation::Table { api_version, include } => {
                         let with_columns = !self.columns_sent;
                         self.columns_sent = true;
-                        table::table(
-                            &self.rt,
-                            &[shown],
-                            api_version,
-                            *include,
-                            None,
-                            with_columns,
-                        )
+                        table::table(&self.rt, &[shown], api_version, *include, None, with_columns)
                     }
-                    Representation::Metadata { api_version } => {
-                        table::partial_metadata(&shown, api_version)
-                    }
+                    Representation::Metadata { api_version } => table::partial_metadata(&shown, api_version),
                 };
                 (event_type.as_str(), object)
             }
-            Frame::Bookmark {
-                resource_version,
-                initial_events_end,
-            } => {
+            Frame::Bookmark { resource_version, initial_events_end } => {
                 let mut metadata = json!({ "resourceVersion": resource_version.to_string() });
                 if initial_events_end {
                     metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
                 }
-                (
-                    "BOOKMARK",
-                    json!({ "kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": metadata }),
-                )
+                ("BOOKMARK", json!({ "kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": metadata }))
             }
             Frame::Error(e) => ("ERROR", e.to_status()),
         };
@@ -134,15 +111,11 @@ fn expired(requested: &str, oldest: u64) -> ApiError {
 
 /// Starts a watch: computes the initial events under the store lock, then streams.
 pub fn start(server: &Server, request: WatchRequest) -> Result<Response, ApiError> {
-    let rv_param = request
-        .resource_version
-        .clone()
-        .filter(|rv| !rv.is_empty() && rv != "0");
+    let rv_param = request.resource_version.clone().filter(|rv| !rv.is_empty() && rv != "0");
     let requested_rv = match &rv_param {
-        Some(rv) => Some(
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
-        ),
+        Some(rv) => {
+            Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?)
+        }
         None => None,
     };
     let forced_expiry = server.faults().take_watch_expiry();
@@ -154,50 +127,30 @@ pub fn start(server: &Server, request: WatchRequest) -> Result<Response, ApiErro
         last_rv = store.resource_version();
         if forced_expiry {
             let oldest = store.resource_version() + 1;
-            initial.push(Frame::Error(expired(
-                rv_param.as_deref().unwrap_or("0"),
-                oldest,
-            )));
+            initial.push(Frame::Error(expired(rv_param.as_deref().unwrap_or("0"), oldest)));
         } else if requested_rv.is_none() || request.send_initial_events {
             let key = request.rt.storage_key();
-            for object in store
-                .list(&key, request.namespace.as_deref())
-                .filter(|o| request.matches(o))
-            {
+            for object in store.list(&key, request.namespace.as_deref()).filter(|o| request.matches(o)) {
                 initial.push(Frame::Object(EventType::Added, Arc::new(object.clone())));
             }
             if request.send_initial_events {
-                initial.push(Frame::Bookmark {
-                    resource_version: last_rv,
-                    initial_events_end: true,
-                });
+                initial.push(Frame::Bookmark { resource_version: last_rv, initial_events_end: true });
             }
             live = Some(store.subscribe());
         } else if let Some(rv) = requested_rv {
             match store.events_since(rv) {
                 Ok((replay, rx)) => {
-                    initial.extend(
-                        replay
-                            .iter()
-                            .filter_map(|e| request.view(e))
-                            .map(|(t, o)| Frame::Object(t, o)),
-                    );
+                    initial.extend(replay.iter().filter_map(|e| request.view(e)).map(|(t, o)| Frame::Object(t, o)));
                     live = Some(rx);
                 }
-                Err(too_old) => initial.push(Frame::Error(expired(
-                    &too_old.requested.to_string(),
-                    too_old.oldest,
-                ))),
+                Err(too_old) => initial.push(Frame::Error(expired(&too_old.requested.to_string(), too_old.oldest))),
             }
         }
     }
 
     let (mut tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let mut encoder = Encoder {
-        rt: request.rt.clone(),
-        representation: request.representation.clone(),
-        columns_sent: false,
-    };
+    let mut encoder =
+        Encoder { rt: request.rt.clone(), representation: request.representation.clone(), columns_sent: false };
     let config = server.config().clone();
     let timeout = request.timeout.unwrap_or(config.default_watch_timeout);
     let mut epoch = server.0.watch_epoch.subscribe();
@@ -214,10 +167,8 @@ pub fn start(server: &Server, request: WatchRequest) -> Result<Response, ApiErro
         let Some(mut rx) = live else { return };
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + config.bookmark_interval,
-            config.bookmark_interval,
-        );
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + config.bookmark_interval, config.bookmark_interval);
         loop {
             let frame = tokio::select! {
                 _ = &mut deadline => {
@@ -257,14 +208,8 @@ pub fn start(server: &Server, request: WatchRequest) -> Result<Response, ApiErro
     });
 
     let mut response = (StatusCode::OK, Body::from_stream(body_rx)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache, private"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, private"));
     Ok(response)
 }
 

@@ -16,40 +16,22 @@ async fn binary_writes_ready_file_and_exits_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the binary");
-    assert!(
-        common::eventually(10, || async { ready.exists() }).await,
-        "ready file written"
-    );
+    assert!(common::eventually(10, || async { ready.exists() }).await, "ready file written");
     let url = std::fs::read_to_string(&ready).unwrap();
     assert!(url.ends_with('\n'), "{url:?}");
     let url = url.trim_end();
-    assert!(
-        url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
-        "{url}"
-    );
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
     eprintln!("ready after {:?}", started.elapsed());
 
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&common::kubeconfig_yaml(url, "dummy")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&common::kubeconfig_yaml(url, "dummy")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     let client = kube::Client::try_from(config).unwrap();
-    let version = client
-        .apiserver_version()
-        .await
-        .expect("version from the binary");
+    let version = client.apiserver_version().await.expect("version from the binary");
     assert_eq!(version.major, "1");
 
     let pid = child.id().expect("pid") as i32;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("exits on SIGTERM")
-        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits on SIGTERM").unwrap();
     assert!(exit.success(), "{exit:?}");
 }

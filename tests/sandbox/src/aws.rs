@@ -3,7 +3,9 @@
 //! listener, and target groups without targets.
 
 use anyhow::Context;
-use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum,
+};
 
 use crate::Sandbox;
 
@@ -197,25 +199,40 @@ pub async fn create_ip_target_group(sandbox: &Sandbox, fixture: &Fixture, name: 
 /// Registers `id:port` targets directly, as another cluster or a person would.
 pub async fn register_directly(sandbox: &Sandbox, arn: &str, targets: &[(&str, i32)]) -> anyhow::Result<()> {
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
-    let targets = targets
-        .iter()
-        .map(|(id, port)| aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(*id).port(*port).build());
-    elbv2.register_targets().target_group_arn(arn).set_targets(Some(targets.collect())).send().await.context("RegisterTargets")?;
+    let targets = targets.iter().map(|(id, port)| {
+        aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(*id).port(*port).build()
+    });
+    elbv2
+        .register_targets()
+        .target_group_arn(arn)
+        .set_targets(Some(targets.collect()))
+        .send()
+        .await
+        .context("RegisterTargets")?;
     Ok(())
 }
 
 /// Deregisters `id:port` targets directly, as a person at the console would.
 pub async fn deregister_directly(sandbox: &Sandbox, arn: &str, targets: &[(&str, i32)]) -> anyhow::Result<()> {
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
-    let targets = targets
-        .iter()
-        .map(|(id, port)| aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(*id).port(*port).build());
-    elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(targets.collect())).send().await.context("DeregisterTargets")?;
+    let targets = targets.iter().map(|(id, port)| {
+        aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(*id).port(*port).build()
+    });
+    elbv2
+        .deregister_targets()
+        .target_group_arn(arn)
+        .set_targets(Some(targets.collect()))
+        .send()
+        .await
+        .context("DeregisterTargets")?;
     Ok(())
 }
 
 /// The AvailabilityZone each target was registered with (`id:port` → AZ).
-pub async fn target_zones(sandbox: &Sandbox, arn: &str) -> anyhow::Result<std::collections::BTreeMap<String, Option<String>>> {
+pub async fn target_zones(
+    sandbox: &Sandbox,
+    arn: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Option<String>>> {
     let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sandbox.aws().await);
     let out = elbv2.describe_target_health().target_group_arn(arn).send().await.context("DescribeTargetHealth")?;
     Ok(out

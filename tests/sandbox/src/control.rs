@@ -3,9 +3,15 @@
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub async fn request(base: &str, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     let authority = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {base}"))?;
+    let mut stream =
+        tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {base}"))?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -17,7 +23,8 @@ pub async fn request(base: &str, method: &str, path: &str, body: Option<serde_js
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
     let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
     if !(200..300).contains(&status) {
         bail!("{method} {base}{path}: HTTP {status}: {body}");
     }

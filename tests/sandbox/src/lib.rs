@@ -15,8 +15,8 @@ use anyhow::{Context, bail};
 
 pub use agent::Agent;
 pub use aws::{
-    Fixture, Instance, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws, target_zones,
-    targets,
+    Fixture, Instance, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws,
+    target_zones, targets,
 };
 
 /// The repository root (this crate lives in `tests/sandbox`).
@@ -42,7 +42,8 @@ impl Sandbox {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let script = repo_root().join("scripts/sandbox");
-        let out = Command::new("bash").arg(&script).arg("start").arg(&dir).output().context("running scripts/sandbox")?;
+        let out =
+            Command::new("bash").arg(&script).arg("start").arg(&dir).output().context("running scripts/sandbox")?;
         // From here on, Drop stops whatever did start.
         let mut sandbox = Self { dir, env: Vec::new(), kube_url: String::new() };
         if !out.status.success() {
@@ -165,6 +166,9 @@ mod tests {
     #[test]
     fn env_lines() {
         let env = super::parse_env("export A=1\n# x\nexport B=\"http://127.0.0.1:5\"\nexport C='x y'\n");
-        assert_eq!(env, vec![("A".into(), "1".into()), ("B".into(), "http://127.0.0.1:5".into()), ("C".into(), "x y".into())]);
+        assert_eq!(
+            env,
+            vec![("A".into(), "1".into()), ("B".into(), "http://127.0.0.1:5".into()), ("C".into(), "x y".into())]
+        );
     }
 }

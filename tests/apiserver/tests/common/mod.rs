@@ -23,9 +23,7 @@ pub async fn start() -> RunningServer {
 }
 
 pub async fn start_with(config: kube_apiserver_double::Config) -> RunningServer {
-    RunningServer::start(config)
-        .await
-        .expect("start the API server double")
+    RunningServer::start(config).await.expect("start the API server double")
 }
 
 pub fn kubeconfig_yaml(url: &str, token: &str) -> String {
@@ -36,11 +34,8 @@ pub fn kubeconfig_yaml(url: &str, token: &str) -> String {
 
 /// A kube-rs client authenticating with `token` (a dummy one means admin).
 pub async fn client_with_token(server: &RunningServer, token: &str) -> Client {
-    let kubeconfig =
-        Kubeconfig::from_yaml(&kubeconfig_yaml(&server.url(), token)).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("config");
+    let kubeconfig = Kubeconfig::from_yaml(&kubeconfig_yaml(&server.url(), token)).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
     Client::try_from(config).expect("client")
 }
 
@@ -53,11 +48,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(label: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "apiserver-double-{label}-{}-{}",
-            std::process::id(),
-            fastrand_suffix()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("apiserver-double-{label}-{}-{}", std::process::id(), fastrand_suffix()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
@@ -82,11 +74,7 @@ pub struct Kubectl {
 impl Kubectl {
     pub fn new(server: &RunningServer) -> Self {
         let dir = TempDir::new("kubectl");
-        std::fs::write(
-            dir.0.join("kubeconfig"),
-            kubeconfig_yaml(&server.url(), "dummy"),
-        )
-        .expect("write kubeconfig");
+        std::fs::write(dir.0.join("kubeconfig"), kubeconfig_yaml(&server.url(), "dummy")).expect("write kubeconfig");
         Kubectl { dir }
     }
 
@@ -148,10 +136,7 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
@@ -159,54 +144,26 @@ impl RawResponse {
     }
 }
 
-pub async fn http(
-    server: &RunningServer,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> RawResponse {
-    let mut stream = tokio::net::TcpStream::connect(server.addr())
-        .await
-        .expect("connect");
+pub async fn http(server: &RunningServer, method: &str, path: &str, body: Option<&str>) -> RawResponse {
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
     let body = body.unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         server.addr(),
         body.len()
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    stream.write_all(request.as_bytes()).await.expect("write request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read response");
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    RawResponse { status, headers, body }
 }
 
 fn dechunk(mut body: &str) -> String {
