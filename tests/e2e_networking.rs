@@ -173,6 +173,21 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
         .send()
         .await
         .expect("ambiguous ENI");
+    // A hand-made rule identical to one the binding will want: it satisfies the binding, and it is
+    // never the agent's to revoke.
+    ec2.authorize_security_group_ingress()
+        .group_id(&node_sg)
+        .ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(0)
+                .to_port(65535)
+                .ip_ranges(IpRange::builder().cidr_ip("10.1.0.0/16").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("hand-made rule");
     service(&kube, "demo", "broken", 80, "http", 8080).await;
     endpoint_slice(&kube, "demo", "broken", "broken-a", "http", 8080, &[Ep::Ready("10.0.0.60")]).await;
     let second_tg = tgb_sandbox::create_ip_target_group(&sandbox, &aws, "sgp-second").await.expect("tg");
@@ -196,7 +211,7 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
         Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgp"]).expect("agent");
 
     // An empty ports list means every TCP port; IPv4 and IPv6 peers.
-    wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 sgp", "tcp 0-65535 2600:1f18::/56 sgp"]).await;
+    wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 -", "tcp 0-65535 2600:1f18::/56 sgp"]).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
     wait_for_condition(&kube, "demo", "broken", "False", "AmbiguousSecurityGroup").await;
     let message = get_binding(&kube, "demo", "broken")
@@ -206,14 +221,24 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
         .map(|c| c.message)
         .unwrap_or_default();
     assert!(message.contains(&other_sg), "the condition names the ENI's groups: {message}");
-    // The broken binding does not stop changes for the good one: narrow its rule.
+    // The broken binding does not stop changes for the good one: narrow its rule to the pod's
+    // container port named `web` (read from the endpoint pod itself).
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "pod-10-0-0-50", "namespace": "demo"},
+        "spec": {"containers": [{"name": "app", "image": "app", "ports": [{"name": "web", "containerPort": 8080}]}]}
+    }))
+    .expect("pod");
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(kube.clone(), "demo")
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
     binding(&kube, "demo", "web", json!({
         "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip",
-        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8080}]}]}
+        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": "web"}]}]}
     }))
     .await;
-    wait_for_rules(&sandbox, &node_sg, &["tcp 8080-8080 10.1.0.0/16 sgp"]).await;
-    // Networking removed: the rule goes.
+    wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 -", "tcp 8080-8080 10.1.0.0/16 sgp"]).await;
+    // Networking removed: the agent's rule goes, the hand-made one stays.
     binding(&kube, "demo", "web", ip_binding(&aws.ip_target_group_arn)).await;
-    wait_for_rules(&sandbox, &node_sg, &[]).await;
+    wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 -"]).await;
 }

@@ -21,7 +21,7 @@ use crate::k8s::{finalizer, status};
 use crate::model::Target;
 use crate::model::TargetGroupInfo;
 use crate::plan::desired::PortRef;
-use crate::plan::desired::{ip_targets, with_availability_zones};
+use crate::plan::desired::{ip_targets, serving_pods, with_availability_zones};
 use crate::plan::diff::{Ownership, plan_targets};
 use crate::plan::guard::{self, Verdict};
 use crate::plan::instance::{Selector, SkippedNode, instance_targets};
@@ -122,7 +122,14 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         ctx.records.write(tgb, &tg.arn, &ownership::after_deregister(record, &applied.deregistered)).await?;
     }
     applied.result?;
-    networking::reconcile(ctx, tgb, !instance_mode, tg.vpc_id.as_deref(), &desired).await?;
+    let pods = if instance_mode { BTreeSet::new() } else { serving_pods(&backend.slice_list(), resolved.family) };
+    let endpoints = networking::Endpoints {
+        target_is_ip: !instance_mode,
+        vpc_id: tg.vpc_id.as_deref(),
+        targets: &desired,
+        pods: &pods,
+    };
+    networking::reconcile(ctx, tgb, endpoints).await?;
 
     let desired_ids: BTreeSet<_> = desired.iter().map(|t| t.id.clone()).collect();
     let observed = Observed {

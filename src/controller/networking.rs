@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::context::Context;
@@ -12,6 +13,7 @@ use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
+use crate::k8s::pods::named_container_ports;
 use crate::model::Target;
 use crate::model::sg_rule::IngressRule;
 use crate::plan::sg_rules::{
@@ -34,17 +36,25 @@ enum Contribution {
     Broken(BTreeSet<IngressRule>),
 }
 
-/// Computes `tgb`'s rules for `targets` and reconciles every affected group.
+/// What a binding's rules are computed from.
+pub struct Endpoints<'a> {
+    pub target_is_ip: bool,
+    pub vpc_id: Option<&'a str>,
+    pub targets: &'a BTreeSet<Target>,
+    /// ip targets: the pods behind them (for named ports).
+    pub pods: &'a BTreeSet<String>,
+}
+
+/// Computes `tgb`'s rules for its endpoints and reconciles every affected group.
 pub async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
-    target_is_ip: bool,
-    vpc_id: Option<&str>,
-    targets: &BTreeSet<Target>,
+    endpoints: Endpoints<'_>,
 ) -> Result<(), ReconcileError> {
     let uid = tgb.uid().unwrap_or_default();
+    let target_is_ip = endpoints.target_is_ip;
     let mut contributions = ctx.networking.by_binding.lock().await;
-    let computed = contribution(ctx, tgb, target_is_ip, vpc_id, targets).await;
+    let computed = contribution(ctx, tgb, &endpoints).await;
     match &computed {
         Ok(Some(rules)) => {
             contributions.insert(uid, Contribution::Known(rules.clone()));
@@ -92,16 +102,25 @@ pub async fn forget<T: TargetGroups, N: Network, S: SecurityGroups>(
 async fn contribution<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
-    target_is_ip: bool,
-    vpc_id: Option<&str>,
-    targets: &BTreeSet<Target>,
+    endpoints: &Endpoints<'_>,
 ) -> Result<Option<BindingRules>, ReconcileError> {
+    let Endpoints { target_is_ip, vpc_id, targets, pods } = *endpoints;
     let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
         return Ok(None);
     };
-    // Named ports need the endpoint pods' container ports; pods are not read yet, so a named
-    // port is reported as not found rather than guessed.
-    let rules = rules_for_binding(networking, target_is_ip, &BTreeMap::new())?;
+    let names_a_port = networking
+        .ingress
+        .iter()
+        .flat_map(|i| &i.ports)
+        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
+    let named_ports = if names_a_port && target_is_ip {
+        named_container_ports(&ctx.client, &tgb.namespace().unwrap_or_default(), pods)
+            .await
+            .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
+    } else {
+        BTreeMap::new()
+    };
+    let rules = rules_for_binding(networking, target_is_ip, &named_ports)?;
     let ids: Vec<String> = targets.iter().map(|t| t.id.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let enis = if ids.is_empty() {
         BTreeMap::new()

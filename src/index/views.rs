@@ -44,6 +44,7 @@ pub fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
                 addresses: e.addresses.clone(),
                 ready: e.conditions.as_ref().and_then(|c| c.ready),
                 terminating: e.conditions.as_ref().and_then(|c| c.terminating),
+                pod: e.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.clone()),
             })
             .collect(),
     })

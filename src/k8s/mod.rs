@@ -1,7 +1,8 @@
-//! Thin Kubernetes adapters: status, events, the finalizer, ownership records, live reads.
+//! Thin Kubernetes adapters: status, events, the finalizer, ownership records, live reads, pods.
 
 pub mod events;
 pub mod finalizer;
 pub mod live;
 pub mod ownership;
+pub mod pods;
 pub mod status;

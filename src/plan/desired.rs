@@ -62,6 +62,8 @@ pub struct EndpointView {
     pub addresses: Vec<String>,
     pub ready: Option<bool>,
     pub terminating: Option<bool>,
+    /// The pod behind the endpoint (`targetRef` of kind Pod), in the Service's namespace.
+    pub pod: Option<String>,
 }
 
 impl EndpointView {
@@ -99,6 +101,18 @@ pub fn ip_targets(service_port: &ServicePortView, slices: &[SliceView], family: 
         .collect()
 }
 
+/// The pods behind the endpoints [`ip_targets`] registers: whose container ports name the ports
+/// of `spec.networking`.
+pub fn serving_pods(slices: &[SliceView], family: AddressFamily) -> BTreeSet<String> {
+    slices
+        .iter()
+        .filter(|slice| slice.family == family)
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter(|e| e.serves_traffic())
+        .filter_map(|e| e.pod.clone())
+        .collect()
+}
+
 /// Attaches the AvailabilityZone to send: `all` for an IP outside every CIDR of the target
 /// group's VPC (ELBv2 rejects such an IP otherwise), none when it is inside or the VPC is unknown.
 pub fn with_availability_zones(ids: BTreeSet<TargetId>, vpc_cidrs: Option<&[Cidr]>) -> BTreeSet<Target> {
@@ -118,7 +132,7 @@ mod tests {
     use super::*;
 
     fn ep(ip: &str, ready: Option<bool>, terminating: Option<bool>) -> EndpointView {
-        EndpointView { addresses: vec![ip.into()], ready, terminating }
+        EndpointView { addresses: vec![ip.into()], ready, terminating, pod: Some(format!("pod-{ip}")) }
     }
 
     fn slice(family: AddressFamily, ports: &[(Option<&str>, i32)], endpoints: Vec<EndpointView>) -> SliceView {
@@ -154,6 +168,20 @@ mod tests {
             ip_targets(&port(Some("http")), &[s], AddressFamily::Ipv4),
             ids(&[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
         );
+    }
+
+    #[test]
+    fn serving_pods_are_those_of_registered_endpoints() {
+        let s = slice(
+            AddressFamily::Ipv4,
+            &[(None, 80)],
+            vec![ep("10.0.0.1", Some(true), None), ep("10.0.0.2", Some(false), None), ep("10.0.0.3", None, Some(true))],
+        );
+        let v6 = slice(AddressFamily::Ipv6, &[(None, 80)], vec![ep("fd00::1", None, None)]);
+        let mut no_ref = ep("10.0.0.4", None, None);
+        no_ref.pod = None;
+        let other = SliceView { family: AddressFamily::Ipv4, ports: vec![], endpoints: vec![no_ref] };
+        assert_eq!(serving_pods(&[s, v6, other], AddressFamily::Ipv4), ["pod-10.0.0.1".to_string()].into());
     }
 
     #[test]
