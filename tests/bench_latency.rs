@@ -126,3 +126,77 @@ async fn aws_calls_per_scenario() {
     settle().await;
     report("delete the binding", sandbox.aws_calls().await.expect("calls"));
 }
+
+/// Node Ready flips → the instance target leaves/rejoins the group (observed through
+/// DescribeTargetHealth polled every 10 ms), and the AWS calls of instance + security-group
+/// scenarios.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn node_change_to_target_change_latency() {
+    let (sandbox, aws, kube) = world("nodebench", &[]).await;
+    let arn = aws.instance_target_group_arn.clone();
+    let (a, b) = (&aws.instances[0], &aws.instances[1]);
+    node(&kube, "node-a", &a.provider_id(), serde_json::json!({})).await;
+    node(&kube, "node-b", &b.provider_id(), serde_json::json!({})).await;
+    node_port_service(&kube, "web-np", "NodePort", 30080).await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "10m", "--cluster-name", "nodebench"])
+        .expect("agent");
+    let calls_before = sandbox.aws_calls().await.expect("calls");
+    binding(
+        &kube,
+        "demo",
+        "np",
+        serde_json::json!({"serviceRef": {"name": "web-np", "port": 80}, "targetGroupARN": arn, "targetType": "instance",
+            "networking": {"ingress": [{"from": [{"securityGroup": {"groupID": aws.lb_security_group}}], "ports": [{"port": 30080}]}]}}),
+    )
+    .await;
+    let (ta, tb) = (format!("{}:30080", a.id), format!("{}:30080", b.id));
+    wait_for_targets(&sandbox, &arn, &[&ta, &tb]).await;
+    wait_for_condition(&kube, "demo", "np", "True", "Reconciled").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls_created = sandbox.aws_calls().await.expect("calls");
+
+    let mut latencies = Vec::new();
+    for i in 0..60 {
+        let (status, present) = if i % 2 == 0 { ("False", false) } else { ("True", true) };
+        node_ready(&kube, "node-b", status).await;
+        let started = Instant::now();
+        loop {
+            let now = active_targets(&sandbox, &arn).await;
+            if now.contains(&tb) == present {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "flip {i} never applied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(600).saturating_sub(started.elapsed())).await;
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "Node Ready flip → instance target change, {} flips: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    let diff = |after: &serde_json::Value, before: &serde_json::Value| {
+        let mut parts = Vec::new();
+        for (service, ops) in after.as_object().into_iter().flatten() {
+            for (op, entry) in ops.as_object().into_iter().flatten() {
+                let n = entry["total"].as_u64().unwrap_or(0) - before[service][op]["total"].as_u64().unwrap_or(0);
+                if n > 0 && op != "DescribeTargetHealth" {
+                    parts.push(format!("{op} {n}"));
+                }
+            }
+        }
+        parts.join(", ")
+    };
+    println!(
+        "AWS calls, instance binding with one SG rule created on 2 nodes (DescribeTargetHealth left out: the benchmark polls it too): {}",
+        diff(&calls_created, &calls_before)
+    );
+    println!("AWS calls for the 60 flips: {}", diff(&sandbox.aws_calls().await.expect("calls"), &calls_created));
+}

@@ -5,32 +5,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::{Node, Service};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tgb_sandbox::{Agent, Instance};
 
-/// A node backed by a fixture instance, as a kubelet registers it.
-async fn node(client: &Client, name: &str, instance: &Instance, labels: serde_json::Value) {
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"providerID": instance.provider_id()},
-    }))
-    .expect("node");
-    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.expect("create node");
-    node_ready(client, name, "True").await;
-}
-
-/// Sets the Ready condition, with a fresh heartbeat, as the kubelet does every few seconds.
-async fn node_ready(client: &Client, name: &str, status: &str) {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": status, "reason": "KubeletReady",
-        "lastHeartbeatTime": now, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-    Api::<Node>::all(client.clone())
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("node status");
+/// A node backed by a fixture instance.
+async fn node_of(client: &Client, name: &str, instance: &Instance, labels: serde_json::Value) {
+    node(client, name, &instance.provider_id(), labels).await;
 }
 
 async fn patch_node(client: &Client, name: &str, patch: serde_json::Value) {
@@ -38,19 +21,6 @@ async fn patch_node(client: &Client, name: &str, patch: serde_json::Value) {
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch node");
-}
-
-async fn node_port_service(client: &Client, name: &str, type_: &str, node_port: i32) {
-    let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
-    if type_ != "ClusterIP" {
-        port["nodePort"] = json!(node_port);
-    }
-    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
-        "spec": {"type": type_, "selector": {"app": name}, "ports": [port]}});
-    Api::<Service>::namespaced(client.clone(), "demo")
-        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&svc))
-        .await
-        .expect("service");
 }
 
 fn instance_binding(arn: &str, service: &str) -> serde_json::Value {
@@ -63,7 +33,7 @@ async fn nodes_come_and_go() {
     let arn = aws.instance_target_group_arn.clone();
     let (a, b) = (&aws.instances[0], &aws.instances[1]);
     let (ta, tb) = (format!("{}:30080", a.id), format!("{}:30080", b.id));
-    node(&kube, "node-a", a, json!({"pool": "web"})).await;
+    node_of(&kube, "node-a", a, json!({"pool": "web"})).await;
     node_port_service(&kube, "web-np", "NodePort", 30080).await;
     binding(&kube, "demo", "np", instance_binding(&arn, "web-np")).await;
     let agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
@@ -71,7 +41,7 @@ async fn nodes_come_and_go() {
     wait_for_condition(&kube, "demo", "np", "True", "Reconciled").await;
 
     // Added.
-    node(&kube, "node-b", b, json!({"pool": "batch"})).await;
+    node_of(&kube, "node-b", b, json!({"pool": "batch"})).await;
     wait_for_targets(&sandbox, &arn, &[&ta, &tb]).await;
     // Heartbeats alone cost nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -128,10 +98,10 @@ async fn a_node_without_instance_is_skipped_and_reported() {
     let (sandbox, aws, kube) = world("skip", &[]).await;
     let arn = aws.instance_target_group_arn.clone();
     let a = &aws.instances[0];
-    node(&kube, "node-a", a, json!({})).await;
+    node_of(&kube, "node-a", a, json!({})).await;
     let mut bad = a.clone();
     bad.id = "not-an-instance".into();
-    node(&kube, "node-bad", &bad, json!({})).await;
+    node_of(&kube, "node-bad", &bad, json!({})).await;
     node_port_service(&kube, "web-np", "LoadBalancer", 30080).await;
     binding(&kube, "demo", "np", instance_binding(&arn, "web-np")).await;
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
@@ -154,7 +124,7 @@ async fn a_node_without_instance_is_skipped_and_reported() {
 async fn cluster_ip_service_is_rejected_without_aws_writes() {
     let (sandbox, aws, kube) = world("cip", &[]).await;
     let arn = aws.instance_target_group_arn.clone();
-    node(&kube, "node-a", &aws.instances[0], json!({})).await;
+    node_of(&kube, "node-a", &aws.instances[0], json!({})).await;
     node_port_service(&kube, "web-cip", "ClusterIP", 0).await;
     binding(&kube, "demo", "np", instance_binding(&arn, "web-cip")).await;
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");

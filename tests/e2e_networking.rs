@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
 use common::*;
-use k8s_openapi::api::core::v1::{Node, Service};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::PostParams;
 use serde_json::json;
 use tgb_sandbox::{Agent, Sandbox};
 
@@ -62,26 +61,6 @@ async fn wait_for_rules(sandbox: &Sandbox, group: &str, expected: &[&str]) {
     assert!(ok.is_ok(), "group {group} never held {expected:?}; last seen {last:?}");
 }
 
-async fn node(client: &Client, name: &str, provider_id: &str) {
-    let node: Node =
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"providerID": provider_id}})).expect("node");
-    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.expect("create node");
-    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-    Api::<Node>::all(client.clone())
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("ready");
-}
-
-async fn node_port_service(client: &Client, name: &str, node_port: i32) {
-    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
-        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": node_port}]}});
-    Api::<Service>::namespaced(client.clone(), "demo")
-        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&svc))
-        .await
-        .expect("service");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_rules_are_shared_kept_and_cleaned_up() {
     let (sandbox, aws, kube) = world("sgi", &[]).await;
@@ -102,9 +81,9 @@ async fn instance_rules_are_shared_kept_and_cleaned_up() {
         .await
         .expect("hand-made rule");
     for (i, instance) in aws.instances.iter().enumerate() {
-        node(&kube, &format!("node-{i}"), &instance.provider_id()).await;
+        node(&kube, &format!("node-{i}"), &instance.provider_id(), json!({})).await;
     }
-    node_port_service(&kube, "web-np", 30080).await;
+    node_port_service(&kube, "web-np", "NodePort", 30080).await;
     let spec = |name: &str| {
         json!({
             "serviceRef": {"name": name, "port": 80}, "targetGroupARN": aws.instance_target_group_arn,

@@ -4,6 +4,7 @@
 //! is broken right now protects its rules instead of blocking anyone else's cleanup.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -15,7 +16,7 @@ use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::k8s::pods::named_container_ports;
 use crate::model::Target;
-use crate::model::sg_rule::IngressRule;
+use crate::model::sg_rule::{EniGroups, IngressRule};
 use crate::plan::sg_rules::{
     BindingRules, NetworkingError, desired_rules, plan_group, rules_for_binding, select_groups,
 };
@@ -26,6 +27,44 @@ use crate::plan::sg_rules::{
 #[derive(Default)]
 pub struct Contributions {
     by_binding: tokio::sync::Mutex<HashMap<String, Contribution>>,
+    /// When the groups were last planned against AWS: re-planned when a contribution changes, and
+    /// otherwise at most once per drift interval (to repair rules removed by hand).
+    last_sync: std::sync::Mutex<Option<Instant>>,
+    /// Instance id or IP → its ENI and groups, trusted for half a drift interval: a node's groups
+    /// rarely change, and node flaps must not cost an EC2 lookup each.
+    enis: std::sync::Mutex<HashMap<String, (EniGroups, Instant)>>,
+}
+
+impl Contributions {
+    fn sync_due(&self, every: Duration) -> bool {
+        self.last_sync.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= every)
+    }
+
+    fn synced(&self) {
+        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn cached_enis(&self, ids: &[String], ttl: Duration) -> (BTreeMap<String, EniGroups>, Vec<String>) {
+        let cache = self.enis.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = BTreeMap::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match cache.get(id) {
+                Some((groups, at)) if at.elapsed() < ttl => {
+                    found.insert(id.clone(), groups.clone());
+                }
+                _ => missing.push(id.clone()),
+            }
+        }
+        (found, missing)
+    }
+
+    fn remember_enis(&self, looked_up: &BTreeMap<String, EniGroups>) {
+        let now = Instant::now();
+        let mut cache = self.enis.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
+        cache.extend(looked_up.iter().map(|(id, groups)| (id.clone(), (groups.clone(), now))));
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +96,10 @@ pub async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
     let computed = contribution(ctx, tgb, &endpoints).await;
     match &computed {
         Ok(Some(rules)) => {
+            let unchanged = matches!(contributions.get(&uid), Some(Contribution::Known(previous)) if previous == rules);
+            if unchanged && !ctx.networking.sync_due(ctx.drift_interval) {
+                return Ok(());
+            }
             contributions.insert(uid, Contribution::Known(rules.clone()));
         }
         Ok(None) => {
@@ -122,14 +165,18 @@ async fn contribution<T: TargetGroups, N: Network, S: SecurityGroups>(
     };
     let rules = rules_for_binding(networking, target_is_ip, &named_ports)?;
     let ids: Vec<String> = targets.iter().map(|t| t.id.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let enis = if ids.is_empty() {
-        BTreeMap::new()
-    } else if target_is_ip {
-        let vpc = vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
-        ctx.security_groups.enis_for_ips(vpc, &ids).await?
-    } else {
-        ctx.security_groups.instance_enis(&ids).await?
-    };
+    let (mut enis, uncached) = ctx.networking.cached_enis(&ids, ctx.drift_interval / 2);
+    if !uncached.is_empty() {
+        let looked_up = if target_is_ip {
+            let vpc =
+                vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
+            ctx.security_groups.enis_for_ips(vpc, &uncached).await?
+        } else {
+            ctx.security_groups.instance_enis(&uncached).await?
+        };
+        ctx.networking.remember_enis(&looked_up);
+        enis.extend(looked_up);
+    }
     let missing: Vec<&String> = ids.iter().filter(|id| !enis.contains_key(*id)).collect();
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
@@ -182,7 +229,13 @@ async fn sync_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             first_error.get_or_insert(error);
         }
     }
-    first_error.map_or(Ok(()), Err)
+    match first_error {
+        None => {
+            ctx.networking.synced();
+            Ok(())
+        }
+        Some(error) => Err(error),
+    }
 }
 
 async fn sync_group<T: TargetGroups, N: Network, S: SecurityGroups>(

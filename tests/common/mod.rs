@@ -192,3 +192,41 @@ pub async fn world(prefix: &str, endpoints: &[Ep<'_>]) -> (Sandbox, tgb_sandbox:
 pub fn ip_binding(arn: &str) -> serde_json::Value {
     json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn, "targetType": "ip"})
 }
+
+/// A node as a kubelet registers it (Ready=True), with `spec.providerID`.
+pub async fn node(client: &Client, name: &str, provider_id: &str, labels: serde_json::Value) {
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "spec": {"providerID": provider_id}}),
+    )
+    .expect("node");
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    node_ready(client, name, "True").await;
+}
+
+/// Sets the Ready condition with a fresh heartbeat, as the kubelet does every few seconds.
+pub async fn node_ready(client: &Client, name: &str, status: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": status, "reason": "KubeletReady",
+        "lastHeartbeatTime": now, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("node status");
+}
+
+/// A Service of `type_` in `demo` with port 80 (`http`) and, unless ClusterIP, `node_port`.
+pub async fn node_port_service(client: &Client, name: &str, type_: &str, node_port: i32) {
+    let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
+    if type_ != "ClusterIP" {
+        port["nodePort"] = json!(node_port);
+    }
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "demo"},
+        "spec": {"type": type_, "selector": {"app": name}, "ports": [port]}});
+    Api::<Service>::namespaced(client.clone(), "demo")
+        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&svc))
+        .await
+        .expect("service");
+}
