@@ -45,26 +45,13 @@ async fn endpoint_change_to_registration_latency() {
         tokio::time::sleep(pace.saturating_sub(started.elapsed())).await;
     }
     let calls_after = sandbox.aws_calls().await.expect("calls");
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "EndpointSlice change → target registered, {} changes {pace:?} apart: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        "EndpointSlice change → target registered, {} changes {pace:?} apart: {}",
         latencies.len(),
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        latencies[latencies.len() - 1]
+        percentiles(&mut latencies)
     );
-    println!("AWS calls during the run (agent + the benchmark's own DescribeTargetHealth polling):");
-    for service in ["elbv2", "ec2"] {
-        for op in ["RegisterTargets", "DeregisterTargets", "DescribeTargetGroups", "DescribeVpcs"] {
-            let count = |v: &serde_json::Value| v[service][op]["total"].as_u64().unwrap_or(0);
-            let n = count(&calls_after) - count(&calls_before);
-            if n > 0 {
-                println!("  {op}: {n}");
-            }
-        }
-    }
+    // DescribeTargetHealth is left out: the benchmark polls it too.
+    println!("AWS calls during the run: {}", calls_since(&calls_after, &calls_before, &["DescribeTargetHealth"]));
     println!("agent peak RSS: {} KiB", agent.peak_rss_kib().unwrap_or(0));
 }
 
@@ -78,16 +65,8 @@ async fn aws_calls_per_scenario() {
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "3s"]).expect("agent");
     let mut last = sandbox.aws_calls().await.expect("calls");
     let mut report = |name: &str, now: serde_json::Value| {
-        let mut parts = Vec::new();
-        for (service, ops) in now.as_object().into_iter().flatten() {
-            for (op, entry) in ops.as_object().into_iter().flatten() {
-                let n = entry["total"].as_u64().unwrap_or(0) - last[service][op]["total"].as_u64().unwrap_or(0);
-                if n > 0 {
-                    parts.push(format!("{op} {n}"));
-                }
-            }
-        }
-        println!("{name}: {}", if parts.is_empty() { "no AWS call".to_string() } else { parts.join(", ") });
+        let calls = calls_since(&now, &last, &[]);
+        println!("{name}: {}", if calls.is_empty() { "no AWS call".to_string() } else { calls });
         last = now;
     };
     let settle = || tokio::time::sleep(Duration::from_millis(700));
@@ -172,31 +151,34 @@ async fn node_change_to_target_change_latency() {
         latencies.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(600).saturating_sub(started.elapsed())).await;
     }
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-    println!(
-        "Node Ready flip → instance target change, {} flips: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
-        latencies.len(),
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        latencies[latencies.len() - 1]
-    );
-    let diff = |after: &serde_json::Value, before: &serde_json::Value| {
-        let mut parts = Vec::new();
-        for (service, ops) in after.as_object().into_iter().flatten() {
-            for (op, entry) in ops.as_object().into_iter().flatten() {
-                let n = entry["total"].as_u64().unwrap_or(0) - before[service][op]["total"].as_u64().unwrap_or(0);
-                if n > 0 && op != "DescribeTargetHealth" {
-                    parts.push(format!("{op} {n}"));
-                }
-            }
-        }
-        parts.join(", ")
-    };
+    println!("Node Ready flip → instance target change, {} flips: {}", latencies.len(), percentiles(&mut latencies));
     println!(
         "AWS calls, instance binding with one SG rule created on 2 nodes (DescribeTargetHealth left out: the benchmark polls it too): {}",
-        diff(&calls_created, &calls_before)
+        calls_since(&calls_created, &calls_before, &["DescribeTargetHealth"])
     );
-    println!("AWS calls for the 60 flips: {}", diff(&sandbox.aws_calls().await.expect("calls"), &calls_created));
+    println!(
+        "AWS calls for the 60 flips: {}",
+        calls_since(&sandbox.aws_calls().await.expect("calls"), &calls_created, &["DescribeTargetHealth"])
+    );
+}
+
+/// p50, p90, p99 and max of `latencies`.
+fn percentiles(latencies: &mut [Duration]) -> String {
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    format!("p50 {:?}, p90 {:?}, p99 {:?}, max {:?}", at(0.5), at(0.9), at(0.99), at(1.0))
+}
+
+/// "Op n, …" for every operation the emulator counted between two snapshots, except `skip`.
+fn calls_since(after: &serde_json::Value, before: &serde_json::Value, skip: &[&str]) -> String {
+    let mut parts = Vec::new();
+    for (service, ops) in after.as_object().into_iter().flatten() {
+        for (op, entry) in ops.as_object().into_iter().flatten() {
+            let n = entry["total"].as_u64().unwrap_or(0) - before[service][op]["total"].as_u64().unwrap_or(0);
+            if n > 0 && !skip.contains(&op.as_str()) {
+                parts.push(format!("{op} {n}"));
+            }
+        }
+    }
+    parts.join(", ")
 }

@@ -1,4 +1,7 @@
+use std::future::Future;
 use std::sync::Arc;
+
+use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 
 use aws_sdk_elasticloadbalancingv2::types::{
     TargetDescription, TargetGroupIpAddressTypeEnum, TargetHealthStateEnum, TargetTypeEnum,
@@ -69,34 +72,31 @@ impl TargetGroups for Elbv2TargetGroups {
     }
 
     async fn register(&self, arn: &str, targets: &[Target]) -> Result<(), AwsError> {
-        const OP: &str = "RegisterTargets";
-        self.limits.target_writes.acquire().await;
-        let result = self
-            .elbv2
-            .register_targets()
-            .target_group_arn(arn)
-            .set_targets(Some(targets.iter().map(description).collect()))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| AwsError::from_sdk(OP, arn, e));
-        self.record(OP, &result);
-        result
+        let request = self.elbv2.register_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
+        self.write("RegisterTargets", arn, request.send()).await
     }
 
     async fn deregister(&self, arn: &str, targets: &[Target]) -> Result<(), AwsError> {
-        const OP: &str = "DeregisterTargets";
+        let request = self.elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
+        self.write("DeregisterTargets", arn, request.send()).await
+    }
+}
+
+impl Elbv2TargetGroups {
+    /// Sends a target write under the write rate limit (the request only goes out when awaited).
+    async fn write<T, E, R>(
+        &self,
+        op: &'static str,
+        arn: &str,
+        request: impl Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<(), AwsError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
         self.limits.target_writes.acquire().await;
-        let result = self
-            .elbv2
-            .deregister_targets()
-            .target_group_arn(arn)
-            .set_targets(Some(targets.iter().map(description).collect()))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| AwsError::from_sdk(OP, arn, e));
-        self.record(OP, &result);
+        let result = request.await.map(drop).map_err(|e| AwsError::from_sdk(op, arn, e));
+        self.record(op, &result);
         result
     }
 }
@@ -143,10 +143,15 @@ fn registered_target(d: &aws_sdk_elasticloadbalancingv2::types::TargetHealthDesc
     })
 }
 
-fn description(target: &Target) -> TargetDescription {
-    TargetDescription::builder()
-        .id(&target.id.id)
-        .port(i32::from(target.id.port))
-        .set_availability_zone(target.availability_zone.clone())
-        .build()
+fn descriptions(targets: &[Target]) -> Vec<TargetDescription> {
+    targets
+        .iter()
+        .map(|target| {
+            TargetDescription::builder()
+                .id(&target.id.id)
+                .port(i32::from(target.id.port))
+                .set_availability_zone(target.availability_zone.clone())
+                .build()
+        })
+        .collect()
 }
