@@ -47,6 +47,13 @@ pub struct RunArgs {
     /// Address of the `/healthz` and `/readyz` endpoints.
     #[arg(long, env = "TGB_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
+    /// Run as one of several replicas: only the holder of the Lease `tgb-agent` in --namespace
+    /// reconciles; the others stand by and take over when it stops renewing.
+    #[arg(long, env = "TGB_LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// How long a leader's lease lasts without renewal (it renews every third of it).
+    #[arg(long, env = "TGB_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
     /// Log format.
     #[arg(long, env = "TGB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
@@ -7,6 +7,7 @@ use tgb_agent::aws::security_groups::Ec2SecurityGroups;
 use tgb_agent::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
 use tgb_agent::cli::{Cli, Command, LogFormat, RunArgs};
 use tgb_agent::controller::{self, AwsPorts, Settings};
+use tgb_agent::k8s::leader::LeaderElection;
 use tgb_agent::metrics::Metrics;
 use tgb_agent::server;
 
@@ -36,6 +37,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
     let health_server = tokio::spawn(server::serve_health(args.health_addr, ready.clone()));
     tracing::info!(cluster = %args.cluster_name, metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting");
+
+    let leader = args.leader_elect.then(|| {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("tgb-agent-{}", std::process::id()));
+        LeaderElection::new(client.clone(), &args.namespace, "tgb-agent", identity, args.lease_duration)
+    });
+    if let Some(leader) = &leader {
+        // A standby replica is healthy and ready: it must not hold up a rolling update.
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(identity = leader.identity(), "standing by until this replica holds the leader lease");
+        tokio::select! {
+            () = leader.acquire() => {}
+            () = shutdown_signal() => return Ok(()),
+        }
+        ready.store(false, Ordering::Relaxed);
+        tracing::info!(identity = leader.identity(), "leading");
+    }
+    let lost_leadership = async {
+        match &leader {
+            Some(leader) => leader.hold().await,
+            None => std::future::pending().await,
+        }
+    };
     let settings = Settings {
         cluster_name: args.cluster_name.clone(),
         watch_namespace: args.watch_namespace,
@@ -48,6 +71,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         () = controller::run(client, AwsPorts { target_groups, network, security_groups }, settings, metrics, ready, shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
         result = health_server => result.context("health server task")?.context("health server")?,
+        () = lost_leadership => anyhow::bail!("lost the leader lease: stopping so that only the new leader writes"),
+    }
+    if let Some(leader) = &leader {
+        leader.release().await;
     }
     tracing::info!("tgb-agent stopped");
     Ok(())

@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod finalizer;
+pub mod leader;
 pub mod live;
 pub mod ownership;
 pub mod pods;

@@ -104,6 +104,8 @@ CLUSTER_RULES = {
 NAMESPACE_RULES = {
     # Multi-cluster ownership records, in the agent's own namespace only.
     ("", "configmaps"): ["get", "list", "watch", "create", "update", "patch", "delete"],
+    # Leader election among replicas.
+    ("coordination.k8s.io", "leases"): ["get", "create", "update"],
 }
 
 

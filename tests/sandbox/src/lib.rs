@@ -19,9 +19,14 @@ pub use aws::{
     target_zones, targets,
 };
 
-/// The repository root (this crate lives in `tests/sandbox`).
+/// The repository root. Read at run time from the `CARGO_MANIFEST_DIR` that `cargo test` gives
+/// the agent's tests (the root package), not baked in at compile time: a target directory shared
+/// by two checkouts must never point one checkout's tests at the other's scripts.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(dir) if Path::new(&dir).join("scripts/sandbox").exists() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
 }
 
 /// A running sandbox: `scripts/sandbox start DIR` on a fresh directory, `stop` on drop.
