@@ -162,9 +162,13 @@ def test_args_probes_and_ports_agree(rendered):
     dep, c = agent_container(rendered)
     args = c["args"]
     assert args[0] == "run"
-    flags = dict(a.split("=", 1) for a in args[1:])
+    # `--flag=value`, or a bare boolean `--flag`.
+    flags = dict(a.split("=", 1) if "=" in a else (a, "true") for a in args[1:])
     assert set(flags) <= {"--cluster-name", "--watch-namespace", "--drift-interval", "--metrics-addr",
-                          "--health-addr", "--log-format", "--namespace"}
+                          "--health-addr", "--log-format", "--namespace", "--leader-elect", "--lease-duration"}
+    # Two replicas need leader election, or both would write to AWS.
+    if dep["spec"]["replicas"] > 1:
+        assert flags.get("--leader-elect") == "true"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert flags["--metrics-addr"].endswith(f':{ports["metrics"]}')
     assert flags["--health-addr"].endswith(f':{ports["health"]}')
