@@ -34,7 +34,12 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
             ctx.records.delete(tgb).await?;
         }
-        networking::forget(ctx, tgb).await?;
+        // Rules are tagged with the cluster, so any later security-group reconcile revokes what
+        // this one could not: a broken security group must not keep the binding from going away.
+        if let Err(error) = networking::forget(ctx, tgb).await {
+            let note = format!("security-group rules of this binding will be revoked later: {error}");
+            ctx.events.warning(tgb, "SecurityGroupCleanupDeferred", note).await;
+        }
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
     ctx.index.untrack(&ObjectRef::from_obj(tgb));
