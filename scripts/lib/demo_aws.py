@@ -1,20 +1,30 @@
 """AWS side of scripts/demo, against the sandbox's moto (AWS_ENDPOINT_URL and credentials from DIR/env).
 
-    demo_aws.py seed                 create what terraform/ + examples/ip-mode would: VPC, two subnets,
-                                     the ALB's security group, the ALB, target group demo-web-ip
-                                     (ip, HTTP:8080, 5 s deregistration delay), HTTP:80 listener;
-                                     prints the target group's ARN
+    demo_aws.py seed [ENV_FILE]      create what terraform/ + examples/ip-mode and examples/instance-mode
+                                     would: VPC, two subnets, the ALB's security group, the ALB, target
+                                     group demo-web-ip (ip, HTTP:8080, 5 s deregistration delay), HTTP:80
+                                     listener; the worker nodes' security group (tagged
+                                     kubernetes.io/cluster/demo = owned, one hand-made SSH rule), one
+                                     instance per subnet in it, target group demo-web-instance (instance,
+                                     HTTP:30080, 5 s deregistration delay); prints the ip target group's
+                                     ARN, and writes the ids the demo needs to ENV_FILE as shell
+                                     assignments (demo_* variables, see seed())
     demo_aws.py targets ARN_OR_NAME  the target group's targets as a table: id, port, state
     demo_aws.py active ARN_OR_NAME   one line: the non-draining targets as sorted id:port, comma-separated
+    demo_aws.py rules GROUP_ID       the security group's ingress rules as a table: protocol, ports, peer,
+                                     and the tgb-agent.elbv2.k8s.aws/cluster tag (the agent's rules)
+    demo_aws.py agent-rules GROUP_ID one line: the ingress rules tagged as the agent's, sorted
+                                     "proto from-to peer cluster", comma-separated
     demo_aws.py calls                the AWS calls the agent made (the launcher's counters minus this
                                      helper's own calls since seed); fails if it never registered and
-                                     deregistered targets
+                                     deregistered targets, or never authorized and revoked a rule
 
 This helper's own calls after `seed` are tallied in $DEMO_CALLS_FILE (JSON) so `calls` can leave them out.
 """
 
 import json
 import os
+import shlex
 import sys
 import urllib.request
 
@@ -58,16 +68,21 @@ def counted_client(service):
 
 NAME = "demo"
 TG_NAME = "demo-web-ip"
+INSTANCE_TG_NAME = "demo-web-instance"
+NODE_PORT = 30080  # examples/instance-mode/service.yaml
 DRAIN_SECONDS = "5"
+AMI = "ami-12c6146b"  # any id does in moto
+RULE_TAG = "tgb-agent.elbv2.k8s.aws/cluster"
 
 
-def seed():
+def seed(env_file=None):
     ec2 = boto3.client("ec2")
     elbv2 = boto3.client("elbv2")
+    azs = ["us-east-1a", "us-east-1b"]
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=az)["Subnet"]["SubnetId"]
-        for i, az in enumerate(["us-east-1a", "us-east-1b"])
+        for i, az in enumerate(azs)
     ]
     sg = ec2.create_security_group(
         GroupName=f"{NAME}-lb", Description=f"Load balancer {NAME}", VpcId=vpc_id
@@ -92,9 +107,55 @@ def seed():
         Port=80,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
     )
+
+    # examples/instance-mode: the worker nodes (their security group, tagged for the cluster as EKS
+    # does, and one instance per subnet in it) and the instance target group on the NodePort.
+    node_sg = ec2.create_security_group(
+        GroupName=f"{NAME}-nodes", Description=f"Worker nodes of cluster {NAME}", VpcId=vpc_id
+    )["GroupId"]
+    ec2.create_tags(Resources=[node_sg], Tags=[{"Key": f"kubernetes.io/cluster/{NAME}", "Value": "owned"}])
+    ec2.authorize_security_group_ingress(  # hand-made: the agent must leave it alone
+        GroupId=node_sg,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}],
+    )
+    instances = []
+    for subnet, az in zip(subnets, azs):
+        i = ec2.run_instances(ImageId=AMI, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[node_sg])[
+            "Instances"
+        ][0]
+        ip = i["PrivateIpAddress"]
+        instances.append((i["InstanceId"], az, f"ip-{ip.replace('.', '-')}.ec2.internal"))
+    instance_tg_arn = elbv2.create_target_group(
+        Name=INSTANCE_TG_NAME, Protocol="HTTP", Port=NODE_PORT, VpcId=vpc_id, TargetType="instance", HealthCheckPath="/"
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=instance_tg_arn,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": DRAIN_SECONDS}],
+    )
+
     print(f"vpc {vpc_id}, subnets {' '.join(subnets)}, security group {sg}", file=sys.stderr)
     print(f"load balancer {lb_arn}", file=sys.stderr)
     print(f"listener HTTP:80 -> target group {TG_NAME} (ip, HTTP:8080, deregistration delay {DRAIN_SECONDS} s)", file=sys.stderr)
+    print(f"node security group {node_sg} (tagged kubernetes.io/cluster/{NAME}=owned)", file=sys.stderr)
+    for id_, az, node in instances:
+        print(f"instance {id_} in {az} (node {node}), in {node_sg}", file=sys.stderr)
+    print(
+        f"target group {INSTANCE_TG_NAME} (instance, HTTP:{NODE_PORT}, deregistration delay {DRAIN_SECONDS} s)",
+        file=sys.stderr,
+    )
+    if env_file:
+        values = {
+            "demo_ip_tg_arn": tg_arn,
+            "demo_instance_tg_arn": instance_tg_arn,
+            "demo_lb_sg": sg,
+            "demo_node_sg": node_sg,
+            "demo_instance_ids": " ".join(i[0] for i in instances),
+            "demo_instance_azs": " ".join(i[1] for i in instances),
+            "demo_node_names": " ".join(i[2] for i in instances),
+        }
+        with open(env_file + ".tmp", "w") as f:
+            f.writelines(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+        os.replace(env_file + ".tmp", env_file)
     launcher("calls/reset", "POST")  # from here on, count only the agent's calls (and tally ours)
     if tally_file():
         with open(tally_file(), "w") as f:
@@ -110,20 +171,59 @@ def health(ref):
         (d["Target"]["Id"], d["Target"]["Port"], d["TargetHealth"]["State"])
         for d in elbv2.describe_target_health(TargetGroupArn=ref)["TargetHealthDescriptions"]
     ]
-    return sorted(rows, key=lambda r: (tuple(int(x) for x in r[0].split(".")), r[1]))
+    return sorted(rows, key=lambda r: (sort_key(r[0]), r[1]))
+
+
+def sort_key(id_):
+    """IPs in address order, anything else (instance ids) by name, after them."""
+    parts = id_.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        return (0, tuple(int(p) for p in parts), "")
+    return (1, (), id_)
 
 
 def targets(ref):
     rows = health(ref)
-    print(f"  {'ID':<15} {'PORT':<5} STATE")
+    width = max([15] + [len(r[0]) + 1 for r in rows])
+    print(f"  {'ID':<{width}} {'PORT':<5} STATE")
     for id_, port, state in rows:
-        print(f"  {id_:<15} {port:<5} {state}")
+        print(f"  {id_:<{width}} {port:<5} {state}")
     if not rows:
         print("  (no targets)")
 
 
 def active(ref):
     print(",".join(f"{i}:{p}" for i, p, s in health(ref) if "draining" not in s))
+
+
+def ingress_rules(group_id):
+    """(protocol, ports, peer, cluster tag or "-") of the group's ingress rules, sorted."""
+    ec2 = counted_client("ec2")
+    out = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])
+    rows = []
+    for r in out["SecurityGroupRules"]:
+        if r.get("IsEgress"):
+            continue
+        proto = r.get("IpProtocol", "?")
+        lo, hi = r.get("FromPort", -1), r.get("ToPort", -1)
+        ports = "all" if proto == "-1" else f"{lo}-{hi}"
+        peer = r.get("ReferencedGroupInfo", {}).get("GroupId") or r.get("CidrIpv4") or r.get("CidrIpv6") or "?"
+        tag = next((t["Value"] for t in r.get("Tags", []) if t["Key"] == RULE_TAG), "-")
+        rows.append(("all" if proto == "-1" else proto, ports, peer, tag))
+    return sorted(rows)
+
+
+def rules(group_id):
+    rows = ingress_rules(group_id)
+    print(f"  {'PROTOCOL':<8} {'PORTS':<11} {'PEER':<20} AGENT'S (tag {RULE_TAG})")
+    for proto, ports, peer, tag in rows:
+        print(f"  {proto:<8} {ports:<11} {peer:<20} {'no' if tag == '-' else f'yes, cluster {tag}'}")
+    if not rows:
+        print("  (no ingress rules)")
+
+
+def agent_rules(group_id):
+    print(",".join(" ".join(r) for r in ingress_rules(group_id) if r[3] != "-"))
 
 
 def calls():
@@ -139,18 +239,23 @@ def calls():
         print(f"  {service:<8} {op:<32} {total:>5} {failed:>6}")
     print(f"  {'':<8} {'total':<32} {sum(r[2] for r in rows):>5}")
     made = {(r[0], r[1]) for r in rows}
-    missing = {("elbv2", "RegisterTargets"), ("elbv2", "DeregisterTargets")} - made
+    missing = {
+        ("elbv2", "RegisterTargets"),
+        ("elbv2", "DeregisterTargets"),
+        ("ec2", "AuthorizeSecurityGroupIngress"),
+        ("ec2", "RevokeSecurityGroupIngress"),
+    } - made
     if missing:
         sys.exit(f"demo_aws: the agent never called {sorted(missing)}")
 
 
 def main(argv):
-    if argv == ["seed"]:
-        seed()
+    if argv[:1] == ["seed"] and len(argv) <= 2:
+        seed(*argv[1:])
     elif argv == ["calls"]:
         calls()
-    elif len(argv) == 2 and argv[0] in ("targets", "active"):
-        {"targets": targets, "active": active}[argv[0]](argv[1])
+    elif len(argv) == 2 and argv[0] in ("targets", "active", "rules", "agent-rules"):
+        {"targets": targets, "active": active, "rules": rules, "agent-rules": agent_rules}[argv[0]](argv[1])
     else:
         sys.exit(__doc__)
 
