@@ -6,11 +6,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{
-    Filter, IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroupRule, Tag, TagSpecification, UserIdGroupPair,
+    Filter, IpPermission, IpRange, Ipv6Range, NetworkInterface, ResourceType, SecurityGroupRule, Tag, TagSpecification,
+    UserIdGroupPair,
 };
 
 use super::{AwsError, RateLimits};
 use crate::metrics::Metrics;
+use crate::model::Cidr;
 use crate::model::sg_rule::{
     CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleOwner, RuleProtocol, owner_of,
 };
@@ -370,48 +372,96 @@ impl SecurityGroups for Ec2SecurityGroups {
         vpc_id: &str,
         ips: &[String],
     ) -> Result<BTreeMap<String, EniGroups>, SecurityGroupError> {
-        const OP: &str = "DescribeNetworkInterfaces";
         // Compare parsed addresses: EC2 may spell an IPv6 address differently from the pod.
         let wanted: BTreeMap<IpAddr, &String> = ips.iter().filter_map(|s| Some((s.trim().parse().ok()?, s))).collect();
-        let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = wanted.keys().partition(|ip| ip.is_ipv6());
         let mut found = BTreeMap::new();
-        for (filter_name, family) in [("addresses.private-ip-address", v4), ("ipv6-addresses.ipv6-address", v6)] {
-            let values: Vec<String> = family.iter().map(IpAddr::to_string).collect();
-            for chunk in values.chunks(FILTER_VALUES) {
-                let mut token = None;
-                loop {
-                    self.limits.describes.acquire().await;
-                    let result = self
-                        .ec2
-                        .describe_network_interfaces()
-                        .filters(filter("vpc-id", &[vpc_id.to_owned()]))
-                        .filters(filter(filter_name, chunk))
-                        .max_results(PAGE_SIZE)
-                        .set_next_token(token.take())
-                        .send()
-                        .await
-                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, vpc_id, e)));
-                    self.record(OP, &result);
-                    let out = result?;
-                    for eni in out.network_interfaces() {
-                        let groups: Vec<String> =
-                            eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
-                        let eni_id = eni.network_interface_id().unwrap_or_default();
-                        for ip in eni_addresses(eni) {
-                            if let Some(original) = wanted.get(&ip) {
-                                found.insert((*original).clone(), (eni_id.to_owned(), groups.clone()));
-                            }
-                        }
-                    }
-                    token = next(out.next_token());
-                    if token.is_none() {
-                        break;
-                    }
+        let record = |eni: &NetworkInterface, ip: &IpAddr, found: &mut BTreeMap<String, (String, Vec<String>)>| {
+            if let Some(original) = wanted.get(ip) {
+                let groups = eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
+                found.insert((*original).clone(), (eni.network_interface_id().unwrap_or_default().to_owned(), groups));
+            }
+        };
+        // Pod IPs that are an interface's own addresses: secondary IPs (VPC CNI), branch ENIs
+        // (security groups for pods), Fargate.
+        for (filter_name, v6) in [("addresses.private-ip-address", false), ("ipv6-addresses.ipv6-address", true)] {
+            let values: Vec<String> = wanted.keys().filter(|ip| ip.is_ipv6() == v6).map(IpAddr::to_string).collect();
+            for eni in self.network_interfaces(vpc_id, filter_name, &values).await? {
+                for ip in eni_addresses(&eni) {
+                    record(&eni, &ip, &mut found);
+                }
+            }
+        }
+        // The rest may sit in a prefix delegated to a node's interface (VPC CNI prefix mode: /28
+        // for IPv4, /80 for IPv6); EC2 can filter by exact prefix, so ask for each IP's prefix.
+        let rest: Vec<IpAddr> = wanted.iter().filter(|(_, s)| !found.contains_key(**s)).map(|(ip, _)| *ip).collect();
+        for (filter_name, v6) in [("ipv4-prefixes.ipv4-prefix", false), ("ipv6-prefixes.ipv6-prefix", true)] {
+            let prefixes: BTreeSet<String> =
+                rest.iter().filter(|ip| ip.is_ipv6() == v6).map(|ip| delegated_prefix(*ip)).collect();
+            if prefixes.is_empty() {
+                continue;
+            }
+            let prefixes: Vec<String> = prefixes.into_iter().collect();
+            for eni in self.network_interfaces(vpc_id, filter_name, &prefixes).await? {
+                let delegated: Vec<Cidr> = eni_prefixes(&eni).iter().filter_map(|p| p.parse().ok()).collect();
+                for ip in rest.iter().filter(|ip| delegated.iter().any(|p| p.contains(**ip))) {
+                    record(&eni, ip, &mut found);
                 }
             }
         }
         self.with_tags(found).await
     }
+}
+
+impl Ec2SecurityGroups {
+    /// Network interfaces in `vpc_id` matching `filter_name` ∈ `values`, every page.
+    async fn network_interfaces(
+        &self,
+        vpc_id: &str,
+        filter_name: &str,
+        values: &[String],
+    ) -> Result<Vec<NetworkInterface>, SecurityGroupError> {
+        const OP: &str = "DescribeNetworkInterfaces";
+        let mut interfaces = Vec::new();
+        for chunk in values.chunks(FILTER_VALUES) {
+            let mut token = None;
+            loop {
+                self.limits.describes.acquire().await;
+                let result = self
+                    .ec2
+                    .describe_network_interfaces()
+                    .filters(filter("vpc-id", &[vpc_id.to_owned()]))
+                    .filters(filter(filter_name, chunk))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, vpc_id, e)));
+                self.record(OP, &result);
+                let out = result?;
+                interfaces.extend(out.network_interfaces().iter().cloned());
+                token = next(out.next_token());
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(interfaces)
+    }
+}
+
+/// The prefix the VPC CNI would have delegated for `ip`: its /28 (IPv4) or /80 (IPv6).
+fn delegated_prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{}/28", std::net::Ipv4Addr::from(u32::from(v4) & !0xf)),
+        IpAddr::V6(v6) => format!("{}/80", std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 48) - 1))),
+    }
+}
+
+/// Every prefix delegated to an interface.
+fn eni_prefixes(eni: &NetworkInterface) -> Vec<String> {
+    let v4 = eni.ipv4_prefixes().iter().filter_map(|p| p.ipv4_prefix());
+    let v6 = eni.ipv6_prefixes().iter().filter_map(|p| p.ipv6_prefix());
+    v4.chain(v6).map(str::to_owned).collect()
 }
 
 fn filter(name: &str, values: &[String]) -> Filter {
@@ -427,7 +477,7 @@ fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
 }
 
 /// Every private address of an interface, primary, secondary and IPv6.
-fn eni_addresses(eni: &aws_sdk_ec2::types::NetworkInterface) -> Vec<IpAddr> {
+fn eni_addresses(eni: &NetworkInterface) -> Vec<IpAddr> {
     let secondary = eni.private_ip_addresses().iter().filter_map(|a| a.private_ip_address());
     let v4 = eni.private_ip_address().into_iter().chain(secondary);
     let v6 = eni.ipv6_addresses().iter().filter_map(|a| a.ipv6_address());
@@ -581,5 +631,20 @@ mod tests {
         let expected: BTreeSet<IpAddr> =
             ["10.0.0.4", "10.0.0.9", "2600:1f18::1"].iter().map(|s| s.parse().expect("ip")).collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn delegated_prefixes_are_the_cni_s_28_and_80() {
+        let prefix = |ip: &str| delegated_prefix(ip.parse().expect("ip"));
+        assert_eq!(prefix("10.0.3.77"), "10.0.3.64/28");
+        assert_eq!(prefix("10.0.3.64"), "10.0.3.64/28");
+        assert_eq!(prefix("10.0.3.79"), "10.0.3.64/28");
+        assert_eq!(prefix("2600:1f18:1:2:3:4:5:6"), "2600:1f18:1:2:3::/80");
+        let eni = NetworkInterface::builder()
+            .ipv4_prefixes(aws_sdk_ec2::types::Ipv4PrefixSpecification::builder().ipv4_prefix("10.0.3.64/28").build())
+            .build();
+        let delegated: Vec<Cidr> = eni_prefixes(&eni).iter().filter_map(|p| p.parse().ok()).collect();
+        assert!(delegated.iter().any(|p| p.contains("10.0.3.77".parse().expect("ip"))));
+        assert!(!delegated.iter().any(|p| p.contains("10.0.3.80".parse().expect("ip"))));
     }
 }
