@@ -401,7 +401,15 @@ impl SecurityGroups for Ec2SecurityGroups {
                 continue;
             }
             let prefixes: Vec<String> = prefixes.into_iter().collect();
-            for eni in self.network_interfaces(vpc_id, filter_name, &prefixes).await? {
+            // A fallback: if it fails, those IPs stay unresolved and are reported as such.
+            let interfaces = match self.network_interfaces(vpc_id, filter_name, &prefixes).await {
+                Ok(interfaces) => interfaces,
+                Err(error) => {
+                    tracing::warn!(%error, vpc_id, "looking pod IPs up by delegated prefix failed");
+                    continue;
+                }
+            };
+            for eni in interfaces {
                 let delegated: Vec<Cidr> = eni_prefixes(&eni).iter().filter_map(|p| p.parse().ok()).collect();
                 for ip in rest.iter().filter(|ip| delegated.iter().any(|p| p.contains(**ip))) {
                     record(&eni, ip, &mut found);
