@@ -95,7 +95,7 @@ CLUSTER_RULES = {
     # Backends of a binding: the Service, its EndpointSlices, their Pods and Nodes.
     ("", "services"): ["get", "list", "watch"],
     ("discovery.k8s.io", "endpointslices"): ["get", "list", "watch"],
-    ("", "pods"): ["get", "list", "watch"],
+    ("", "pods"): ["get"],
     ("", "nodes"): ["get", "list", "watch"],
     # Events on the bindings, in the bindings' namespaces (both event APIs, by client version).
     ("", "events"): ["create", "patch"],
