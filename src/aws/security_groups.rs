@@ -146,6 +146,28 @@ impl Ec2SecurityGroups {
         self.metrics.aws_call(op, result.as_ref().err().map_or("success", SecurityGroupError::reason));
     }
 
+    /// Every page of a paginated Describe call: `page(token)` sends one request and returns its
+    /// output with the next token. Each page waits for the describe rate limit and is counted.
+    async fn every_page<O, F, Fut>(&self, op: &'static str, mut page: F) -> Result<Vec<O>, SecurityGroupError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<(O, Option<String>), SecurityGroupError>>,
+    {
+        let mut pages = Vec::new();
+        let mut token = None;
+        loop {
+            self.limits.describes.acquire().await;
+            let result = page(token.take()).await;
+            self.record(op, &result);
+            let (out, next_token) = result?;
+            pages.push(out);
+            token = next_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(pages);
+            }
+        }
+    }
+
     /// Tags of each group in `ids`; a group deleted meanwhile just has none. Filtered rather than
     /// asked for by id, so one missing group does not fail the whole lookup.
     async fn group_tags(
@@ -156,28 +178,24 @@ impl Ec2SecurityGroups {
         let ids: Vec<String> = ids.iter().cloned().collect();
         let mut tags = BTreeMap::new();
         for chunk in ids.chunks(FILTER_VALUES) {
-            let mut token = None;
-            loop {
-                self.limits.describes.acquire().await;
-                let result = self
-                    .ec2
-                    .describe_security_groups()
-                    .filters(filter("group-id", chunk))
-                    .max_results(PAGE_SIZE)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)));
-                self.record(OP, &result);
-                let out = result?;
-                for group in out.security_groups() {
-                    if let Some(id) = group.group_id() {
-                        tags.insert(id.to_owned(), tag_map(group.tags()));
-                    }
-                }
-                token = next(out.next_token());
-                if token.is_none() {
-                    break;
+            let pages = self
+                .every_page(OP, |token| async move {
+                    let out = self
+                        .ec2
+                        .describe_security_groups()
+                        .filters(filter("group-id", chunk))
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)))?;
+                    let next = out.next_token().map(str::to_owned);
+                    Ok((out, next))
+                })
+                .await?;
+            for group in pages.iter().flat_map(|out| out.security_groups()) {
+                if let Some(id) = group.group_id() {
+                    tags.insert(id.to_owned(), tag_map(group.tags()));
                 }
             }
         }
@@ -221,61 +239,59 @@ impl Ec2SecurityGroups {
 impl SecurityGroups for Ec2SecurityGroups {
     async fn ingress_rules(&self, group: &str, cluster: &str) -> Result<Vec<ExistingRule>, SecurityGroupError> {
         const OP: &str = "DescribeSecurityGroupRules";
-        let mut rules = Vec::new();
-        let mut token = None;
-        loop {
-            self.limits.describes.acquire().await;
-            let result = self
-                .ec2
-                .describe_security_group_rules()
-                .filters(filter("group-id", &[group.to_owned()]))
-                .max_results(PAGE_SIZE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
-            self.record(OP, &result);
-            let out = result?;
-            rules.extend(out.security_group_rules().iter().filter_map(|r| existing_rule(r, group, cluster)));
-            token = next(out.next_token());
-            if token.is_none() {
-                break;
-            }
-        }
+        let pages = self
+            .every_page(OP, |token| async move {
+                let out = self
+                    .ec2
+                    .describe_security_group_rules()
+                    .filters(filter("group-id", &[group.to_owned()]))
+                    .max_results(PAGE_SIZE)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)))?;
+                let next = out.next_token().map(str::to_owned);
+                Ok((out, next))
+            })
+            .await?;
+        let mut rules: Vec<ExistingRule> = pages
+            .iter()
+            .flat_map(|out| out.security_group_rules())
+            .filter_map(|r| existing_rule(r, group, cluster))
+            .collect();
         rules.sort();
         Ok(rules)
     }
 
     async fn groups_with_rules_of(&self, cluster: &str) -> Result<BTreeSet<String>, SecurityGroupError> {
         const OP: &str = "DescribeSecurityGroupRules";
-        let mut groups = BTreeSet::new();
-        let mut token = None;
-        loop {
-            self.limits.describes.acquire().await;
-            let result = self
-                .ec2
-                .describe_security_group_rules()
-                .filters(filter(&format!("tag:{CLUSTER_TAG}"), &[cluster.to_owned()]))
-                .max_results(PAGE_SIZE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)));
-            self.record(OP, &result);
-            let out = result?;
-            // The filter is the server's; the owner check is ours, so a loose match cannot widen it.
-            groups.extend(
-                out.security_group_rules()
-                    .iter()
-                    .filter(|r| r.is_egress() == Some(false))
-                    .filter(|r| owner_of(&tag_map(r.tags()), cluster) == RuleOwner::ThisCluster)
-                    .filter_map(|r| r.group_id().map(str::to_owned)),
-            );
-            token = next(out.next_token());
-            if token.is_none() {
-                break;
-            }
-        }
+        let tag_filter = format!("tag:{CLUSTER_TAG}");
+        let pages = self
+            .every_page(OP, |token| {
+                let tag_filter = &tag_filter;
+                async move {
+                    let out = self
+                        .ec2
+                        .describe_security_group_rules()
+                        .filters(filter(tag_filter, &[cluster.to_owned()]))
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)))?;
+                    let next = out.next_token().map(str::to_owned);
+                    Ok((out, next))
+                }
+            })
+            .await?;
+        // The filter is the server's; the owner check is ours, so a loose match cannot widen it.
+        let groups = pages
+            .iter()
+            .flat_map(|out| out.security_group_rules())
+            .filter(|r| r.is_egress() == Some(false))
+            .filter(|r| owner_of(&tag_map(r.tags()), cluster) == RuleOwner::ThisCluster)
+            .filter_map(|r| r.group_id().map(str::to_owned))
+            .collect();
         Ok(groups)
     }
 
@@ -331,36 +347,32 @@ impl SecurityGroups for Ec2SecurityGroups {
         let ids: Vec<String> = instance_ids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         let mut found = BTreeMap::new();
         for chunk in ids.chunks(FILTER_VALUES) {
-            let mut token = None;
-            loop {
-                self.limits.describes.acquire().await;
-                // Filtered, not by InstanceIds: one terminated node must not fail the lookup.
-                let result = self
-                    .ec2
-                    .describe_instances()
-                    .filters(filter("instance-id", chunk))
-                    .max_results(PAGE_SIZE)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, &chunk.join(","), e)));
-                self.record(OP, &result);
-                let out = result?;
-                for instance in out.reservations().iter().flat_map(|r| r.instances()) {
-                    let Some(id) = instance.instance_id() else { continue };
-                    let primary = instance
-                        .network_interfaces()
-                        .iter()
-                        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0));
-                    if let Some(eni) = primary {
-                        let groups = eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
-                        let eni_id = eni.network_interface_id().unwrap_or_default().to_owned();
-                        found.insert(id.to_owned(), (eni_id, groups));
-                    }
-                }
-                token = next(out.next_token());
-                if token.is_none() {
-                    break;
+            // Filtered, not by InstanceIds: one terminated node must not fail the lookup.
+            let pages = self
+                .every_page(OP, |token| async move {
+                    let out = self
+                        .ec2
+                        .describe_instances()
+                        .filters(filter("instance-id", chunk))
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, &chunk.join(","), e)))?;
+                    let next = out.next_token().map(str::to_owned);
+                    Ok((out, next))
+                })
+                .await?;
+            for instance in pages.iter().flat_map(|out| out.reservations()).flat_map(|r| r.instances()) {
+                let Some(id) = instance.instance_id() else { continue };
+                let primary = instance
+                    .network_interfaces()
+                    .iter()
+                    .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0));
+                if let Some(eni) = primary {
+                    let groups = eni.groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
+                    let eni_id = eni.network_interface_id().unwrap_or_default().to_owned();
+                    found.insert(id.to_owned(), (eni_id, groups));
                 }
             }
         }
@@ -431,27 +443,23 @@ impl Ec2SecurityGroups {
         const OP: &str = "DescribeNetworkInterfaces";
         let mut interfaces = Vec::new();
         for chunk in values.chunks(FILTER_VALUES) {
-            let mut token = None;
-            loop {
-                self.limits.describes.acquire().await;
-                let result = self
-                    .ec2
-                    .describe_network_interfaces()
-                    .filters(filter("vpc-id", &[vpc_id.to_owned()]))
-                    .filters(filter(filter_name, chunk))
-                    .max_results(PAGE_SIZE)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, vpc_id, e)));
-                self.record(OP, &result);
-                let out = result?;
-                interfaces.extend(out.network_interfaces().iter().cloned());
-                token = next(out.next_token());
-                if token.is_none() {
-                    break;
-                }
-            }
+            let pages = self
+                .every_page(OP, |token| async move {
+                    let out = self
+                        .ec2
+                        .describe_network_interfaces()
+                        .filters(filter("vpc-id", &[vpc_id.to_owned()]))
+                        .filters(filter(filter_name, chunk))
+                        .max_results(PAGE_SIZE)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, vpc_id, e)))?;
+                    let next = out.next_token().map(str::to_owned);
+                    Ok((out, next))
+                })
+                .await?;
+            interfaces.extend(pages.iter().flat_map(|out| out.network_interfaces()).cloned());
         }
         Ok(interfaces)
     }
@@ -474,10 +482,6 @@ fn eni_prefixes(eni: &NetworkInterface) -> Vec<String> {
 
 fn filter(name: &str, values: &[String]) -> Filter {
     Filter::builder().name(name).set_values(Some(values.to_vec())).build()
-}
-
-fn next(token: Option<&str>) -> Option<String> {
-    token.filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
