@@ -13,6 +13,8 @@ pub enum InvalidBinding {
     NoTargetGroup,
     #[error("spec.nodeSelector is only valid with targetType instance")]
     NodeSelectorWithIp,
+    #[error("spec.iamRoleArnToAssume (cross-account target groups) is not supported by this version of tgb-agent")]
+    CrossAccountUnsupported,
     #[error("spec.serviceRef.port {0:?} is neither a port number nor a port name")]
     BadServicePort(String),
     #[error("target group {arn} has target type {actual}, not {expected}")]
@@ -32,6 +34,7 @@ impl InvalidBinding {
             Self::VpcMismatch { .. } => "VpcMismatch",
             Self::IpAddressTypeMismatch { .. } => "IpAddressTypeMismatch",
             Self::NoTargetGroup | Self::NodeSelectorWithIp | Self::BadServicePort(_) => "InvalidSpec",
+            Self::CrossAccountUnsupported => "Unsupported",
         }
     }
 }
@@ -45,6 +48,10 @@ pub fn check_spec(spec: &TargetGroupBindingSpec) -> Result<(TargetGroupRef, Port
     };
     if spec.target_type == Some(TargetType::Ip) && spec.node_selector.is_some() {
         return Err(InvalidBinding::NodeSelectorWithIp);
+    }
+    // Acting on the agent's own account instead would touch the wrong target group or fail late.
+    if non_empty(&spec.iam_role_arn_to_assume).is_some() {
+        return Err(InvalidBinding::CrossAccountUnsupported);
     }
     let port = match &spec.service_ref.port {
         IntOrString::Int(n) => PortRef::Number(*n),
@@ -159,6 +166,15 @@ mod tests {
         assert_eq!(check_spec(&s).map(|r| r.0), Ok(TargetGroupRef::Name("by-name".into())));
         s.target_group_name = None;
         assert_eq!(check_spec(&s), Err(InvalidBinding::NoTargetGroup));
+    }
+
+    #[test]
+    fn cross_account_is_refused_before_any_aws_call() {
+        let mut s = spec();
+        s.iam_role_arn_to_assume = Some("arn:aws:iam::222222222222:role/tgb".into());
+        assert_eq!(check_spec(&s).map(|_| ()).map_err(|e| e.reason()), Err("Unsupported"));
+        s.iam_role_arn_to_assume = Some(String::new());
+        assert!(check_spec(&s).is_ok());
     }
 
     #[test]
