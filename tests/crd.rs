@@ -13,19 +13,7 @@ fn committed_crd_matches_the_rust_types() {
 
 #[test]
 fn the_mission_manifest_deserializes_unchanged() {
-    let manifest = r#"
-apiVersion: elbv2.k8s.aws/v1beta1
-kind: TargetGroupBinding
-metadata: {namespace: app-namespace, name: app-tgb}
-spec:
-  serviceRef: {name: service-name, port: 80}
-  targetGroupARN: arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/app-tg/0123456789abcdef
-  targetType: ip
-  networking:
-    ingress:
-      - from: [{securityGroup: {groupID: sg-0123456789abcdef0}}]
-        ports: [{protocol: TCP}]
-"#;
+    let manifest = include_str!("fixtures/mission-targetgroupbinding.yaml");
     let tgb: tgb_agent::api::TargetGroupBinding = serde_yaml::from_str(manifest).expect("manifest parses");
     assert_eq!(tgb.spec.service_ref.name, "service-name");
     assert_eq!(tgb.spec.target_type, Some(tgb_agent::api::TargetType::Ip));

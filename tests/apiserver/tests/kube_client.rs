@@ -439,19 +439,8 @@ async fn crd_objects_are_validated_against_the_schema() {
 
 const TGB_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/targetgroupbindings.elbv2.k8s.aws.yaml");
 
-const TGB_MANIFEST: &str = r#"
-apiVersion: elbv2.k8s.aws/v1beta1
-kind: TargetGroupBinding
-metadata: {namespace: app-namespace, name: app-tgb}
-spec:
-  serviceRef: {name: service-name, port: 80}
-  targetGroupARN: arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/app-tg/0123456789abcdef
-  targetType: ip
-  networking:
-    ingress:
-      - from: [{securityGroup: {groupID: sg-0123456789abcdef0}}]
-        ports: [{protocol: TCP}]
-"#;
+const TGB_MANIFEST: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mission-targetgroupbinding.yaml"));
 
 #[tokio::test]
 async fn real_targetgroupbinding_crd_accepts_the_issue_manifest() {

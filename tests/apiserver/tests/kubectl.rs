@@ -153,19 +153,7 @@ async fn real_targetgroupbinding_crd_with_kubectl() {
             Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: app-namespace}\n"),
         )
         .await;
-    let manifest = r#"
-apiVersion: elbv2.k8s.aws/v1beta1
-kind: TargetGroupBinding
-metadata: {namespace: app-namespace, name: app-tgb}
-spec:
-  serviceRef: {name: service-name, port: 80}
-  targetGroupARN: arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/app-tg/0123456789abcdef
-  targetType: ip
-  networking:
-    ingress:
-      - from: [{securityGroup: {groupID: sg-0123456789abcdef0}}]
-        ports: [{protocol: TCP}]
-"#;
+    let manifest = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mission-targetgroupbinding.yaml"));
     let out = kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(manifest)).await;
     assert!(out.contains("targetgroupbinding.elbv2.k8s.aws/app-tgb created"), "{out}");
     let table = kubectl.ok(&["get", "targetgroupbindings", "-n", "app-namespace"]).await;
