@@ -122,7 +122,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         ctx.records.write(tgb, &tg.arn, &ownership::after_deregister(record, &applied.deregistered)).await?;
     }
     applied.result?;
-    let pods = if instance_mode { BTreeSet::new() } else { serving_pods(&backend.slice_list(), resolved.family) };
+    let pods =
+        if instance_mode { BTreeSet::new() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
     let endpoints = networking::Endpoints {
         target_is_ip: !instance_mode,
         vpc_id: tg.vpc_id.as_deref(),
@@ -180,14 +181,14 @@ async fn desired_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
 ) -> Result<Desired, ReconcileError> {
     let gone =
         |reason, message| Desired { targets: BTreeSet::new(), problem: Some((reason, message)), skipped: vec![] };
-    let Some(service) = backend.service.as_ref() else {
+    let Some(service) = backend.service() else {
         return Ok(gone("ServiceNotFound", format!("Service {key} not found")));
     };
     let Some(port) = service.port(port_ref) else {
         return Ok(gone("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}")));
     };
     let Some(nodes) = nodes else {
-        let ids = ip_targets(port, &backend.slice_list(), resolved.family);
+        let ids = ip_targets(port, backend.slices.by_name.values(), resolved.family);
         let cidrs = match tg.vpc_id.as_deref() {
             Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
             None => None,
@@ -200,6 +201,6 @@ async fn desired_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
         ("NodePort" | "LoadBalancer", Some(node_port)) => node_port,
         _ => return Err(ReconcileError::InvalidServiceType { service: key.to_string(), type_ }),
     };
-    let found = instance_targets(&nodes.list(), node_selector, node_port);
+    let found = instance_targets(nodes.by_name.values(), node_selector, node_port);
     Ok(Desired { targets: found.targets.into_iter().map(Target::new).collect(), problem: None, skipped: found.skipped })
 }

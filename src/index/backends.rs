@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::{StreamExt, future::Either, stream};
@@ -6,10 +6,11 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::relist::Views;
 use super::views::{service_view, slice_view};
 use crate::api::TargetGroupBinding;
 use crate::plan::desired::{ServiceView, SliceView};
@@ -30,20 +31,19 @@ impl std::fmt::Display for BackendKey {
 /// What the watches know of one Service and its EndpointSlices.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Backend {
-    pub service: Option<ServiceView>,
-    pub slices: BTreeMap<String, SliceView>,
-    service_synced: bool,
-    slices_synced: bool,
+    /// At most one: the Service watch selects it by name.
+    services: Views<ServiceView>,
+    pub slices: Views<SliceView>,
 }
 
 impl Backend {
     /// Both watches have completed an initial list: absence now means absence, not "not yet seen".
     pub fn synced(&self) -> bool {
-        self.service_synced && self.slices_synced
+        self.services.synced() && self.slices.synced()
     }
 
-    pub fn slice_list(&self) -> Vec<SliceView> {
-        self.slices.values().cloned().collect()
+    pub fn service(&self) -> Option<&ServiceView> {
+        self.services.by_name.values().next()
     }
 }
 
@@ -136,8 +136,7 @@ fn read(state: &RwLock<Backend>) -> std::sync::RwLockReadGuard<'_, Backend> {
     state.read().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs the two watches of one backend until aborted, keeping `state` current. A relist is
-/// buffered and swapped in whole, so a 410 or reconnect never shows an empty backend.
+/// Runs the two watches of one backend until aborted, keeping `state` current (see [`Views`]).
 async fn watch_backend(client: Client, key: BackendKey, state: Arc<RwLock<Backend>>, index: Weak<BackendIndex>) {
     let services = watcher(
         Api::<Service>::namespaced(client.clone(), &key.namespace),
@@ -150,69 +149,23 @@ async fn watch_backend(client: Client, key: BackendKey, state: Arc<RwLock<Backen
     )
     .default_backoff();
     let mut events = std::pin::pin!(stream::select(services.map(Either::Left), slices.map(Either::Right)));
-    let mut service_buffer: Option<Option<ServiceView>> = None;
-    let mut slice_buffer: Option<BTreeMap<String, SliceView>> = None;
-
     while let Some(event) = events.next().await {
-        let before = read(&state).clone();
-        {
+        let changed = {
             let mut s = state.write().unwrap_or_else(|p| p.into_inner());
             match event {
-                Either::Left(Ok(event)) => apply_service_event(&mut s, &mut service_buffer, event),
-                Either::Right(Ok(event)) => apply_slice_event(&mut s, &mut slice_buffer, event),
+                Either::Left(Ok(event)) => s.services.apply(event, |svc| Some(service_view(svc))),
+                Either::Right(Ok(event)) => s.slices.apply(event, slice_view),
                 Either::Left(Err(error)) | Either::Right(Err(error)) => {
                     tracing::warn!(backend = %key, %error, "watch failed; retrying with backoff, keeping the last known state");
+                    false
                 }
             }
-        }
-        if *read(&state) != before {
+        };
+        if changed {
             match index.upgrade() {
                 Some(index) => index.wake_bindings_of(&key),
                 None => return,
             }
-        }
-    }
-}
-
-fn apply_service_event(state: &mut Backend, buffer: &mut Option<Option<ServiceView>>, event: watcher::Event<Service>) {
-    match event {
-        watcher::Event::Init => *buffer = Some(None),
-        watcher::Event::InitApply(svc) => *buffer = Some(Some(service_view(&svc))),
-        watcher::Event::InitDone => {
-            state.service = buffer.take().flatten();
-            state.service_synced = true;
-        }
-        watcher::Event::Apply(svc) => state.service = Some(service_view(&svc)),
-        watcher::Event::Delete(_) => state.service = None,
-    }
-}
-
-fn apply_slice_event(
-    state: &mut Backend,
-    buffer: &mut Option<BTreeMap<String, SliceView>>,
-    event: watcher::Event<EndpointSlice>,
-) {
-    match event {
-        watcher::Event::Init => *buffer = Some(BTreeMap::new()),
-        watcher::Event::InitApply(slice) => {
-            if let (Some(buffer), Some(view)) = (buffer.as_mut(), slice_view(&slice)) {
-                buffer.insert(slice.name_any(), view);
-            }
-        }
-        watcher::Event::InitDone => {
-            state.slices = buffer.take().unwrap_or_default();
-            state.slices_synced = true;
-        }
-        watcher::Event::Apply(slice) => match slice_view(&slice) {
-            Some(view) => {
-                state.slices.insert(slice.name_any(), view);
-            }
-            None => {
-                state.slices.remove(&slice.name_any());
-            }
-        },
-        watcher::Event::Delete(slice) => {
-            state.slices.remove(&slice.name_any());
         }
     }
 }

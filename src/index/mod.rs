@@ -5,8 +5,10 @@
 
 mod backends;
 mod nodes;
+mod relist;
 mod views;
 
 pub use backends::{Backend, BackendIndex, BackendKey};
 pub use nodes::{NodeIndex, Nodes};
+pub use relist::Views;
 pub use views::{node_view, selector, service_view, slice_view};

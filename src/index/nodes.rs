@@ -2,16 +2,17 @@
 //! and waking only those bindings, only on changes that matter (readiness, labels, taints,
 //! providerID, cordoning), never on the ~10 s status heartbeats.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::mpsc;
 
+use super::relist::Views;
 use super::views::node_view;
 use crate::api::TargetGroupBinding;
 use crate::plan::instance::NodeView;
@@ -19,21 +20,7 @@ use crate::plan::instance::NodeView;
 type BindingRef = ObjectRef<TargetGroupBinding>;
 
 /// What the Node watch knows.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Nodes {
-    pub nodes: BTreeMap<String, NodeView>,
-    synced: bool,
-}
-
-impl Nodes {
-    pub fn synced(&self) -> bool {
-        self.synced
-    }
-
-    pub fn list(&self) -> Vec<NodeView> {
-        self.nodes.values().cloned().collect()
-    }
-}
+pub type Nodes = Views<NodeView>;
 
 pub struct NodeIndex {
     client: Client,
@@ -80,33 +67,13 @@ impl NodeIndex {
 
 async fn watch_nodes(client: Client, state: Arc<RwLock<Nodes>>, index: Weak<NodeIndex>) {
     let mut events = std::pin::pin!(watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff());
-    let mut buffer: Option<BTreeMap<String, NodeView>> = None;
     while let Some(event) = events.next().await {
-        let changed = {
-            let mut s = state.write().unwrap_or_else(|p| p.into_inner());
-            let before = s.clone();
-            match event {
-                Ok(watcher::Event::Init) => buffer = Some(BTreeMap::new()),
-                Ok(watcher::Event::InitApply(node)) => {
-                    if let Some(b) = buffer.as_mut() {
-                        b.insert(node.name_any(), node_view(&node));
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    s.nodes = buffer.take().unwrap_or_default();
-                    s.synced = true;
-                }
-                Ok(watcher::Event::Apply(node)) => {
-                    s.nodes.insert(node.name_any(), node_view(&node));
-                }
-                Ok(watcher::Event::Delete(node)) => {
-                    s.nodes.remove(&node.name_any());
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "node watch failed; retrying with backoff, keeping the last known nodes")
-                }
+        let changed = match event {
+            Ok(event) => state.write().unwrap_or_else(|p| p.into_inner()).apply(event, |node| Some(node_view(node))),
+            Err(error) => {
+                tracing::warn!(%error, "node watch failed; retrying with backoff, keeping the last known nodes");
+                false
             }
-            *s != before
         };
         if changed {
             match index.upgrade() {

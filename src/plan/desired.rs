@@ -78,10 +78,14 @@ impl EndpointView {
 /// Slices of other address families are ignored. A slice port is used when its name equals the
 /// Service port's name, or for every slice port when the Service port is unnamed (the
 /// EndpointSlice controller has already resolved named target ports to numbers).
-pub fn ip_targets(service_port: &ServicePortView, slices: &[SliceView], family: AddressFamily) -> BTreeSet<TargetId> {
+pub fn ip_targets<'a>(
+    service_port: &ServicePortView,
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: AddressFamily,
+) -> BTreeSet<TargetId> {
     let wanted_name = service_port.name.as_deref().filter(|n| !n.is_empty());
     slices
-        .iter()
+        .into_iter()
         .filter(|slice| slice.family == family)
         .flat_map(|slice| {
             let ports = slice
@@ -103,9 +107,9 @@ pub fn ip_targets(service_port: &ServicePortView, slices: &[SliceView], family: 
 
 /// The pods behind the endpoints [`ip_targets`] registers: whose container ports name the ports
 /// of `spec.networking`.
-pub fn serving_pods(slices: &[SliceView], family: AddressFamily) -> BTreeSet<String> {
+pub fn serving_pods<'a>(slices: impl IntoIterator<Item = &'a SliceView>, family: AddressFamily) -> BTreeSet<String> {
     slices
-        .iter()
+        .into_iter()
         .filter(|slice| slice.family == family)
         .flat_map(|slice| slice.endpoints.iter())
         .filter(|e| e.serves_traffic())

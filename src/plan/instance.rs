@@ -98,8 +98,12 @@ pub fn instance_id(provider_id: &str) -> Result<String, String> {
 /// Ready nodes that pass the built-in exclusions and `selector`, on `node_port`. Only when no
 /// eligible node is Ready are the Unknown ones used (a control-plane hiccup must not empty the
 /// group); NotReady nodes never are.
-pub fn instance_targets(nodes: &[NodeView], selector: Option<&Selector>, node_port: u16) -> InstanceTargets {
-    let candidates: Vec<&NodeView> = nodes.iter().filter(|n| eligible(n, selector)).collect();
+pub fn instance_targets<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeView>,
+    selector: Option<&Selector>,
+    node_port: u16,
+) -> InstanceTargets {
+    let candidates: Vec<&NodeView> = nodes.into_iter().filter(|n| eligible(n, selector)).collect();
     let ready: Vec<&NodeView> = candidates.iter().copied().filter(|n| n.ready == Some(true)).collect();
     let chosen = if ready.is_empty() { candidates.into_iter().filter(|n| n.ready.is_none()).collect() } else { ready };
     let mut out = InstanceTargets::default();
