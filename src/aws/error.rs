@@ -39,6 +39,21 @@ impl AwsError {
         }
     }
 
+    /// Whether a failed write may still have taken effect: a server error or a lost answer says
+    /// nothing about it. Client-side refusals (throttling, validation, permissions) did not.
+    pub fn may_have_taken_effect(&self) -> bool {
+        !matches!(
+            self,
+            Self::TargetGroupNotFound(_)
+                | Self::InvalidTarget { .. }
+                | Self::Validation { .. }
+                | Self::AccessDenied { .. }
+                | Self::Throttled { .. }
+                | Self::TooManyTargets { .. }
+                | Self::VpcNotFound(_)
+        )
+    }
+
     /// Classifies an SDK error of operation `op` on `resource` (a target group ARN, VPC id, …).
     pub(crate) fn from_sdk<E, R>(op: &'static str, resource: &str, err: SdkError<E, R>) -> Self
     where

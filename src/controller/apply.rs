@@ -1,7 +1,7 @@
-//! The apply path: index → plan → AWS → status, for a binding that is not being deleted.
+//! The apply path of a binding that is not being deleted: observe its inputs, clean any group a
+//! changed spec left behind, reconcile its own group, then networking and status.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -9,27 +9,32 @@ use kube::{Api, ResourceExt};
 
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
+use super::group::{GroupReport, GroupResult, GroupTask, reconcile_group};
 use super::networking;
-use super::targets::{apply_plan, siblings_of};
+use super::report::{refused_note, report_group, uncertain_note};
+use super::siblings::{binding_id, bound_to, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{Backend, BackendKey, Nodes, selector};
-use crate::k8s::live::{LiveBackend, LiveTargets, read_backend};
+use crate::k8s::live::{read_backend, read_nodes};
+use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
-use crate::model::Target;
-use crate::model::TargetGroupInfo;
-use crate::plan::desired::PortRef;
-use crate::plan::desired::{ip_targets, serving_pods, with_availability_zones};
-use crate::plan::diff::{Ownership, plan_targets};
-use crate::plan::guard::{self, Verdict};
-use crate::plan::instance::{Selector, SkippedNode, instance_targets};
-use crate::plan::ownership;
+use crate::model::{BindingId, TargetGroupInfo};
+use crate::plan::decide::Want;
+use crate::plan::desired::{PortRef, serving_pods};
+use crate::plan::instance::Selector;
+use crate::plan::ownership::Record;
 use crate::plan::validate::{Resolved, check_against, check_spec};
+use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
 
-/// How soon to look again when the inputs are not known yet or a live read disagreed.
+/// How soon to look again when the inputs are not known yet.
 const RECHECK_SOON: Duration = Duration::from_secs(2);
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
@@ -40,12 +45,13 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let uid = tgb.uid().unwrap_or_default();
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
 
+    // Observe: the spec (checked before any AWS call), the backend and nodes from the watches.
     let (tg_ref, port_ref) = check_spec(&tgb.spec)?;
-    let binding = ObjectRef::from_obj(tgb);
+    let binding_ref = ObjectRef::from_obj(tgb);
     let key = BackendKey { namespace: namespace.clone(), service: tgb.spec.service_ref.name.clone() };
-    let backend = ctx.index.track(&binding, &key);
+    let backend = ctx.index.track(&binding_ref, &key);
     let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&uid))
-        .then(|| ctx.nodes.track(&binding));
+        .then(|| ctx.nodes.track(&binding_ref));
     if !backend.synced() || nodes.as_ref().is_some_and(|n| !n.synced()) {
         // The watches wake this binding once their first list is in.
         return Ok(Action::requeue(RECHECK_SOON));
@@ -59,10 +65,10 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let instance_mode = resolved.target_type == TargetType::Instance;
     ctx.set_instance_mode(&uid, instance_mode);
     if !instance_mode {
-        ctx.nodes.untrack(&binding);
+        ctx.nodes.untrack(&binding_ref);
         nodes = None;
     } else if nodes.is_none() {
-        let tracked = ctx.nodes.track(&binding);
+        let tracked = ctx.nodes.track(&binding_ref);
         if !tracked.synced() {
             return Ok(Action::requeue(RECHECK_SOON));
         }
@@ -73,134 +79,238 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
         None => None,
     };
-    let multi_cluster = tgb.spec.multi_cluster_target_group == Some(true);
-    let siblings = siblings_of(tgb, &tg.arn, &ctx.bindings.state())?;
-    let protected = ctx.wanted_by_others(&uid, &tg.arn, &siblings);
+    let shared = tgb.spec.multi_cluster_target_group == Some(true);
+    let all_bindings = ctx.bindings.state();
+    let siblings: Vec<BindingId> = siblings_of(tgb, &tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
+    let id = binding_id(tgb);
+    // Only shared bindings keep claims; an exclusive one owns its whole group.
+    let mut record = if shared { ctx.records.read(&id).await?.unwrap_or_default() } else { Record::default() };
 
-    let _serialized = ctx.locks.lock(&tg.arn).await;
-    let Desired { targets: desired, problem: backend_problem, skipped } =
-        desired_targets(ctx, &backend, &key, &port_ref, &tg, &resolved, nodes.as_ref(), node_selector.as_ref()).await?;
-    let current = ctx.target_groups.targets(&tg.arn).await?;
-    let owned = if multi_cluster { ctx.records.read(tgb).await? } else { None };
-    let no_record = BTreeSet::new();
-    let ownership = if multi_cluster {
-        Ownership::Shared { owned: owned.as_ref().unwrap_or(&no_record) }
-    } else {
-        Ownership::Exclusive
-    };
-    let plan = plan_targets(&desired, &current, ownership, &protected);
+    // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
+    let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &mut record).await;
 
-    if guard::check(desired.len(), &plan, false) == Verdict::ConfirmEmpty {
-        let how = if instance_mode {
-            LiveTargets::Instance(node_selector.as_ref())
-        } else {
-            LiveTargets::Ip(resolved.family)
-        };
-        let live = read_backend(&ctx.client, &key, &port_ref, how)
-            .await
-            .map_err(ReconcileError::kube("confirm the backend with a live read"))?;
-        if let LiveBackend::Targets(n) = live
-            && n > 0
-        {
-            tracing::warn!(backend = %key, live_targets = n, "watch cache shows no endpoints but the API server has some; not deregistering");
-            return Ok(Action::requeue(RECHECK_SOON));
+    let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
+    let mut wanted = how.from_watches(ctx, &backend, nodes.as_ref()).await??;
+    let report = {
+        let _serialized = ctx.locks.lock(&tg.arn).await;
+        let mut confirmed = false;
+        loop {
+            let task = GroupTask {
+                binding: &id,
+                arn: &tg.arn,
+                want: Want::Targets { targets: &wanted.targets, confirmed },
+                shared,
+                siblings: &siblings,
+                now: unix_now(),
+            };
+            match reconcile_group(&ctx.target_groups, &ctx.records, &mut record, task).await {
+                Ok(GroupResult::Done(report)) => break report,
+                Ok(GroupResult::NeedsConfirmation) => {
+                    let live = how.live(ctx).await??;
+                    if !live.targets.is_empty() {
+                        tracing::warn!(backend = %key, live_targets = live.targets.len(), "the watch cache showed no endpoints but the API server has some; using the live read");
+                    }
+                    wanted = live;
+                    confirmed = true;
+                }
+                Err(ReconcileError::GroupWrite { report, source }) => {
+                    report_group(ctx, tgb, &tg.arn, &report).await;
+                    ctx.invalidate_vpc_cidrs();
+                    return Err(ReconcileError::GroupWrite { report, source });
+                }
+                Err(e) => return Err(e),
+            }
         }
+    };
+    report_group(ctx, tgb, &tg.arn, &report).await;
+    if !report.refused.is_empty() {
+        // A stale CIDR cache sends AZ `all` for an address now inside the VPC: look again next time.
+        ctx.invalidate_vpc_cidrs();
     }
 
-    // The record grows before RegisterTargets, so a crash can never leave a target this
-    // cluster registered outside it.
-    let record = multi_cluster.then(|| ownership::before_apply(owned.as_ref().unwrap_or(&no_record), &desired));
-    if let Some(record) = &record
-        && owned.as_ref() != Some(record)
-    {
-        ctx.records.write(tgb, &tg.arn, record).await?;
-    }
-    let applied = apply_plan(ctx, tgb, &tg.arn, &plan).await;
-    if let Some(record) = &record
-        && !applied.deregistered.is_empty()
-    {
-        ctx.records.write(tgb, &tg.arn, &ownership::after_deregister(record, &applied.deregistered)).await?;
-    }
-    applied.result?;
-    let pods =
-        if instance_mode { BTreeSet::new() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
+    let pods = if instance_mode {
+        Default::default()
+    } else {
+        serving_pods(backend.slices.by_name.values(), resolved.family)
+    };
     let endpoints = networking::Endpoints {
         target_is_ip: !instance_mode,
         vpc_id: tg.vpc_id.as_deref(),
-        targets: &desired,
+        targets: &wanted.targets,
         pods: &pods,
     };
     networking::reconcile(ctx, tgb, endpoints).await?;
 
-    let desired_ids: BTreeSet<_> = desired.iter().map(|t| t.id.clone()).collect();
-    let observed = Observed {
-        ready: match backend_problem {
-            None if skipped.is_empty() => {
-                Ok(format!("{} targets registered in target group {}", desired.len(), tg.name))
-            }
-            None => {
-                let nodes: Vec<String> = skipped.iter().map(|s| format!("{} {}", s.node, s.reason)).collect();
-                let message = format!("skipped nodes: {}", nodes.join("; "));
-                ctx.events.warning(tgb, "NodeSkipped", message.clone()).await;
-                Ok(format!("{} targets registered in target group {}; {message}", desired.len(), tg.name))
-            }
-            Some((reason, message)) => {
-                ctx.events.warning(tgb, reason, format!("{message}; its targets were deregistered")).await;
-                Err((reason.to_owned(), message))
-            }
-        },
-        desired: Some(desired.len()),
-        registered: Some(desired.len()),
-        target_group_arn: Some(tg.arn.clone()),
-    };
-    ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(desired.len()));
+    let observed = observed(ctx, tgb, &tg, &wanted, &report, left_behind.as_deref()).await;
+    ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
-    let next_check = ctx.converged(&uid, inputs, &tg.arn, desired_ids);
+    let check_within = report.decision.recheck_in.map(Duration::from_secs);
+    let next_check = ctx.converged(&uid, inputs, check_within);
     Ok(Action::requeue(next_check))
 }
 
-/// The targets a binding wants, or why its backend cannot supply any.
-struct Desired {
-    targets: BTreeSet<Target>,
-    /// The Service or its port is missing: the group is emptied and the condition says why.
-    problem: Option<(&'static str, String)>,
-    /// Instance mode: nodes left out because no instance could be found for them.
-    skipped: Vec<SkippedNode>,
+/// The status this reconcile earned, and the Warning Events that go with it.
+async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    tgb: &TargetGroupBinding,
+    tg: &TargetGroupInfo,
+    wanted: &Wanted,
+    report: &GroupReport,
+    left_behind: Option<&str>,
+) -> Observed {
+    let mut notes = Vec::new();
+    if !wanted.skipped.is_empty() {
+        let nodes: Vec<String> = wanted.skipped.iter().map(|s| format!("{} {}", s.node, s.reason)).collect();
+        let message = format!("skipped nodes: {}", nodes.join("; "));
+        ctx.events.warning(tgb, "NodeSkipped", message.clone()).await;
+        notes.push(message);
+    }
+    if let Some(note) = uncertain_note(report) {
+        ctx.events.warning(tgb, "OwnershipUncertain", note.clone()).await;
+        notes.push(note);
+    }
+    let refused = refused_note(report);
+    if let Some(note) = &refused {
+        ctx.events.warning(tgb, "TargetRejected", note.clone()).await;
+    }
+    let summary = format!("{} of {} targets registered in target group {}", report.wanted_registered, wanted.targets.len(), tg.name);
+    let ready = match (refused, left_behind) {
+        (Some(note), _) => Err(("TargetRejected".to_owned(), format!("{summary}; {note}"))),
+        (None, Some(left)) => Err(("PreviousTargetGroupNotCleaned".to_owned(), format!("{summary}; {left}"))),
+        (None, None) if notes.is_empty() => Ok(summary),
+        (None, None) => Ok(format!("{summary}; {}", notes.join("; "))),
+    };
+    // Until the group it left is clean, the status keeps naming it, so the next reconcile finds it.
+    let status_arn = match left_behind {
+        Some(_) if tgb.spec.multi_cluster_target_group != Some(true) => None,
+        _ => Some(tg.arn.clone()),
+    };
+    Observed {
+        ready,
+        desired: Some(wanted.targets.len()),
+        registered: Some(report.wanted_registered),
+        target_group_arn: status_arn,
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn desired_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
+/// How this binding's wanted targets are computed, from the watches or from a live read: one
+/// function either way.
+struct How<'a> {
+    key: &'a BackendKey,
+    port: &'a PortRef,
+    tg: &'a TargetGroupInfo,
+    resolved: &'a Resolved,
+    selector: Option<&'a Selector>,
+}
+
+impl How<'_> {
+    async fn from_watches<T: TargetGroups, N: Network, S: SecurityGroups>(
+        &self,
+        ctx: &Context<T, N, S>,
+        backend: &Backend,
+        nodes: Option<&Nodes>,
+    ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
+        let name = self.key.to_string();
+        match nodes {
+            Some(nodes) => {
+                Ok(wanted_instance(backend.service(), &name, self.port, nodes.by_name.values(), self.selector))
+            }
+            None => {
+                let cidrs = self.vpc_cidrs(ctx).await?;
+                let slices = backend.slices.by_name.values();
+                Ok(wanted_ip(backend.service(), &name, self.port, slices, self.resolved.family, cidrs.as_deref()))
+            }
+        }
+    }
+
+    async fn live<T: TargetGroups, N: Network, S: SecurityGroups>(
+        &self,
+        ctx: &Context<T, N, S>,
+    ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
+        let live = read_backend(&ctx.client, self.key).await.map_err(ReconcileError::kube("read the backend live"))?;
+        let name = self.key.to_string();
+        if self.resolved.target_type == TargetType::Instance {
+            let nodes = read_nodes(&ctx.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
+            return Ok(wanted_instance(live.service.as_ref(), &name, self.port, &nodes, self.selector));
+        }
+        let cidrs = self.vpc_cidrs(ctx).await?;
+        Ok(wanted_ip(live.service.as_ref(), &name, self.port, &live.slices, self.resolved.family, cidrs.as_deref()))
+    }
+
+    async fn vpc_cidrs<T: TargetGroups, N: Network, S: SecurityGroups>(
+        &self,
+        ctx: &Context<T, N, S>,
+    ) -> Result<Option<Vec<crate::model::Cidr>>, ReconcileError> {
+        match self.tg.vpc_id.as_deref() {
+            Some(vpc) => Ok(Some(ctx.vpc_cidrs(vpc).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Cleans the groups this binding fed before its spec named `current`: every other group in its
+/// ownership record, and for an exclusive binding the group its status still names (unless another
+/// binding is bound to it now). Returns what is left behind, for the status; never fails the
+/// reconcile, so a broken old group does not keep the new one from being fed.
+async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
-    backend: &Backend,
-    key: &BackendKey,
-    port_ref: &PortRef,
-    tg: &TargetGroupInfo,
-    resolved: &Resolved,
-    nodes: Option<&Nodes>,
-    node_selector: Option<&Selector>,
-) -> Result<Desired, ReconcileError> {
-    let gone =
-        |reason, message| Desired { targets: BTreeSet::new(), problem: Some((reason, message)), skipped: vec![] };
-    let Some(service) = backend.service() else {
-        return Ok(gone("ServiceNotFound", format!("Service {key} not found")));
-    };
-    let Some(port) = service.port(port_ref) else {
-        return Ok(gone("ServicePortNotFound", format!("Service {key} has no port {port_ref:?}")));
-    };
-    let Some(nodes) = nodes else {
-        let ids = ip_targets(port, backend.slices.by_name.values(), resolved.family);
-        let cidrs = match tg.vpc_id.as_deref() {
-            Some(vpc) => Some(ctx.vpc_cidrs(vpc).await?),
-            None => None,
-        };
-        return Ok(Desired { targets: with_availability_zones(ids, cidrs.as_deref()), problem: None, skipped: vec![] });
-    };
-    let type_ = service.type_.clone().unwrap_or_else(|| "ClusterIP".to_owned());
-    let node_port = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
-    let node_port = match (type_.as_str(), node_port) {
-        ("NodePort" | "LoadBalancer", Some(node_port)) => node_port,
-        _ => return Err(ReconcileError::InvalidServiceType { service: key.to_string(), type_ }),
-    };
-    let found = instance_targets(nodes.by_name.values(), node_selector, node_port);
-    Ok(Desired { targets: found.targets.into_iter().map(Target::new).collect(), problem: None, skipped: found.skipped })
+    tgb: &TargetGroupBinding,
+    id: &BindingId,
+    current: &str,
+    shared: bool,
+    record: &mut Record,
+) -> Option<String> {
+    let all = ctx.bindings.state();
+    let mut previous: Vec<(String, bool)> = record.previous_groups(current).map(|arn| (arn.to_owned(), true)).collect();
+    if !shared
+        && let Some(old) = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())
+        && old != current
+        && bound_to(tgb, &old, &all).is_empty()
+        && !previous.iter().any(|(arn, _)| *arn == old)
+    {
+        previous.push((old, false));
+    }
+    let mut left = Vec::new();
+    for (arn, claimed) in previous {
+        let siblings = bound_to(tgb, &arn, &all);
+        let _serialized = ctx.locks.lock(&arn).await;
+        let task =
+            GroupTask { binding: id, arn: &arn, want: Want::Nothing, shared: claimed, siblings: &siblings, now: unix_now() };
+        match reconcile_group(&ctx.target_groups, &ctx.records, record, task).await {
+            Ok(GroupResult::Done(report)) => {
+                report_group(ctx, tgb, &arn, &report).await;
+                if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
+                    left.push(format!("previous target group {arn} still holds targets of this binding"));
+                }
+            }
+            Ok(GroupResult::NeedsConfirmation) => {}
+            Err(e) if e.means_group_gone() => {
+                if let Err(e) = forget_group(ctx, id, &arn, record).await {
+                    left.push(format!("previous target group {arn}: {e}"));
+                }
+            }
+            Err(e) => {
+                if let ReconcileError::GroupWrite { report, .. } = &e {
+                    report_group(ctx, tgb, &arn, report).await;
+                }
+                left.push(format!("previous target group {arn} not cleaned yet: {e}"));
+            }
+        }
+    }
+    (!left.is_empty()).then(|| left.join("; "))
+}
+
+/// Drops the claims on a group that no longer exists.
+pub async fn forget_group<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    id: &BindingId,
+    arn: &str,
+    record: &mut Record,
+) -> Result<(), ReconcileError> {
+    let next = record.with_group(arn, Default::default());
+    if next != *record {
+        ctx.records.write(id, &next).await?;
+        *record = next;
+    }
+    Ok(())
 }

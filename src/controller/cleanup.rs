@@ -1,20 +1,26 @@
-//! The delete path: take this cluster's targets out of the group, then let the binding go.
+//! The delete path: take this cluster's targets out of every group the binding fed, then let the
+//! binding go. A group that is gone counts as clean; any other failure keeps the finalizer and says
+//! why, so a deletion is never silently stuck and nothing it registered is left behind.
 
-use std::collections::BTreeSet;
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::apply::{forget_group, unix_now};
 use super::context::Context;
 use super::error::ReconcileError;
+use super::group::{GroupResult, GroupTask, reconcile_group};
 use super::networking;
-use super::targets::{apply_plan, siblings_of};
+use super::report::report_group;
+use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{AwsError, Network, TargetGroups};
+use crate::aws::{Network, TargetGroups};
 use crate::k8s::finalizer;
-use crate::plan::diff::{Ownership, plan_targets};
+use crate::k8s::ownership::OwnershipStore;
+use crate::plan::decide::Want;
 use crate::plan::validate::check_spec;
 
 pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
@@ -23,16 +29,8 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
 ) -> Result<Action, ReconcileError> {
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &tgb.namespace().unwrap_or_default());
     if tgb.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
-        // A binding that names no target group never registered anything.
-        if let Ok((tg_ref, _)) = check_spec(&tgb.spec) {
-            match deregister_own_targets(tgb, ctx, &tg_ref).await {
-                Ok(()) => {}
-                Err(ReconcileError::Aws(AwsError::TargetGroupNotFound(_))) => {
-                    ctx.forget_target_group(&tg_ref);
-                }
-                Err(e) => return Err(e),
-            }
-            ctx.records.delete(tgb).await?;
+        if let Some(wait) = deregister_everything(tgb, ctx).await? {
+            return Ok(Action::requeue(wait));
         }
         // Rules are tagged with the cluster, so any later security-group reconcile revokes what
         // this one could not: a broken security group must not keep the binding from going away.
@@ -49,36 +47,84 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
     Ok(Action::await_change())
 }
 
-async fn deregister_own_targets<T: TargetGroups, N: Network, S: SecurityGroups>(
+/// Cleans every group that may hold this binding's targets: those its ownership record names, and
+/// for an exclusive binding the group its spec (or status) names. `Some(wait)`: claims remain whose
+/// targets must be watched a while longer before they can be removed safely.
+async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
     ctx: &Context<T, N, S>,
-    tg_ref: &crate::model::TargetGroupRef,
-) -> Result<(), ReconcileError> {
-    let tg = ctx.target_group(tg_ref).await?;
-    let uid = tgb.uid().unwrap_or_default();
-    let siblings = match siblings_of(tgb, &tg.arn, &ctx.bindings.state()) {
-        Ok(siblings) => siblings,
-        // It lost a conflict for the group, so it never registered anything there.
-        Err(ReconcileError::TargetGroupConflict { .. }) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let protected = ctx.wanted_by_others(&uid, &tg.arn, &siblings);
-    let _serialized = ctx.locks.lock(&tg.arn).await;
-    let current = ctx.target_groups.targets(&tg.arn).await?;
-    let owned = if tgb.spec.multi_cluster_target_group == Some(true) {
-        // No record means this binding never registered anything.
-        Some(ctx.records.read(tgb).await?.unwrap_or_default())
-    } else {
-        None
-    };
-    let ownership = match &owned {
-        Some(owned) => Ownership::Shared { owned },
-        None => Ownership::Exclusive,
-    };
-    let plan = plan_targets(&BTreeSet::new(), &current, ownership, &protected);
-    match apply_plan(ctx, tgb, &tg.arn, &plan).await.result {
-        // Already gone: what cleanup wanted.
-        Err(ReconcileError::Aws(AwsError::InvalidTarget { .. })) => Ok(()),
-        other => other,
+) -> Result<Option<Duration>, ReconcileError> {
+    let id = binding_id(tgb);
+    let all = ctx.bindings.state();
+    // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
+    let mut record = ctx.records.read(&id).await?.unwrap_or_default();
+    let mut groups: Vec<(String, bool)> = record.groups.keys().map(|arn| (arn.clone(), true)).collect();
+    if tgb.spec.multi_cluster_target_group != Some(true) {
+        // The group it names, and one a changed spec left behind that the status still names.
+        let left_behind = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone());
+        for arn in exclusive_group(tgb, ctx).await?.into_iter().chain(left_behind) {
+            if siblings_of(tgb, &arn, &all).is_ok() && !groups.iter().any(|(a, _)| *a == arn) {
+                groups.push((arn, false));
+            }
+        }
+    }
+    let mut failures = Vec::new();
+    let mut wait: Option<u64> = None;
+    for (arn, claimed) in groups {
+        let siblings = bound_to(tgb, &arn, &all);
+        let _serialized = ctx.locks.lock(&arn).await;
+        let task =
+            GroupTask { binding: &id, arn: &arn, want: Want::Nothing, shared: claimed, siblings: &siblings, now: unix_now() };
+        match reconcile_group(&ctx.target_groups, &ctx.records, &mut record, task).await {
+            Ok(GroupResult::Done(report)) => {
+                report_group(ctx, tgb, &arn, &report).await;
+                if let Some(r) = report.decision.recheck_in {
+                    wait = Some(wait.map_or(r, |w| w.min(r)));
+                }
+            }
+            Ok(GroupResult::NeedsConfirmation) => {}
+            Err(e) if e.means_group_gone() => {
+                ctx.forget_target_group_arn(&arn);
+                forget_group(ctx, &id, &arn, &mut record).await?;
+            }
+            Err(e) => {
+                if let ReconcileError::GroupWrite { report, .. } = &e {
+                    report_group(ctx, tgb, &arn, report).await;
+                }
+                failures.push(format!("target group {arn}: {e}"));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ReconcileError::CleanupFailed(failures.join("; ")));
+    }
+    if let Some(wait) = wait {
+        let note = format!(
+            "waiting up to {wait}s before removing targets whose ownership a lost AWS answer made uncertain \
+             (they are removed once seen unhealthy for a while)"
+        );
+        ctx.events.normal(tgb, "CleanupWaiting", note).await;
+        return Ok(Some(Duration::from_secs(wait)));
+    }
+    ctx.records.delete(&id).await?;
+    Ok(None)
+}
+
+/// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`
+/// when it names none or the group is gone (nothing left in it to remove).
+async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
+    tgb: &TargetGroupBinding,
+    ctx: &Context<T, N, S>,
+) -> Result<Option<String>, ReconcileError> {
+    if let Some(arn) = bound_arn(tgb) {
+        return Ok(Some(arn));
+    }
+    let Ok((tg_ref, _)) = check_spec(&tgb.spec) else { return Ok(None) };
+    match ctx.target_group(&tg_ref).await {
+        Ok(tg) => Ok(Some(tg.arn)),
+        Err(e) => {
+            let e = ReconcileError::from(e);
+            if e.means_group_gone() { Ok(None) } else { Err(e) }
+        }
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use crate::index::{Backend, BackendIndex, NodeIndex, Nodes};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
 use crate::metrics::Metrics;
-use crate::model::{Cidr, TargetGroupInfo, TargetGroupRef, TargetId};
+use crate::model::{Cidr, TargetGroupInfo, TargetGroupRef};
 
 /// How long VPC CIDRs are trusted; they change only when someone associates a new block.
 const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
@@ -46,8 +46,6 @@ struct Memory {
     vpc_cidrs: HashMap<String, (Vec<Cidr>, Instant)>,
     /// Per binding UID: the inputs last applied successfully and when to check AWS again.
     converged: HashMap<String, (u64, Instant)>,
-    /// Per binding UID: its target group and the targets it wants, to protect them from siblings.
-    desired: HashMap<String, (String, BTreeSet<TargetId>)>,
     failures: HashMap<ObjectRef<TargetGroupBinding>, u32>,
     /// Binding UIDs last resolved to instance targets (their inputs include the nodes).
     instance_mode: std::collections::HashSet<String>,
@@ -114,8 +112,14 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         result
     }
 
-    pub fn forget_target_group(&self, tg: &TargetGroupRef) {
-        self.memory().target_groups.remove(tg);
+    /// Forgets a group that turned out to be gone, however it was named.
+    pub fn forget_target_group_arn(&self, arn: &str) {
+        self.memory().target_groups.retain(|name, (info, _)| info.arn != arn && *name != TargetGroupRef::Arn(arn.to_owned()));
+    }
+
+    /// Forgets the VPC CIDRs: a target AWS refused may have been sent with a stale AZ `all`.
+    pub fn invalidate_vpc_cidrs(&self) {
+        self.memory().vpc_cidrs.clear();
     }
 
     pub async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<Cidr>, AwsError> {
@@ -138,12 +142,11 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
     }
 
     /// Records a successful apply; returns when the next drift check is due (jittered by ±10%
-    /// so bindings created together do not check together).
-    pub fn converged(&self, uid: &str, fingerprint: u64, arn: &str, desired: BTreeSet<TargetId>) -> Duration {
-        let after = self.drift_interval.mul_f64(0.9 + 0.2 * fastrand::f64());
-        let mut memory = self.memory();
-        memory.converged.insert(uid.to_owned(), (fingerprint, Instant::now() + after));
-        memory.desired.insert(uid.to_owned(), (arn.to_owned(), desired));
+    /// so bindings created together do not check together), or sooner when `check_within` asks.
+    pub fn converged(&self, uid: &str, fingerprint: u64, check_within: Option<Duration>) -> Duration {
+        let jittered = self.drift_interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        let after = check_within.map_or(jittered, |w| w.min(jittered));
+        self.memory().converged.insert(uid.to_owned(), (fingerprint, Instant::now() + after));
         after
     }
 
@@ -170,22 +173,8 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         let uid = tgb.uid().unwrap_or_default();
         let mut memory = self.memory();
         memory.converged.remove(&uid);
-        memory.desired.remove(&uid);
         memory.instance_mode.remove(&uid);
         memory.failures.remove(&ObjectRef::from_obj(tgb));
-    }
-
-    /// Targets that other bindings of this cluster want in target group `arn`.
-    pub fn wanted_by_others(&self, uid: &str, arn: &str, others: &[Arc<TargetGroupBinding>]) -> BTreeSet<TargetId> {
-        let memory = self.memory();
-        others
-            .iter()
-            .filter_map(|o| o.uid())
-            .filter(|other| other != uid)
-            .filter_map(|other| memory.desired.get(&other))
-            .filter(|(their_arn, _)| their_arn == arn)
-            .flat_map(|(_, ids)| ids.iter().cloned())
-            .collect()
     }
 
     /// Counts a failure of `binding` and returns the retry delay: exponential from 1 s, capped at

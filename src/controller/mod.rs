@@ -5,9 +5,12 @@ mod apply;
 mod cleanup;
 mod context;
 mod error;
+mod execute;
+mod group;
 mod locks;
 mod networking;
-mod targets;
+mod report;
+mod siblings;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,17 +1,18 @@
 //! Ownership records of shared bindings, kept as ConfigMaps in the agent's own namespace so they
 //! survive restarts and need no rights outside it.
 
-use std::collections::BTreeSet;
+use std::future::Future;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
-use crate::api::TargetGroupBinding;
-use crate::model::TargetId;
-use crate::plan::ownership::{decode, encode};
+use crate::model::BindingId;
+use crate::plan::ownership::{Record, decode};
 
 const TARGETS_KEY: &str = "targets";
+/// Where the first record version kept its one group; read only to migrate such records.
+const LEGACY_ARN_ANNOTATION: &str = "elbv2.k8s.aws/target-group-arn";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -21,6 +22,26 @@ pub enum RecordError {
     Corrupt { name: String, lines: Vec<String> },
 }
 
+impl RecordError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "OwnershipRecordFailed",
+            Self::Corrupt { .. } => "OwnershipRecordCorrupt",
+        }
+    }
+}
+
+/// Where each shared binding's claims are persisted.
+pub trait OwnershipStore: Send + Sync + 'static {
+    /// The binding's record; `None` when it has none yet.
+    fn read(&self, binding: &BindingId) -> impl Future<Output = Result<Option<Record>, RecordError>> + Send;
+    /// Replaces the record (creates it when absent).
+    fn write(&self, binding: &BindingId, record: &Record) -> impl Future<Output = Result<(), RecordError>> + Send;
+    /// Removes the record; a missing one is fine.
+    fn delete(&self, binding: &BindingId) -> impl Future<Output = Result<(), RecordError>> + Send;
+}
+
+/// [`OwnershipStore`] on ConfigMaps `tgb-owned-<binding uid>`.
 #[derive(Clone)]
 pub struct OwnershipRecords {
     api: Api<ConfigMap>,
@@ -31,15 +52,15 @@ impl OwnershipRecords {
         Self { api: Api::namespaced(client, namespace) }
     }
 
-    /// One record per binding, named by its UID: stable across renames of nothing, unique
-    /// across namespaces, and always a valid object name.
-    fn name(tgb: &TargetGroupBinding) -> String {
-        format!("tgb-owned-{}", tgb.uid().unwrap_or_else(|| tgb.name_any()))
+    /// Named by UID: unique across namespaces and re-creations, and always a valid object name.
+    fn name(binding: &BindingId) -> String {
+        format!("tgb-owned-{}", binding.uid)
     }
+}
 
-    /// The targets this cluster registered for `tgb`; `None` when no record exists yet.
-    pub async fn read(&self, tgb: &TargetGroupBinding) -> Result<Option<BTreeSet<TargetId>>, RecordError> {
-        let name = Self::name(tgb);
+impl OwnershipStore for OwnershipRecords {
+    async fn read(&self, binding: &BindingId) -> Result<Option<Record>, RecordError> {
+        let name = Self::name(binding);
         let cm = self.api.get_opt(&name).await.map_err(|source| RecordError::Kube {
             name: name.clone(),
             action: "read",
@@ -47,38 +68,24 @@ impl OwnershipRecords {
         })?;
         let Some(cm) = cm else { return Ok(None) };
         let text = cm.data.as_ref().and_then(|d| d.get(TARGETS_KEY)).cloned().unwrap_or_default();
-        let (owned, bad) = decode(&text);
+        let legacy_arn = cm.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_ARN_ANNOTATION));
+        let (record, bad) = decode(&text, legacy_arn.map(String::as_str));
         if !bad.is_empty() {
             return Err(RecordError::Corrupt { name, lines: bad });
         }
-        Ok(Some(owned))
+        Ok(Some(record))
     }
 
-    /// Replaces the record (server-side apply: creates it when absent).
-    pub async fn write(
-        &self,
-        tgb: &TargetGroupBinding,
-        arn: &str,
-        owned: &BTreeSet<TargetId>,
-    ) -> Result<(), RecordError> {
-        let name = Self::name(tgb);
+    async fn write(&self, binding: &BindingId, record: &Record) -> Result<(), RecordError> {
+        let name = Self::name(binding);
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some([("app.kubernetes.io/managed-by".to_owned(), "tgb-agent".to_owned())].into()),
-                annotations: Some(
-                    [
-                        (
-                            "elbv2.k8s.aws/binding".to_owned(),
-                            format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any()),
-                        ),
-                        ("elbv2.k8s.aws/target-group-arn".to_owned(), arn.to_owned()),
-                    ]
-                    .into(),
-                ),
+                annotations: Some([("elbv2.k8s.aws/binding".to_owned(), binding.to_string())].into()),
                 ..Default::default()
             },
-            data: Some([(TARGETS_KEY.to_owned(), encode(owned))].into()),
+            data: Some([(TARGETS_KEY.to_owned(), record.to_string())].into()),
             ..Default::default()
         };
         let mut cm = serde_json::to_value(&cm).map_err(|e| RecordError::Kube {
@@ -95,8 +102,8 @@ impl OwnershipRecords {
             .map_err(|source| RecordError::Kube { name, action: "written", source })
     }
 
-    pub async fn delete(&self, tgb: &TargetGroupBinding) -> Result<(), RecordError> {
-        let name = Self::name(tgb);
+    async fn delete(&self, binding: &BindingId) -> Result<(), RecordError> {
+        let name = Self::name(binding);
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

@@ -1,10 +1,10 @@
 //! Pure decisions: what the target group should hold and how to get there. Nothing here does I/O;
 //! every function is a function of plain data, tested exhaustively.
 
+pub mod decide;
 pub mod desired;
-pub mod diff;
-pub mod guard;
 pub mod instance;
 pub mod ownership;
 pub mod sg_rules;
 pub mod validate;
+pub mod wanted;

@@ -1,42 +1,146 @@
-//! The ownership record of a shared (multi-cluster) binding: which targets this cluster
-//! registered, so it never removes anyone else's.
+//! The ownership record of a shared (multi-cluster) binding: which targets this cluster claims in
+//! which target groups, and how sure it is of each claim.
+//!
+//! A claim is *certain* when this cluster registered the target (a successful answer) or saw it
+//! registered while its own endpoint was serving at that address. It becomes *uncertain* the moment
+//! a write about it is sent: before RegisterTargets (the answer may be lost after it took effect)
+//! and before DeregisterTargets (likewise). An uncertain claim on a target that is still registered
+//! cannot tell "our write failed" from "our write worked and another cluster registered the same
+//! address since", so it never removes a serving target; see `plan::decide`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::fmt;
 
-use crate::model::{Target, TargetId};
+use crate::model::TargetId;
 
-/// The record to persist *before* registering: everything already owned plus everything desired.
-/// Written first so that a crash between the write and RegisterTargets can never leave a target
-/// this cluster registered outside the record.
-pub fn before_apply(owned: &BTreeSet<TargetId>, desired: &BTreeSet<Target>) -> BTreeSet<TargetId> {
-    owned.iter().cloned().chain(desired.iter().map(|t| t.id.clone())).collect()
+/// How sure this cluster is that a target in the group is its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Claim {
+    /// Registered by this cluster and not written about since.
+    Registered,
+    /// RegisterTargets was (or is about to be) sent; whether it took effect is unknown.
+    Registering { unhealthy_since: Option<u64> },
+    /// DeregisterTargets was (or is about to be) sent; whether it took effect is unknown.
+    Leaving { unhealthy_since: Option<u64> },
 }
 
-/// The record once `deregistered` are confirmed gone.
-pub fn after_deregister(owned: &BTreeSet<TargetId>, deregistered: &[Target]) -> BTreeSet<TargetId> {
-    let gone: BTreeSet<&TargetId> = deregistered.iter().map(|t| &t.id).collect();
-    owned.iter().filter(|id| !gone.contains(id)).cloned().collect()
-}
+impl Claim {
+    pub fn is_certain(self) -> bool {
+        self == Self::Registered
+    }
 
-/// Serialized form: sorted `id:port` entries, one per line.
-pub fn encode(owned: &BTreeSet<TargetId>) -> String {
-    owned.iter().map(|id| format!("{id}\n")).collect()
-}
-
-/// Parses [`encode`]'s output; malformed lines are returned separately so the caller can report
-/// them instead of silently forgetting a target it owns.
-pub fn decode(text: &str) -> (BTreeSet<TargetId>, Vec<String>) {
-    let mut owned = BTreeSet::new();
-    let mut bad = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match line.parse() {
-            Ok(id) => {
-                owned.insert(id);
-            }
-            Err(_) => bad.push(line.to_owned()),
+    /// When the target was first seen registered but not serving while this claim was uncertain.
+    pub fn unhealthy_since(self) -> Option<u64> {
+        match self {
+            Self::Registered => None,
+            Self::Registering { unhealthy_since } | Self::Leaving { unhealthy_since } => unhealthy_since,
         }
     }
-    (owned, bad)
+
+    pub fn with_unhealthy_since(self, since: Option<u64>) -> Self {
+        match self {
+            Self::Registered => Self::Registered,
+            Self::Registering { .. } => Self::Registering { unhealthy_since: since },
+            Self::Leaving { .. } => Self::Leaving { unhealthy_since: since },
+        }
+    }
+}
+
+/// Claims per target group ARN. A binding normally has one group; a changed `targetGroupARN`
+/// keeps the old group's claims here until the old group is cleaned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub groups: BTreeMap<String, BTreeMap<TargetId, Claim>>,
+}
+
+impl Record {
+    pub fn claims(&self, arn: &str) -> Option<&BTreeMap<TargetId, Claim>> {
+        self.groups.get(arn)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.values().all(BTreeMap::is_empty)
+    }
+
+    /// The record with `arn`'s claims replaced; an empty group disappears from the record.
+    pub fn with_group(&self, arn: &str, claims: BTreeMap<TargetId, Claim>) -> Self {
+        let mut next = self.clone();
+        if claims.is_empty() {
+            next.groups.remove(arn);
+        } else {
+            next.groups.insert(arn.to_owned(), claims);
+        }
+        next
+    }
+
+    /// Groups other than `current` that still hold claims: left behind by a changed spec.
+    pub fn previous_groups<'a>(&'a self, current: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.groups.iter().filter(move |(arn, claims)| *arn != current && !claims.is_empty()).map(|(a, _)| a.as_str())
+    }
+}
+
+const HEADER: &str = "# tgb-agent ownership record v2";
+
+impl fmt::Display for Record {
+    /// One `group <arn>` line per group, then one `<id:port> <claim>` line per target.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{HEADER}")?;
+        for (arn, claims) in self.groups.iter().filter(|(_, c)| !c.is_empty()) {
+            writeln!(f, "group {arn}")?;
+            for (id, claim) in claims {
+                let since = |s: Option<u64>| s.map(|s| format!(" unhealthy-since={s}")).unwrap_or_default();
+                match claim {
+                    Claim::Registered => writeln!(f, "{id} registered")?,
+                    Claim::Registering { unhealthy_since } => writeln!(f, "{id} registering{}", since(*unhealthy_since))?,
+                    Claim::Leaving { unhealthy_since } => writeln!(f, "{id} leaving{}", since(*unhealthy_since))?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a record. `legacy_arn` is the group of a first-version record (bare `id:port` lines, the
+/// group in an annotation); its entries are read as uncertain, because that version kept entries of
+/// targets it had already deregistered. Malformed lines are returned so the caller reports them
+/// instead of silently forgetting a claim.
+pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
+    let mut record = Record::default();
+    let mut bad = Vec::new();
+    let mut group: Option<String> = None;
+    let legacy = !text.trim_start().starts_with(HEADER);
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if let Some(arn) = line.strip_prefix("group ") {
+            group = Some(arn.trim().to_owned());
+            record.groups.entry(arn.trim().to_owned()).or_default();
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(id), state) = (words.next().and_then(|w| w.parse::<TargetId>().ok()), words.next()) else {
+            bad.push(line.to_owned());
+            continue;
+        };
+        let since = words.next().and_then(|w| w.strip_prefix("unhealthy-since=")).and_then(|s| s.parse().ok());
+        let claim = match (legacy, state) {
+            (true, None) => Claim::Registering { unhealthy_since: None },
+            (false, Some("registered")) => Claim::Registered,
+            (false, Some("registering")) => Claim::Registering { unhealthy_since: since },
+            (false, Some("leaving")) => Claim::Leaving { unhealthy_since: since },
+            _ => {
+                bad.push(line.to_owned());
+                continue;
+            }
+        };
+        let arn = if legacy { legacy_arn.map(str::to_owned) } else { group.clone() };
+        match arn {
+            Some(arn) => {
+                record.groups.entry(arn).or_default().insert(id, claim);
+            }
+            None => bad.push(line.to_owned()),
+        }
+    }
+    record.groups.retain(|_, claims| !claims.is_empty());
+    (record, bad)
 }
 
 #[cfg(test)]
@@ -46,29 +150,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_grows_before_and_shrinks_after() {
-        let owned: BTreeSet<TargetId> = [TargetId::new("10.0.0.1", 80)].into();
-        let desired: BTreeSet<Target> = [Target::new(TargetId::new("10.0.0.2", 80))].into();
-        let grown = before_apply(&owned, &desired);
-        assert_eq!(grown.len(), 2);
-        let shrunk = after_deregister(&grown, &[Target::new(TargetId::new("10.0.0.1", 80))]);
-        assert_eq!(shrunk, [TargetId::new("10.0.0.2", 80)].into());
+    fn legacy_records_are_read_as_uncertain() {
+        let (record, bad) = decode("10.0.0.1:80\n\nfd00::1:8080\ngarbage\n10.0.0.2:99999\n", Some("arn:tg"));
+        let claims = record.claims("arn:tg").expect("group");
+        assert_eq!(claims.len(), 2);
+        assert!(claims.values().all(|c| !c.is_certain()));
+        assert_eq!(bad, vec!["garbage".to_string(), "10.0.0.2:99999".to_string()]);
+        let (_, bad) = decode("10.0.0.1:80\n", None);
+        assert_eq!(bad, vec!["10.0.0.1:80".to_string()], "a legacy entry without its group is reported");
     }
 
     #[test]
-    fn decode_reports_bad_lines() {
-        let (owned, bad) = decode("10.0.0.1:80\n\nfd00::1:8080\ngarbage\n10.0.0.2:99999\n");
-        assert_eq!(owned, [TargetId::new("10.0.0.1", 80), TargetId::new("fd00::1", 8080)].into());
-        assert_eq!(bad, vec!["garbage".to_string(), "10.0.0.2:99999".to_string()]);
+    fn groups_that_hold_nothing_are_dropped() {
+        let record = Record::default().with_group("arn:a", [(TargetId::new("10.0.0.1", 80), Claim::Registered)].into());
+        assert!(!record.is_empty());
+        assert!(record.with_group("arn:a", BTreeMap::new()).is_empty());
+        assert_eq!(record.previous_groups("arn:b").collect::<Vec<_>>(), vec!["arn:a"]);
+        assert_eq!(record.previous_groups("arn:a").count(), 0);
+    }
+
+    fn arb_claim() -> impl Strategy<Value = Claim> {
+        let since = prop::option::of(0u64..2_000_000_000);
+        prop_oneof![
+            Just(Claim::Registered),
+            since.clone().prop_map(|s| Claim::Registering { unhealthy_since: s }),
+            since.prop_map(|s| Claim::Leaving { unhealthy_since: s }),
+        ]
     }
 
     proptest! {
         #[test]
-        fn encode_decode_round_trip(ids in prop::collection::btree_set(("[a-z0-9.:-]{1,20}", 1u16..), 0..20)) {
-            let owned: BTreeSet<TargetId> = ids.into_iter().map(|(i, p)| TargetId::new(i, p)).collect();
-            let (decoded, bad) = decode(&encode(&owned));
-            prop_assert!(bad.is_empty());
-            prop_assert_eq!(decoded, owned);
+        fn encode_decode_round_trip(
+            groups in prop::collection::btree_map(
+                "arn:aws:elasticloadbalancing:[a-z0-9-]{1,12}:[0-9]{12}:targetgroup/[a-z0-9-]{1,8}/[0-9a-f]{16}",
+                prop::collection::btree_map(("[a-z0-9.:-]{1,20}", 1u16..).prop_map(|(i, p)| TargetId::new(i, p)), arb_claim(), 1..8),
+                0..3,
+            )
+        ) {
+            let record = Record { groups };
+            let (decoded, bad) = decode(&record.to_string(), None);
+            prop_assert!(bad.is_empty(), "{:?}", bad);
+            prop_assert_eq!(decoded, record);
         }
     }
 }

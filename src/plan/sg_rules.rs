@@ -80,6 +80,22 @@ pub fn rules_for_binding(
     Ok(rules)
 }
 
+/// What can be checked of `spec.networking` without pods or AWS: peers, CIDRs, port numbers and
+/// protocols. Named ports are looked up later, on the pods.
+pub fn check_networking(networking: &TargetGroupBindingNetworking, target_is_ip: bool) -> Result<(), NetworkingError> {
+    // Any number stands in for a port name here: only the shape of the rest is checked.
+    let named: BTreeMap<String, BTreeSet<u16>> = networking
+        .ingress
+        .iter()
+        .flat_map(|i| &i.ports)
+        .filter_map(|p| match &p.port {
+            Some(IntOrString::String(s)) => Some((s.trim().to_owned(), BTreeSet::from([1]))),
+            _ => None,
+        })
+        .collect();
+    rules_for_binding(networking, target_is_ip, &named).map(drop)
+}
+
 fn invalid(at: String, message: impl Into<String>) -> NetworkingError {
     NetworkingError::InvalidNetworking { at, message: message.into() }
 }

@@ -15,8 +15,14 @@ pub enum InvalidBinding {
     NodeSelectorWithIp,
     #[error("spec.iamRoleArnToAssume (cross-account target groups) is not supported by this version of tgb-agent")]
     CrossAccountUnsupported,
-    #[error("spec.serviceRef.port {0:?} is neither a port number nor a port name")]
+    #[error("spec.serviceRef.port {0:?} is neither a port number (1-65535) nor a port name")]
     BadServicePort(String),
+    #[error("spec.targetGroupARN {0:?} is not a target group ARN (arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>)")]
+    MalformedArn(String),
+    #[error("spec.targetGroupARN names target group {arn_name:?} but spec.targetGroupName is {name:?}; set one, or both naming the same group")]
+    ArnNameMismatch { arn_name: String, name: String },
+    #[error(transparent)]
+    Networking(#[from] super::sg_rules::NetworkingError),
     #[error("target group {arn} has target type {actual}, not {expected}")]
     TargetTypeMismatch { arn: String, expected: &'static str, actual: String },
     #[error("target group {arn} has target type {actual}, which TargetGroupBindings cannot feed")]
@@ -33,16 +39,31 @@ impl InvalidBinding {
             Self::TargetTypeMismatch { .. } | Self::UnsupportedTargetType { .. } => "TargetTypeMismatch",
             Self::VpcMismatch { .. } => "VpcMismatch",
             Self::IpAddressTypeMismatch { .. } => "IpAddressTypeMismatch",
-            Self::NoTargetGroup | Self::NodeSelectorWithIp | Self::BadServicePort(_) => "InvalidSpec",
+            Self::NoTargetGroup
+            | Self::NodeSelectorWithIp
+            | Self::BadServicePort(_)
+            | Self::MalformedArn(_)
+            | Self::ArnNameMismatch { .. } => "InvalidSpec",
+            Self::Networking(e) => e.reason(),
             Self::CrossAccountUnsupported => "Unsupported",
         }
     }
 }
 
 /// Checks that need no AWS call; returns the target group reference and the Service port.
+/// Everything statically wrong is refused here, before any AWS call, so a typo never registers
+/// targets first and fails later.
 pub fn check_spec(spec: &TargetGroupBindingSpec) -> Result<(TargetGroupRef, PortRef), InvalidBinding> {
     let tg = match (non_empty(&spec.target_group_arn), non_empty(&spec.target_group_name)) {
-        (Some(arn), _) => TargetGroupRef::Arn(arn.to_owned()),
+        (Some(arn), name) => {
+            let arn_name = target_group_name_of(arn).ok_or_else(|| InvalidBinding::MalformedArn(arn.to_owned()))?;
+            if let Some(name) = name
+                && name != arn_name
+            {
+                return Err(InvalidBinding::ArnNameMismatch { arn_name: arn_name.to_owned(), name: name.to_owned() });
+            }
+            TargetGroupRef::Arn(arn.to_owned())
+        }
         (None, Some(name)) => TargetGroupRef::Name(name.to_owned()),
         (None, None) => return Err(InvalidBinding::NoTargetGroup),
     };
@@ -61,7 +82,32 @@ pub fn check_spec(spec: &TargetGroupBindingSpec) -> Result<(TargetGroupRef, Port
             Err(_) => return Err(InvalidBinding::BadServicePort(s.clone())),
         },
     };
+    if let PortRef::Number(n) = port
+        && !(1..=65535).contains(&n)
+    {
+        return Err(InvalidBinding::BadServicePort(n.to_string()));
+    }
+    if let Some(networking) = &spec.networking {
+        super::sg_rules::check_networking(networking, spec.target_type != Some(TargetType::Instance))?;
+    }
     Ok((tg, port))
+}
+
+/// The `<name>` of `arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>`.
+fn target_group_name_of(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else { return None };
+    let resource: Vec<&str> = resource.split('/').collect();
+    let ok = *prefix == "arn"
+        && !partition.is_empty()
+        && *service == "elasticloadbalancing"
+        && !region.is_empty()
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit());
+    match resource.as_slice() {
+        ["targetgroup", name, id] if ok && !name.is_empty() && !id.is_empty() => Some(name),
+        _ => None,
+    }
 }
 
 /// What the binding resolves to once checked against its target group.
@@ -138,9 +184,11 @@ mod tests {
     use crate::api::ServiceReference;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+    const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+
     fn spec() -> TargetGroupBindingSpec {
         TargetGroupBindingSpec {
-            target_group_arn: Some("arn:tg".into()),
+            target_group_arn: Some(ARN.into()),
             service_ref: ServiceReference { name: "web".into(), port: IntOrString::Int(80) },
             ..Default::default()
         }
@@ -160,8 +208,10 @@ mod tests {
     #[test]
     fn arn_wins_over_name_and_one_is_required() {
         let mut s = spec();
+        s.target_group_name = Some("web".into());
+        assert_eq!(check_spec(&s).map(|r| r.0), Ok(TargetGroupRef::Arn(ARN.into())));
         s.target_group_name = Some("by-name".into());
-        assert_eq!(check_spec(&s).map(|r| r.0), Ok(TargetGroupRef::Arn("arn:tg".into())));
+        assert_eq!(check_spec(&s).map(|_| ()).map_err(|e| e.to_string()), Err("spec.targetGroupARN names target group \"web\" but spec.targetGroupName is \"by-name\"; set one, or both naming the same group".into()));
         s.target_group_arn = Some(" ".into());
         assert_eq!(check_spec(&s).map(|r| r.0), Ok(TargetGroupRef::Name("by-name".into())));
         s.target_group_name = None;
@@ -174,6 +224,30 @@ mod tests {
         s.iam_role_arn_to_assume = Some("arn:aws:iam::222222222222:role/tgb".into());
         assert_eq!(check_spec(&s).map(|_| ()).map_err(|e| e.reason()), Err("Unsupported"));
         s.iam_role_arn_to_assume = Some(String::new());
+        assert!(check_spec(&s).is_ok());
+    }
+
+    #[test]
+    fn static_mistakes_are_refused_before_any_aws_call() {
+        let mut s = spec();
+        for bad in ["arn:tg", "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/web/1", "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1"] {
+            s.target_group_arn = Some(bad.into());
+            assert_eq!(check_spec(&s).map(|_| ()), Err(InvalidBinding::MalformedArn(bad.into())), "{bad}");
+        }
+        let mut s = spec();
+        for bad in [0, 65536, 70000, -1] {
+            s.service_ref.port = IntOrString::Int(bad);
+            assert_eq!(check_spec(&s).map(|_| ()).map_err(|e| e.reason()), Err("InvalidSpec"), "{bad}");
+        }
+        let networking = |port: i32, cidr: &str| -> crate::api::TargetGroupBindingNetworking {
+            serde_json::from_value(serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": cidr}}], "ports": [{"port": port}]}]})).expect("networking")
+        };
+        let mut s = spec();
+        s.networking = Some(networking(70000, "10.0.0.0/16"));
+        assert!(check_spec(&s).is_err(), "port 70000");
+        s.networking = Some(networking(80, "10.0.0.0/33"));
+        assert!(check_spec(&s).is_err(), "CIDR /33");
+        s.networking = Some(networking(80, "10.0.0.0/16"));
         assert!(check_spec(&s).is_ok());
     }
 

@@ -1,0 +1,130 @@
+//! The one sequence every change to a target group goes through — a binding's own group, a group
+//! a changed spec left behind, and deletion: observe the group (its targets, this binding's claims,
+//! its siblings' claims), decide (pure), persist the claims, write, persist what took effect.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::error::ReconcileError;
+use super::execute::{Sent, Write, send};
+use crate::aws::TargetGroups;
+use crate::k8s::ownership::OwnershipStore;
+use crate::model::{BindingId, Target, TargetId};
+use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
+use crate::plan::ownership::Record;
+
+/// One binding's work on one group.
+pub struct GroupTask<'a> {
+    pub binding: &'a BindingId,
+    pub arn: &'a str,
+    pub want: Want<'a>,
+    /// Shared (multi-cluster): only claimed targets may go, and claims are persisted.
+    pub shared: bool,
+    /// Other bindings of this cluster on the same group.
+    pub siblings: &'a [BindingId],
+    /// Seconds since the Unix epoch.
+    pub now: u64,
+}
+
+/// What happened to the group.
+#[derive(Debug, Default)]
+pub struct GroupReport {
+    pub decision: GroupDecision,
+    pub deregistered: Vec<Target>,
+    pub registered: Vec<Target>,
+    /// Targets AWS refused one by one (register: not registrable; they are retried at the next check).
+    pub refused: Vec<(Target, String)>,
+    /// Wanted targets registered once the writes are done (seen registered, or registered now).
+    pub wanted_registered: usize,
+}
+
+pub enum GroupResult {
+    /// The decision would empty the group on the watches' word: read the backend live, then call
+    /// again with `Want::Targets { confirmed: true, .. }`. Nothing was written.
+    NeedsConfirmation,
+    Done(GroupReport),
+}
+
+/// Runs `task`. `record` is the binding's persisted record (shared bindings) and is kept equal to
+/// what was last persisted. An error after some writes still leaves `record` truthful.
+pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
+    aws: &T,
+    store: &R,
+    record: &mut Record,
+    task: GroupTask<'_>,
+) -> Result<GroupResult, ReconcileError> {
+    let current = aws.targets(task.arn).await?;
+    let protected = if task.shared { sibling_claims(store, task.siblings, task.arn).await? } else { BTreeSet::new() };
+    let empty = BTreeMap::new();
+    let observed = record.claims(task.arn).unwrap_or(&empty).clone();
+    let ownership = if task.shared { Ownership::Shared { claims: &observed } } else { Ownership::Exclusive };
+    let decision =
+        decide(GroupInputs { want: task.want, ownership, current: &current, protected: &protected, now: task.now });
+    if decision.needs_confirmation {
+        return Ok(GroupResult::NeedsConfirmation);
+    }
+    if let Some(before) = &decision.claims_before {
+        persist(store, record, task.binding, task.arn, before.clone()).await?;
+    }
+    let deregistered = send(aws, Write::Deregister, task.arn, &decision.deregister).await;
+    let registered = if deregistered.error.is_none() {
+        send(aws, Write::Register, task.arn, &decision.register).await
+    } else {
+        Sent::default()
+    };
+    if decision.claims_before.is_some() {
+        let after = settle(&observed, &decision, &deregistered.outcomes, &registered.outcomes);
+        persist(store, record, task.binding, task.arn, after).await?;
+    }
+    let registered_now = registered.applied(&decision.register);
+    let wanted_registered = match task.want {
+        Want::Targets { targets, .. } => {
+            let active: BTreeSet<&TargetId> =
+                current.iter().filter(|t| !t.state.is_draining()).map(|t| &t.target.id).collect();
+            targets.iter().filter(|t| active.contains(&t.id)).count() + registered_now.len()
+        }
+        Want::Nothing => 0,
+    };
+    let report = GroupReport {
+        wanted_registered,
+        deregistered: deregistered.applied(&decision.deregister),
+        registered: registered_now,
+        refused: registered.refused,
+        decision,
+    };
+    match deregistered.error.or(registered.error) {
+        Some(error) => Err(ReconcileError::GroupWrite { report: Box::new(report), source: error }),
+        None => Ok(GroupResult::Done(report)),
+    }
+}
+
+/// Writes `record` with `arn`'s claims replaced, unless that is what is persisted already.
+async fn persist<R: OwnershipStore>(
+    store: &R,
+    record: &mut Record,
+    binding: &BindingId,
+    arn: &str,
+    claims: BTreeMap<TargetId, crate::plan::ownership::Claim>,
+) -> Result<(), ReconcileError> {
+    let next = record.with_group(arn, claims);
+    if next != *record {
+        store.write(binding, &next).await?;
+        *record = next;
+    }
+    Ok(())
+}
+
+/// Everything the other bindings of this cluster claim in `arn`, read from their persisted records:
+/// right after a restart they protect each other as much as before it.
+async fn sibling_claims<R: OwnershipStore>(
+    store: &R,
+    siblings: &[BindingId],
+    arn: &str,
+) -> Result<BTreeSet<TargetId>, ReconcileError> {
+    let mut claimed = BTreeSet::new();
+    for sibling in siblings {
+        if let Some(record) = store.read(sibling).await? {
+            claimed.extend(record.claims(arn).into_iter().flat_map(|c| c.keys().cloned()));
+        }
+    }
+    Ok(claimed)
+}
