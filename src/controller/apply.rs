@@ -1,6 +1,7 @@
 //! The apply path of a binding that is not being deleted: observe its inputs, clean any group a
 //! changed spec left behind, reconcile its own group, then networking and status.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kube::runtime::controller::Action;
@@ -23,8 +24,8 @@ use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
 use crate::model::{BindingId, TargetGroupInfo};
 use crate::plan::decide::Want;
-use crate::plan::desired::{PortRef, serving_pods};
-use crate::plan::instance::Selector;
+use crate::plan::desired::{PortRef, endpoint_addresses, serving_pods};
+use crate::plan::instance::{Selector, instance_ids};
 use crate::plan::ownership::Record;
 use crate::plan::validate::{Resolved, check_against, check_spec};
 use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
@@ -86,8 +87,12 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // Only shared bindings keep claims; an exclusive one owns its whole group.
     let mut record = if shared { ctx.records.read(&id).await?.unwrap_or_default() } else { Record::default() };
 
+    let ours_now = match &nodes {
+        Some(nodes) => instance_ids(nodes.by_name.values()),
+        None => endpoint_addresses(backend.slices.by_name.values(), resolved.family),
+    };
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &mut record).await;
+    let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &ours_now, &mut record).await;
 
     let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
     let mut wanted = how.from_watches(ctx, &backend, nodes.as_ref()).await??;
@@ -101,6 +106,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 want: Want::Targets { targets: &wanted.targets, confirmed },
                 shared,
                 siblings: &siblings,
+                ours_now: &ours_now,
                 now: unix_now(),
             };
             match reconcile_group(&ctx.target_groups, &ctx.records, &mut record, task).await {
@@ -128,11 +134,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         ctx.invalidate_vpc_cidrs();
     }
 
-    let pods = if instance_mode {
-        Default::default()
-    } else {
-        serving_pods(backend.slices.by_name.values(), resolved.family)
-    };
+    let pods =
+        if instance_mode { Default::default() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
     let endpoints = networking::Endpoints {
         target_is_ip: !instance_mode,
         vpc_id: tg.vpc_id.as_deref(),
@@ -173,7 +176,12 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
     if let Some(note) = &refused {
         ctx.events.warning(tgb, "TargetRejected", note.clone()).await;
     }
-    let summary = format!("{} of {} targets registered in target group {}", report.wanted_registered, wanted.targets.len(), tg.name);
+    let summary = format!(
+        "{} of {} targets registered in target group {}",
+        report.wanted_registered,
+        wanted.targets.len(),
+        tg.name
+    );
     let ready = match (refused, left_behind) {
         (Some(note), _) => Err(("TargetRejected".to_owned(), format!("{summary}; {note}"))),
         (None, Some(left)) => Err(("PreviousTargetGroupNotCleaned".to_owned(), format!("{summary}; {left}"))),
@@ -258,6 +266,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     id: &BindingId,
     current: &str,
     shared: bool,
+    ours_now: &BTreeSet<String>,
     record: &mut Record,
 ) -> Option<String> {
     let all = ctx.bindings.state();
@@ -274,8 +283,15 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     for (arn, claimed) in previous {
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
-        let task =
-            GroupTask { binding: id, arn: &arn, want: Want::Nothing, shared: claimed, siblings: &siblings, now: unix_now() };
+        let task = GroupTask {
+            binding: id,
+            arn: &arn,
+            want: Want::Nothing,
+            shared: claimed,
+            siblings: &siblings,
+            ours_now,
+            now: unix_now(),
+        };
         match reconcile_group(&ctx.target_groups, &ctx.records, record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;

@@ -2,6 +2,7 @@
 //! binding go. A group that is gone counts as clean; any other failure keeps the finalizer and says
 //! why, so a deletion is never silently stuck and nothing it registered is left behind.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
@@ -15,12 +16,16 @@ use super::group::{GroupResult, GroupTask, reconcile_group};
 use super::networking;
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
-use crate::api::TargetGroupBinding;
+use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
+use crate::index::BackendKey;
 use crate::k8s::finalizer;
+use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
+use crate::plan::desired::{AddressFamily, endpoint_addresses};
+use crate::plan::instance::instance_ids;
 use crate::plan::validate::check_spec;
 
 pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
@@ -68,13 +73,21 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
         }
     }
+    let ours_now = if groups.iter().any(|(_, claimed)| *claimed) { ours_now(tgb, ctx).await? } else { BTreeSet::new() };
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
     for (arn, claimed) in groups {
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
-        let task =
-            GroupTask { binding: &id, arn: &arn, want: Want::Nothing, shared: claimed, siblings: &siblings, now: unix_now() };
+        let task = GroupTask {
+            binding: &id,
+            arn: &arn,
+            want: Want::Nothing,
+            shared: claimed,
+            siblings: &siblings,
+            ours_now: &ours_now,
+            now: unix_now(),
+        };
         match reconcile_group(&ctx.target_groups, &ctx.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
@@ -108,6 +121,25 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     ctx.records.delete(&id).await?;
     Ok(None)
+}
+
+/// The addresses the binding's endpoints (or, for instance targets, this cluster's nodes) hold
+/// right now, read live: they make uncertain claims on them certain.
+async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
+    tgb: &TargetGroupBinding,
+    ctx: &Context<T, N, S>,
+) -> Result<BTreeSet<String>, ReconcileError> {
+    if tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&tgb.uid().unwrap_or_default()) {
+        let nodes = read_nodes(&ctx.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
+        return Ok(instance_ids(&nodes));
+    }
+    let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
+    let live = read_backend(&ctx.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let family = match tgb.spec.ip_address_type {
+        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
+        _ => AddressFamily::Ipv4,
+    };
+    Ok(endpoint_addresses(&live.slices, family))
 }
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`

@@ -114,7 +114,9 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
 
     /// Forgets a group that turned out to be gone, however it was named.
     pub fn forget_target_group_arn(&self, arn: &str) {
-        self.memory().target_groups.retain(|name, (info, _)| info.arn != arn && *name != TargetGroupRef::Arn(arn.to_owned()));
+        self.memory()
+            .target_groups
+            .retain(|name, (info, _)| info.arn != arn && *name != TargetGroupRef::Arn(arn.to_owned()));
     }
 
     /// Forgets the VPC CIDRs: a target AWS refused may have been sent with a stale AZ `all`.

@@ -21,6 +21,8 @@ pub struct GroupTask<'a> {
     pub shared: bool,
     /// Other bindings of this cluster on the same group.
     pub siblings: &'a [BindingId],
+    /// Addresses this binding's endpoints hold right now, serving or not.
+    pub ours_now: &'a BTreeSet<String>,
     /// Seconds since the Unix epoch.
     pub now: u64,
 }
@@ -57,8 +59,14 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
     let empty = BTreeMap::new();
     let observed = record.claims(task.arn).unwrap_or(&empty).clone();
     let ownership = if task.shared { Ownership::Shared { claims: &observed } } else { Ownership::Exclusive };
-    let decision =
-        decide(GroupInputs { want: task.want, ownership, current: &current, protected: &protected, now: task.now });
+    let decision = decide(GroupInputs {
+        want: task.want,
+        ownership,
+        current: &current,
+        protected: &protected,
+        ours_now: task.ours_now,
+        now: task.now,
+    });
     if decision.needs_confirmation {
         return Ok(GroupResult::NeedsConfirmation);
     }

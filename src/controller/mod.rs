@@ -8,6 +8,8 @@ mod error;
 mod execute;
 mod group;
 mod locks;
+#[cfg(test)]
+mod model_tests;
 mod networking;
 mod report;
 mod siblings;

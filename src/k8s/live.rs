@@ -18,13 +18,14 @@ pub struct LiveBackend {
 
 pub async fn read_backend(client: &Client, key: &BackendKey) -> Result<LiveBackend, kube::Error> {
     let services: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
-    let Some(service) = services.get_opt(&key.service).await? else {
-        return Ok(LiveBackend { service: None, slices: Vec::new() });
-    };
+    let service = services.get_opt(&key.service).await?;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
     let list =
         slices.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={}", key.service))).await?;
-    Ok(LiveBackend { service: Some(service_view(&service)), slices: list.items.iter().filter_map(slice_view).collect() })
+    Ok(LiveBackend {
+        service: service.as_ref().map(service_view),
+        slices: list.items.iter().filter_map(slice_view).collect(),
+    })
 }
 
 pub async fn read_nodes(client: &Client) -> Result<Vec<NodeView>, kube::Error> {

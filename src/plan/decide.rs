@@ -7,10 +7,12 @@
 //! - a target that is no longer desired and is draining or gone has its claim retired;
 //! - a registered, undesired target under a *certain* claim is deregistered, its claim persisted as
 //!   *leaving* first;
-//! - under an *uncertain* claim (a write about it whose answer was lost, or a crash) a serving target
-//!   is never removed: it may be another cluster's that took the address since. Only a target that
-//!   stays unhealthy for [`UNCERTAIN_GRACE_SECS`] is removed on such a claim; on deletion, a serving
-//!   one is released (reported, left in place);
+//! - an *uncertain* claim (a write about it whose answer was lost, or a crash) is as good as a
+//!   certain one while one of this binding's endpoints (ready or not) still has the address: no other
+//!   pod can have it then. Otherwise a serving target under an uncertain claim is never removed: it
+//!   may be another cluster's that took the address since. Only a target that stays unhealthy for
+//!   [`UNCERTAIN_GRACE_SECS`] is removed on such a claim; on deletion, a serving one is released
+//!   (reported, left in place);
 //! - nothing another binding of this cluster claims (`protected`) is ever deregistered;
 //! - targets without a claim in a shared group are never touched.
 
@@ -49,6 +51,8 @@ pub struct GroupInputs<'a> {
     pub current: &'a [RegisteredTarget],
     /// Targets other bindings of this cluster claim in the same group.
     pub protected: &'a BTreeSet<TargetId>,
+    /// Addresses (IPs, instance ids) this binding's endpoints hold right now, serving or not.
+    pub ours_now: &'a BTreeSet<String>,
     /// Seconds since the Unix epoch.
     pub now: u64,
 }
@@ -79,7 +83,7 @@ impl GroupDecision {
 }
 
 pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
-    let GroupInputs { want, ownership, current, protected, now } = inputs;
+    let GroupInputs { want, ownership, current, protected, ours_now, now } = inputs;
     let (wanted, confirmed, deleting) = match want {
         Want::Targets { targets, confirmed } => (targets.iter().map(|t| (&t.id, t)).collect(), confirmed, false),
         Want::Nothing => (BTreeMap::new(), true, true),
@@ -106,7 +110,8 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
 
     let mut after: BTreeMap<TargetId, Claim> = BTreeMap::new();
     for id in wanted.keys() {
-        let claim = if active.contains_key(id) { Claim::Registered } else { Claim::Registering { unhealthy_since: None } };
+        let claim =
+            if active.contains_key(id) { Claim::Registered } else { Claim::Registering { unhealthy_since: None } };
         after.insert((*id).clone(), claim);
     }
     for (id, claim) in claims.iter().filter(|(id, _)| !wanted.contains_key(id)) {
@@ -115,7 +120,7 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
         if protected.contains(id) {
             continue;
         }
-        if claim.is_certain() {
+        if claim.is_certain() || ours_now.contains(&id.id) {
             decision.deregister.push(registered.target.clone());
             after.insert(id.clone(), Claim::Leaving { unhealthy_since: None });
             continue;
@@ -244,6 +249,7 @@ mod tests {
             ownership: Ownership::Shared { claims },
             current,
             protected: &BTreeSet::new(),
+            ours_now: &BTreeSet::new(),
             now,
         })
     }
@@ -258,6 +264,7 @@ mod tests {
             ownership: Ownership::Exclusive,
             current: &current,
             protected: &BTreeSet::new(),
+            ours_now: &BTreeSet::new(),
             now: 0,
         });
         assert_eq!(ids(&d.deregister), vec![id(1)]);
@@ -311,6 +318,23 @@ mod tests {
     }
 
     #[test]
+    fn an_uncertain_claim_on_an_address_our_endpoints_hold_is_certain() {
+        let claims = [(id(1), UNSURE)].into();
+        let ours_now = ["10.0.0.1".to_string()].into();
+        for want in [Want::Nothing, Want::Targets { targets: &want(&[2]), confirmed: true }] {
+            let d = decide(GroupInputs {
+                want,
+                ownership: Ownership::Shared { claims: &claims },
+                current: &[reg(1, TargetState::Healthy)],
+                protected: &BTreeSet::new(),
+                ours_now: &ours_now,
+                now: 0,
+            });
+            assert_eq!(ids(&d.deregister), vec![id(1)], "a terminating pod's target goes at once");
+        }
+    }
+
+    #[test]
     fn deletion_releases_serving_targets_under_uncertain_claims() {
         let claims = [(id(1), UNSURE), (id(2), Claim::Registered)].into();
         let current = [reg(1, TargetState::Healthy), reg(2, TargetState::Healthy)];
@@ -319,6 +343,7 @@ mod tests {
             ownership: Ownership::Shared { claims: &claims },
             current: &current,
             protected: &BTreeSet::new(),
+            ours_now: &BTreeSet::new(),
             now: 0,
         });
         assert_eq!(ids(&d.deregister), vec![id(2)]);
@@ -337,6 +362,7 @@ mod tests {
                 ownership,
                 current: &[reg(1, TargetState::Healthy)],
                 protected: &protected,
+                ours_now: &BTreeSet::new(),
                 now: 0,
             });
             assert!(d.deregister.is_empty());
@@ -393,20 +419,23 @@ mod tests {
             claims in prop::collection::btree_map(0u8..10, arb_claim(), 0..10),
             now in 0u64..400,
             deleting in any::<bool>(),
+            ours in prop::collection::btree_set(0u8..10, 0..3),
         ) {
             let wanted: BTreeSet<Target> = wanted.iter().map(|n| Target::new(id(*n))).collect();
             let current: Vec<_> = current.iter().map(|(n, s)| reg(*n, *s)).collect();
             let claims: BTreeMap<TargetId, Claim> = claims.iter().map(|(n, c)| (id(*n), *c)).collect();
+            let ours_now: BTreeSet<String> = ours.iter().map(|n| id(*n).id).collect();
             let want = if deleting { Want::Nothing } else { Want::Targets { targets: &wanted, confirmed: true } };
             let d = decide(GroupInputs {
-                want, ownership: Ownership::Shared { claims: &claims }, current: &current, protected: &BTreeSet::new(), now,
+                want, ownership: Ownership::Shared { claims: &claims }, current: &current, protected: &BTreeSet::new(),
+                ours_now: &ours_now, now,
             });
             for t in &d.deregister {
                 let claim = claims.get(&t.id).copied();
                 let state = current.iter().find(|c| c.target.id == t.id).map(|c| c.state);
                 prop_assert!(claim.is_some(), "unclaimed {} removed", t.id);
                 prop_assert!(state.is_some_and(|s| !s.is_draining()), "draining or absent {} removed", t.id);
-                if !claim.is_some_and(Claim::is_certain) {
+                if !claim.is_some_and(Claim::is_certain) && !ours_now.contains(&t.id.id) {
                     prop_assert_eq!(state, Some(TargetState::Unhealthy));
                     let since = claim.and_then(Claim::unhealthy_since).unwrap_or(now);
                     prop_assert!(now.saturating_sub(since) >= UNCERTAIN_GRACE_SECS);

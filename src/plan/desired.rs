@@ -117,6 +117,20 @@ pub fn serving_pods<'a>(slices: impl IntoIterator<Item = &'a SliceView>, family:
         .collect()
 }
 
+/// Every address the backend's endpoints hold, ready or not: while an endpoint has it, no other
+/// pod in the VPC can, so a target at that address is this binding's.
+pub fn endpoint_addresses<'a>(
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: AddressFamily,
+) -> BTreeSet<String> {
+    slices
+        .into_iter()
+        .filter(|slice| slice.family == family)
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter_map(|e| e.addresses.first().cloned())
+        .collect()
+}
+
 /// Attaches the AvailabilityZone to send: `all` for an IP outside every CIDR of the target
 /// group's VPC (ELBv2 rejects such an IP otherwise), none when it is inside or the VPC is unknown.
 pub fn with_availability_zones(ids: BTreeSet<TargetId>, vpc_cidrs: Option<&[Cidr]>) -> BTreeSet<Target> {

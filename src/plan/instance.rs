@@ -95,6 +95,11 @@ pub fn instance_id(provider_id: &str) -> Result<String, String> {
     }
 }
 
+/// The instance ids of every node of this cluster, eligible or not.
+pub fn instance_ids<'a>(nodes: impl IntoIterator<Item = &'a NodeView>) -> BTreeSet<String> {
+    nodes.into_iter().filter_map(|n| instance_id(n.provider_id.as_deref().unwrap_or_default()).ok()).collect()
+}
+
 /// Ready nodes that pass the built-in exclusions and `selector`, on `node_port`. Only when no
 /// eligible node is Ready are the Unknown ones used (a control-plane hiccup must not empty the
 /// group); NotReady nodes never are.

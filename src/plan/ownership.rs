@@ -91,7 +91,9 @@ impl fmt::Display for Record {
                 let since = |s: Option<u64>| s.map(|s| format!(" unhealthy-since={s}")).unwrap_or_default();
                 match claim {
                     Claim::Registered => writeln!(f, "{id} registered")?,
-                    Claim::Registering { unhealthy_since } => writeln!(f, "{id} registering{}", since(*unhealthy_since))?,
+                    Claim::Registering { unhealthy_since } => {
+                        writeln!(f, "{id} registering{}", since(*unhealthy_since))?
+                    }
                     Claim::Leaving { unhealthy_since } => writeln!(f, "{id} leaving{}", since(*unhealthy_since))?,
                 }
             }

@@ -17,9 +17,13 @@ pub enum InvalidBinding {
     CrossAccountUnsupported,
     #[error("spec.serviceRef.port {0:?} is neither a port number (1-65535) nor a port name")]
     BadServicePort(String),
-    #[error("spec.targetGroupARN {0:?} is not a target group ARN (arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>)")]
+    #[error(
+        "spec.targetGroupARN {0:?} is not a target group ARN (arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>)"
+    )]
     MalformedArn(String),
-    #[error("spec.targetGroupARN names target group {arn_name:?} but spec.targetGroupName is {name:?}; set one, or both naming the same group")]
+    #[error(
+        "spec.targetGroupARN names target group {arn_name:?} but spec.targetGroupName is {name:?}; set one, or both naming the same group"
+    )]
     ArnNameMismatch { arn_name: String, name: String },
     #[error(transparent)]
     Networking(#[from] super::sg_rules::NetworkingError),
@@ -230,7 +234,11 @@ mod tests {
     #[test]
     fn static_mistakes_are_refused_before_any_aws_call() {
         let mut s = spec();
-        for bad in ["arn:tg", "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/web/1", "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1"] {
+        for bad in [
+            "arn:tg",
+            "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/web/1",
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/x/1",
+        ] {
             s.target_group_arn = Some(bad.into());
             assert_eq!(check_spec(&s).map(|_| ()), Err(InvalidBinding::MalformedArn(bad.into())), "{bad}");
         }
@@ -240,7 +248,10 @@ mod tests {
             assert_eq!(check_spec(&s).map(|_| ()).map_err(|e| e.reason()), Err("InvalidSpec"), "{bad}");
         }
         let networking = |port: i32, cidr: &str| -> crate::api::TargetGroupBindingNetworking {
-            serde_json::from_value(serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": cidr}}], "ports": [{"port": port}]}]})).expect("networking")
+            serde_json::from_value(
+                serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": cidr}}], "ports": [{"port": port}]}]}),
+            )
+            .expect("networking")
         };
         let mut s = spec();
         s.networking = Some(networking(70000, "10.0.0.0/16"));

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::desired::{AddressFamily, PortRef, ServicePortView, ServiceView, SliceView, ip_targets, with_availability_zones};
+use super::desired::{
+    AddressFamily, PortRef, ServicePortView, ServiceView, SliceView, ip_targets, with_availability_zones,
+};
 use super::instance::{NodeView, Selector, SkippedNode, instance_targets};
 use crate::model::{Cidr, Target};
 
@@ -120,7 +122,8 @@ mod tests {
         let svc = service("ClusterIP", None);
         let wrong_port = wanted_ip(Some(&svc), "ns/web", &PortRef::Number(81), &slices, AddressFamily::Ipv4, None);
         assert_eq!(wrong_port.map_err(|e| e.to_string()), Err("Service ns/web has no port 81".into()));
-        let no_endpoints = wanted_ip(Some(&svc), "ns/web", &PortRef::Name("http".into()), &[], AddressFamily::Ipv4, None);
+        let no_endpoints =
+            wanted_ip(Some(&svc), "ns/web", &PortRef::Name("http".into()), &[], AddressFamily::Ipv4, None);
         assert_eq!(no_endpoints, Ok(Wanted::default()), "a Service without endpoints really wants nothing");
     }
 
