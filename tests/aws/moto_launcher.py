@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -75,6 +76,75 @@ class Throttles:
     def clear(self) -> None:
         with self._lock:
             self._pending.clear()
+
+
+class Faults:
+    """Random failures of a share of the calls, like a bad day in a real region: throttling, a
+    server error before the call took effect, a server error *after* it took effect (the answer is
+    lost), or a slow answer. Seeded, so a run can be replayed."""
+
+    KINDS = ("throttle", "error-before", "error-after", "slow")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.configure({})
+
+    def configure(self, p: dict[str, Any]) -> dict[str, Any]:
+        rate = float(p.get("rate", 0.0))
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        kinds = list(p.get("kinds", self.KINDS))
+        unknown = [k for k in kinds if k not in self.KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"kinds must be a non-empty subset of {list(self.KINDS)}, not {unknown or kinds}")
+        operations = p.get("operations")
+        if operations is not None and not all(isinstance(o, str) for o in operations):
+            raise ValueError("operations must be a list of Query API action names")
+        with self._lock:
+            self.rate = rate
+            self.kinds = kinds
+            self.operations = set(operations) if operations is not None else None
+            self.services = set(p.get("services", ["elbv2"]))
+            self.slow_seconds = float(p.get("slowSeconds", 0.5))
+            self._random = random.Random(p.get("seed", 0))
+            self.injected: dict[str, int] = {}
+            return self.snapshot_locked()
+
+    def draw(self, service: str, action: str) -> str | None:
+        with self._lock:
+            if self.rate <= 0 or service not in self.services:
+                return None
+            if self.operations is not None and action not in self.operations:
+                return None
+            if self._random.random() >= self.rate:
+                return None
+            kind = self._random.choice(self.kinds)
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+            return kind
+
+    def snapshot_locked(self) -> dict[str, Any]:
+        return {"rate": self.rate, "kinds": self.kinds, "services": sorted(self.services),
+                "operations": sorted(self.operations) if self.operations is not None else None,
+                "slowSeconds": self.slow_seconds, "injected": dict(self.injected)}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self.snapshot_locked()
+
+
+def _server_error_response(service: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    request_id = str(uuid.uuid4())
+    if service == "ec2":
+        body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"
+                "<Code>InternalError</Code><Message>An internal error has occurred.</Message>"
+                f"</Error></Errors><RequestID>{request_id}</RequestID></Response>")
+    else:
+        body = ("<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error>"
+                "<Type>Receiver</Type><Code>InternalFailure</Code><Message>Internal failure</Message></Error>"
+                f"<RequestId>{request_id}</RequestId></ErrorResponse>")
+    data = body.encode()
+    headers = [("Content-Type", "text/xml"), ("Content-Length", str(len(data))), ("x-amzn-RequestId", request_id)]
+    return "500 Internal Server Error", headers, data
 
 
 class Counters:
@@ -168,6 +238,7 @@ class Launcher:
     def __init__(self, moto_app: Callable[..., Iterable[bytes]], initial_config: dict[str, Any]) -> None:
         self.moto_app = moto_app
         self.throttles = Throttles()
+        self.faults = Faults()
         self.counters = Counters()
         self.initial_config = initial_config
         self.started = time.time()
@@ -184,10 +255,28 @@ class Launcher:
         if ident is None:
             return self.moto_app(environ, start_response)
         service, action = ident
-        if self.throttles.take(service, action):
+        fault = self.faults.draw(service, action)
+        if self.throttles.take(service, action) or fault == "throttle":
             status, headers, data = _throttle_response(service)
             code = "RequestLimitExceeded" if service == "ec2" else "Throttling"
             self.counters.record(service, action, int(status.split()[0]), code, True)
+            start_response(status, headers)
+            return [data]
+        if fault == "slow":
+            time.sleep(self.faults.slow_seconds)
+        if fault in ("error-before", "error-after"):
+            if fault == "error-after":
+                # The call takes effect; only its answer is lost.
+                result = self.moto_app(environ, lambda status, headers, exc_info=None: None)
+                try:
+                    for _ in result:
+                        pass
+                finally:
+                    close = getattr(result, "close", None)
+                    if close:
+                        close()
+            status, headers, data = _server_error_response(service)
+            self.counters.record(service, action, 500, "InternalFailure", False)
             start_response(status, headers)
             return [data]
 
@@ -242,6 +331,8 @@ class Launcher:
             ("GET", "throttle"): lambda p: {"pending": self.throttles.snapshot()},
             ("POST", "throttle"): self._set_throttle,
             ("POST", "throttle/reset"): lambda p: (self.throttles.clear(), {"status": "ok"})[1],
+            ("GET", "faults"): lambda p: self.faults.snapshot(),
+            ("POST", "faults"): self.faults.configure,
             ("POST", "target-health"): self._set_health,
             ("GET", "config"): lambda p: moto_patches.CONFIG.to_json(),
             ("POST", "config"): self._set_config,
@@ -280,6 +371,7 @@ class Launcher:
         """Counters, throttles and config back to their start values (AWS state: /moto-api/reset)."""
         self.counters.clear()
         self.throttles.clear()
+        self.faults.configure({})
         with moto_patches.LOCK:
             moto_patches.CONFIG.__dict__.update(moto_patches.Config().__dict__)
             moto_patches.CONFIG.update(self.initial_config)

@@ -295,6 +295,56 @@ def test_elbv2_throttling_injection(aws: Any) -> None:
     assert calls["errors"] == {"Throttling": 2}
 
 
+def test_random_faults_each_kind(aws: Any) -> None:
+    # error-after: the registration takes effect, the answer is a 500 all the same.
+    aws.moto.control("POST", "faults", {"rate": 1.0, "kinds": ["error-after"], "operations": ["RegisterTargets"]})
+    with pytest.raises(ClientError) as exc:
+        aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.10", "Port": 80}])
+    assert error_of(exc)[0] == "InternalFailure" and error_of(exc)[2] == 500
+    assert ("10.0.1.10", 80) in health(aws, aws.ip_tg)
+    # error-before: nothing happens.
+    aws.moto.control("POST", "faults", {"rate": 1.0, "kinds": ["error-before"], "operations": ["RegisterTargets"]})
+    with pytest.raises(ClientError):
+        aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.11", "Port": 80}])
+    assert ("10.0.1.11", 80) not in health(aws, aws.ip_tg)
+    # throttle, and slow answers that still succeed.
+    aws.moto.control("POST", "faults", {"rate": 1.0, "kinds": ["throttle"], "operations": ["RegisterTargets"]})
+    with pytest.raises(ClientError) as exc:
+        aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.11", "Port": 80}])
+    assert error_of(exc)[0] == "Throttling"
+    aws.moto.control("POST", "faults", {"rate": 1.0, "kinds": ["slow"], "slowSeconds": 0.3})
+    start = time.monotonic()
+    aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.11", "Port": 80}])
+    assert time.monotonic() - start >= 0.3
+    snapshot = aws.moto.control("GET", "faults")
+    assert snapshot["injected"] == {"slow": 1}, snapshot  # each configure starts the count again
+    # Other services and operations outside the list are never touched; rate 0 turns it off.
+    aws.moto.control("POST", "faults", {"rate": 1.0, "operations": ["DeregisterTargets"]})
+    aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.12", "Port": 80}])
+    aws.ec2.describe_vpcs()
+    aws.moto.control("POST", "faults", {"rate": 0})
+    assert aws.moto.control("GET", "faults")["rate"] == 0
+
+
+def test_random_faults_are_seeded_and_validated(aws: Any) -> None:
+    def run() -> dict[str, int]:
+        aws.moto.control("POST", "faults", {"rate": 0.5, "seed": 7, "operations": ["DescribeTargetGroups"],
+                                             "kinds": ["throttle", "error-before"]})
+        for _ in range(20):
+            try:
+                aws.elb.describe_target_groups()
+            except ClientError:
+                pass
+        return aws.moto.control("GET", "faults")["injected"]
+
+    first = run()
+    assert 0 < sum(first.values()) < 20
+    assert run() == first
+    for bad in ({"rate": 2}, {"kinds": ["boom"]}, {"kinds": []}):
+        with pytest.raises(urllib.error.HTTPError):
+            aws.moto.control("POST", "faults", bad)
+
+
 def test_sdk_retries_through_injected_throttling(aws: Any) -> None:
     elb = aws.moto.client("elbv2", retries=True)  # boto3 default: 3 attempts
     aws.moto.control("POST", "throttle", {"operation": "DescribeTargetGroups", "count": 2})
