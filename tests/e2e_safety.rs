@@ -79,22 +79,40 @@ async fn unchanged_inputs_cost_no_aws_calls_between_drift_checks() {
     assert_eq!(before, after, "no AWS call for unchanged inputs");
 }
 
+/// Fail static: a mistake in the configuration (the Service deleted or renamed, a wrong port) never
+/// removes serving targets. Deliberately unlike the reference controller, which empties the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_deleted_empties_the_group_with_a_condition() {
+async fn configuration_mistakes_keep_the_targets_with_a_condition() {
     let (sandbox, aws, kube) = world("svcdel", &[Ep::Ready("10.0.0.10")]).await;
     let arn = aws.ip_target_group_arn.clone();
     binding(&kube, "demo", "web", ip_binding(&arn)).await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "2s"]).expect("agent");
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
     let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(kube.clone(), "demo");
     services.delete("web", &Default::default()).await.expect("delete service");
-    wait_for_targets(&sandbox, &arn, &[]).await;
     wait_for_condition(&kube, "demo", "web", "False", "ServiceNotFound").await;
     assert!(warning_reasons(&kube, "demo", "web").await.contains(&"ServiceNotFound".to_string()));
-    // The Service comes back: so do the targets.
+    // Through a drift check or two, the target stays.
+    for _ in 0..15 {
+        assert_eq!(active_targets(&sandbox, &arn).await, set(&["10.0.0.10:8080"]), "a missing Service removed targets");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     service(&kube, "demo", "web", 80, "http", 8080).await;
-    wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+
+    // A wrong port number edited into the binding: reported, nothing removed.
+    let api: kube::Api<tgb_agent::api::TargetGroupBinding> = kube::Api::namespaced(kube.clone(), "demo");
+    let patch = json!({"spec": {"serviceRef": {"name": "web", "port": 8443}}});
+    api.patch("web", &Default::default(), &kube::api::Patch::Merge(patch)).await.expect("wrong port");
+    wait_for_condition(&kube, "demo", "web", "False", "ServicePortNotFound").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(active_targets(&sandbox, &arn).await, set(&["10.0.0.10:8080"]), "a wrong port removed targets");
+
+    // Endpoints that really go away do remove their targets.
+    let patch = json!({"spec": {"serviceRef": {"name": "web", "port": 80}}});
+    api.patch("web", &Default::default(), &kube::api::Patch::Merge(patch)).await.expect("right port");
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[]).await;
+    wait_for_targets(&sandbox, &arn, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +178,14 @@ async fn bad_inputs_get_their_condition_and_event_while_others_keep_working() {
     binding(&kube, "demo", "wrong-type", ip_binding(&aws.instance_target_group_arn)).await;
     binding(&kube, "demo", "selector", json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn, "targetType": "ip", "nodeSelector": {"matchLabels": {"a": "b"}}})).await;
     binding(&kube, "demo", "no-port", json!({"serviceRef": {"name": "web", "port": 81}, "targetGroupARN": create_ip_target_group(&sandbox, &aws, "bad-other").await.expect("tg")})).await;
+    // Static mistakes, refused before any AWS call: a CIDR the schema cannot catch, a name that
+    // contradicts the ARN.
+    let mut bad_cidr = ip_binding(&arn);
+    bad_cidr["networking"] = json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.1/8"}}], "ports": [{"port": 8080}]}]});
+    binding(&kube, "demo", "bad-cidr", bad_cidr).await;
+    let mut two_names = ip_binding(&arn);
+    two_names["targetGroupName"] = json!("some-other-group");
+    binding(&kube, "demo", "two-names", two_names).await;
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
 
     wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080"]).await;
@@ -170,6 +196,8 @@ async fn bad_inputs_get_their_condition_and_event_while_others_keep_working() {
         ("wrong-type", "TargetTypeMismatch"),
         ("selector", "InvalidSpec"),
         ("no-port", "ServicePortNotFound"),
+        ("bad-cidr", "InvalidNetworking"),
+        ("two-names", "InvalidSpec"),
     ] {
         wait_for_condition(&kube, "demo", name, "False", reason).await;
         eventually(&format!("Warning event {reason} for {name}"), Duration::from_secs(10), || async {

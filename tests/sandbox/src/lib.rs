@@ -81,6 +81,18 @@ impl Sandbox {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// Points this sandbox's AWS settings at `other`'s emulator: two clusters (two API servers)
+    /// sharing one AWS account, as in a blue/green migration.
+    pub fn share_aws_of(&mut self, other: &Sandbox) {
+        for (key, value) in &mut self.env {
+            if key.starts_with("AWS_")
+                && let Some(theirs) = other.var(key)
+            {
+                *value = theirs.to_owned();
+            }
+        }
+    }
+
     pub fn aws_endpoint(&self) -> &str {
         self.var("AWS_ENDPOINT_URL").unwrap_or_default()
     }
@@ -140,6 +152,16 @@ impl Sandbox {
     /// Changes the emulator's behaviour, e.g. `{"healthyAfterSeconds": 0.2}`.
     pub async fn aws_config(&self, config: serde_json::Value) -> anyhow::Result<()> {
         control::request(self.aws_endpoint(), "POST", "/_launcher/config", Some(config)).await.map(drop)
+    }
+
+    /// Random AWS faults, e.g. `{"rate": 0.3, "seed": 1}` (see tests/aws/README.md); returns what
+    /// the emulator reports, including how many of each kind were injected so far.
+    pub async fn aws_faults(&self, config: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        control::request(self.aws_endpoint(), "POST", "/_launcher/faults", Some(config)).await
+    }
+
+    pub async fn aws_faults_injected(&self) -> anyhow::Result<serde_json::Value> {
+        control::request(self.aws_endpoint(), "GET", "/_launcher/faults", None).await
     }
 
     /// Injects a fault into the API server double (see tests/apiserver/README.md).
