@@ -132,21 +132,6 @@ class Faults:
             return self.snapshot_locked()
 
 
-def _server_error_response(service: str) -> tuple[str, list[tuple[str, str]], bytes]:
-    request_id = str(uuid.uuid4())
-    if service == "ec2":
-        body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"
-                "<Code>InternalError</Code><Message>An internal error has occurred.</Message>"
-                f"</Error></Errors><RequestID>{request_id}</RequestID></Response>")
-    else:
-        body = ("<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error>"
-                "<Type>Receiver</Type><Code>InternalFailure</Code><Message>Internal failure</Message></Error>"
-                f"<RequestId>{request_id}</RequestId></ErrorResponse>")
-    data = body.encode()
-    headers = [("Content-Type", "text/xml"), ("Content-Length", str(len(data))), ("x-amzn-RequestId", request_id)]
-    return "500 Internal Server Error", headers, data
-
-
 class Counters:
     """Calls per service and Query action: total, succeeded, failed, throttled, and error codes."""
 
@@ -213,23 +198,34 @@ def _identify(environ: dict[str, Any], body: bytes) -> tuple[str, str] | None:
     return service, action
 
 
-def _throttle_response(service: str) -> tuple[str, list[tuple[str, str]], bytes]:
+def _error_response(service: str, status: str, ec2_code: str, ec2_message: str, code: str, message: str,
+                    fault_type: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """An AWS Query error document: EC2's shape for ec2, the ErrorResponse shape otherwise."""
     request_id = str(uuid.uuid4())
     if service == "ec2":
         body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>"
-                "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+                f"<Code>{ec2_code}</Code><Message>{ec2_message}</Message>"
                 f"</Error></Errors><RequestID>{request_id}</RequestID></Response>")
-        status = "503 Service Unavailable"
     else:
         ns = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/" if service == "elbv2" else ""
         xmlns = f' xmlns="{ns}"' if ns else ""
-        body = (f"<ErrorResponse{xmlns}><Error><Type>Sender</Type><Code>Throttling</Code>"
-                f"<Message>Rate exceeded</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
-        status = "400 Bad Request"
+        body = (f"<ErrorResponse{xmlns}><Error><Type>{fault_type}</Type><Code>{code}</Code>"
+                f"<Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
     data = body.encode()
     headers = [("Content-Type", "text/xml"), ("Content-Length", str(len(data))),
                ("x-amzn-RequestId", request_id)]
     return status, headers, data
+
+
+def _throttle_response(service: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    status = "503 Service Unavailable" if service == "ec2" else "400 Bad Request"
+    return _error_response(service, status, "RequestLimitExceeded", "Request limit exceeded.", "Throttling",
+                           "Rate exceeded", "Sender")
+
+
+def _server_error_response(service: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    return _error_response(service, "500 Internal Server Error", "InternalError", "An internal error has occurred.",
+                           "InternalFailure", "Internal failure", "Receiver")
 
 
 class Launcher:
