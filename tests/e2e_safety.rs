@@ -180,10 +180,12 @@ async fn bad_inputs_get_their_condition_and_event_while_others_keep_working() {
     binding(&kube, "demo", "no-port", json!({"serviceRef": {"name": "web", "port": 81}, "targetGroupARN": create_ip_target_group(&sandbox, &aws, "bad-other").await.expect("tg")})).await;
     // Static mistakes, refused before any AWS call: a CIDR the schema cannot catch, a name that
     // contradicts the ARN.
-    let mut bad_cidr = ip_binding(&arn);
+    // (On a group of their own: bindings sharing the good one's group would contend for it.)
+    let elsewhere = arn.replace("/bad-ip/", "/static/");
+    let mut bad_cidr = ip_binding(&elsewhere);
     bad_cidr["networking"] = json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.1/8"}}], "ports": [{"port": 8080}]}]});
     binding(&kube, "demo", "bad-cidr", bad_cidr).await;
-    let mut two_names = ip_binding(&arn);
+    let mut two_names = ip_binding(&elsewhere);
     two_names["targetGroupName"] = json!("some-other-group");
     binding(&kube, "demo", "two-names", two_names).await;
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");

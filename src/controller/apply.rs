@@ -42,7 +42,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
 ) -> Result<Action, ReconcileError> {
     let namespace = tgb.namespace().unwrap_or_default();
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &namespace);
     let uid = tgb.uid().unwrap_or_default();
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
 
@@ -50,9 +50,9 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let (tg_ref, port_ref) = check_spec(&tgb.spec)?;
     let binding_ref = ObjectRef::from_obj(tgb);
     let key = BackendKey { namespace: namespace.clone(), service: tgb.spec.service_ref.name.clone() };
-    let backend = ctx.index.track(&binding_ref, &key);
+    let backend = ctx.watches.backends.track(&binding_ref, &key);
     let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&uid))
-        .then(|| ctx.nodes.track(&binding_ref));
+        .then(|| ctx.watches.nodes.track(&binding_ref));
     if !backend.synced() || nodes.as_ref().is_some_and(|n| !n.synced()) {
         // The watches wake this binding once their first list is in.
         return Ok(Action::requeue(RECHECK_SOON));
@@ -66,10 +66,10 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let instance_mode = resolved.target_type == TargetType::Instance;
     ctx.set_instance_mode(&uid, instance_mode);
     if !instance_mode {
-        ctx.nodes.untrack(&binding_ref);
+        ctx.watches.nodes.untrack(&binding_ref);
         nodes = None;
     } else if nodes.is_none() {
-        let tracked = ctx.nodes.track(&binding_ref);
+        let tracked = ctx.watches.nodes.track(&binding_ref);
         if !tracked.synced() {
             return Ok(Action::requeue(RECHECK_SOON));
         }
@@ -81,11 +81,11 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         None => None,
     };
     let shared = tgb.spec.multi_cluster_target_group == Some(true);
-    let all_bindings = ctx.bindings.state();
+    let all_bindings = ctx.kube.bindings.state();
     let siblings: Vec<BindingId> = siblings_of(tgb, &tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
     let id = binding_id(tgb);
     // Only shared bindings keep claims; an exclusive one owns its whole group.
-    let mut record = if shared { ctx.records.read(&id).await?.unwrap_or_default() } else { Record::default() };
+    let mut record = if shared { ctx.kube.records.read(&id).await?.unwrap_or_default() } else { Record::default() };
 
     let ours_now = match &nodes {
         Some(nodes) => instance_ids(nodes.by_name.values()),
@@ -109,7 +109,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 ours_now: &ours_now,
                 now: unix_now(),
             };
-            match reconcile_group(&ctx.target_groups, &ctx.records, &mut record, task).await {
+            match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, &mut record, task).await {
                 Ok(GroupResult::Done(report)) => break report,
                 Ok(GroupResult::NeedsConfirmation) => {
                     let live = how.live(ctx).await??;
@@ -165,16 +165,16 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
     if !wanted.skipped.is_empty() {
         let nodes: Vec<String> = wanted.skipped.iter().map(|s| format!("{} {}", s.node, s.reason)).collect();
         let message = format!("skipped nodes: {}", nodes.join("; "));
-        ctx.events.warning(tgb, "NodeSkipped", message.clone()).await;
+        ctx.kube.events.warning(tgb, "NodeSkipped", message.clone()).await;
         notes.push(message);
     }
     if let Some(note) = uncertain_note(report) {
-        ctx.events.warning(tgb, "OwnershipUncertain", note.clone()).await;
+        ctx.kube.events.warning(tgb, "OwnershipUncertain", note.clone()).await;
         notes.push(note);
     }
     let refused = refused_note(report);
     if let Some(note) = &refused {
-        ctx.events.warning(tgb, "TargetRejected", note.clone()).await;
+        ctx.kube.events.warning(tgb, "TargetRejected", note.clone()).await;
     }
     let summary = format!(
         "{} of {} targets registered in target group {}",
@@ -235,10 +235,10 @@ impl How<'_> {
         &self,
         ctx: &Context<T, N, S>,
     ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
-        let live = read_backend(&ctx.client, self.key).await.map_err(ReconcileError::kube("read the backend live"))?;
+        let live = read_backend(&ctx.kube.client, self.key).await.map_err(ReconcileError::kube("read the backend live"))?;
         let name = self.key.to_string();
         if self.resolved.target_type == TargetType::Instance {
-            let nodes = read_nodes(&ctx.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
+            let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
             return Ok(wanted_instance(live.service.as_ref(), &name, self.port, &nodes, self.selector));
         }
         let cidrs = self.vpc_cidrs(ctx).await?;
@@ -269,7 +269,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     ours_now: &BTreeSet<String>,
     record: &mut Record,
 ) -> Option<String> {
-    let all = ctx.bindings.state();
+    let all = ctx.kube.bindings.state();
     let mut previous: Vec<(String, bool)> = record.previous_groups(current).map(|arn| (arn.to_owned(), true)).collect();
     if !shared
         && let Some(old) = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())
@@ -292,7 +292,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&ctx.target_groups, &ctx.records, record, task).await {
+        match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
@@ -325,7 +325,7 @@ pub async fn forget_group<T: TargetGroups, N: Network, S: SecurityGroups>(
 ) -> Result<(), ReconcileError> {
     let next = record.with_group(arn, Default::default());
     if next != *record {
-        ctx.records.write(id, &next).await?;
+        ctx.kube.records.write(id, &next).await?;
         *record = next;
     }
     Ok(())

@@ -32,7 +32,7 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
     ctx: &Context<T, N, S>,
 ) -> Result<Action, ReconcileError> {
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &tgb.namespace().unwrap_or_default());
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     if tgb.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
         if let Some(wait) = deregister_everything(tgb, ctx).await? {
             return Ok(Action::requeue(wait));
@@ -41,12 +41,12 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
         // this one could not: a broken security group must not keep the binding from going away.
         if let Err(error) = networking::forget(ctx, tgb).await {
             let note = format!("security-group rules of this binding will be revoked later: {error}");
-            ctx.events.warning(tgb, "SecurityGroupCleanupDeferred", note).await;
+            ctx.kube.events.warning(tgb, "SecurityGroupCleanupDeferred", note).await;
         }
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
-    ctx.index.untrack(&ObjectRef::from_obj(tgb));
-    ctx.nodes.untrack(&ObjectRef::from_obj(tgb));
+    ctx.watches.backends.untrack(&ObjectRef::from_obj(tgb));
+    ctx.watches.nodes.untrack(&ObjectRef::from_obj(tgb));
     ctx.metrics.registered_targets(&tgb.namespace().unwrap_or_default(), &tgb.name_any(), None);
     ctx.forget_binding(tgb);
     Ok(Action::await_change())
@@ -60,9 +60,9 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
 ) -> Result<Option<Duration>, ReconcileError> {
     let id = binding_id(tgb);
-    let all = ctx.bindings.state();
+    let all = ctx.kube.bindings.state();
     // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
-    let mut record = ctx.records.read(&id).await?.unwrap_or_default();
+    let mut record = ctx.kube.records.read(&id).await?.unwrap_or_default();
     let mut groups: Vec<(String, bool)> = record.groups.keys().map(|arn| (arn.clone(), true)).collect();
     if tgb.spec.multi_cluster_target_group != Some(true) {
         // The group it names, and one a changed spec left behind that the status still names.
@@ -88,7 +88,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now: &ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&ctx.target_groups, &ctx.records, &mut record, task).await {
+        match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if let Some(r) = report.decision.recheck_in {
@@ -116,10 +116,10 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             "waiting up to {wait}s before removing targets whose ownership a lost AWS answer made uncertain \
              (they are removed once seen unhealthy for a while)"
         );
-        ctx.events.normal(tgb, "CleanupWaiting", note).await;
+        ctx.kube.events.normal(tgb, "CleanupWaiting", note).await;
         return Ok(Some(Duration::from_secs(wait)));
     }
-    ctx.records.delete(&id).await?;
+    ctx.kube.records.delete(&id).await?;
     Ok(None)
 }
 
@@ -130,11 +130,11 @@ async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
 ) -> Result<BTreeSet<String>, ReconcileError> {
     if tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&tgb.uid().unwrap_or_default()) {
-        let nodes = read_nodes(&ctx.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
+        let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
         return Ok(instance_ids(&nodes));
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
-    let live = read_backend(&ctx.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let live = read_backend(&ctx.kube.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
     let family = match tgb.spec.ip_address_type {
         Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
         _ => AddressFamily::Ipv4,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
+use super::AwsPorts;
 use super::locks::KeyedLocks;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
@@ -19,21 +20,30 @@ use crate::model::{Cidr, TargetGroupInfo, TargetGroupRef};
 /// How long VPC CIDRs are trusted; they change only when someone associates a new block.
 const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
 
-/// Everything a reconcile needs, shared by all reconciles.
-pub struct Context<T, N, S> {
+/// The Kubernetes side: the API client, the binding cache and what the agent writes there.
+pub struct Kube {
     pub client: Client,
-    pub target_groups: T,
-    pub network: N,
-    pub security_groups: S,
-    pub cluster_name: String,
-    pub index: Arc<BackendIndex>,
-    pub nodes: Arc<NodeIndex>,
+    pub bindings: Store<TargetGroupBinding>,
     pub records: OwnershipRecords,
     pub events: Events,
-    pub metrics: Arc<Metrics>,
-    pub bindings: Store<TargetGroupBinding>,
-    pub locks: KeyedLocks,
+}
+
+/// The watches that feed the bindings' inputs.
+pub struct Watches {
+    pub backends: Arc<BackendIndex>,
+    pub nodes: Arc<NodeIndex>,
+}
+
+/// Everything a reconcile needs, shared by all reconciles, in named parts.
+pub struct Context<T, N, S> {
+    pub kube: Kube,
+    pub aws: AwsPorts<T, N, S>,
+    pub watches: Watches,
+    pub cluster_name: String,
     pub drift_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    /// One writer per target group.
+    pub locks: KeyedLocks,
     /// Each binding's part of the security-group rules, for the networking reconcile.
     pub networking: super::networking::Contributions,
     memory: Mutex<Memory>,
@@ -52,35 +62,22 @@ struct Memory {
 }
 
 impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        client: Client,
-        target_groups: T,
-        network: N,
-        security_groups: S,
+        kube: Kube,
+        aws: AwsPorts<T, N, S>,
+        watches: Watches,
         cluster_name: String,
-        index: Arc<BackendIndex>,
-        nodes: Arc<NodeIndex>,
-        records: OwnershipRecords,
-        events: Events,
-        metrics: Arc<Metrics>,
-        bindings: Store<TargetGroupBinding>,
         drift_interval: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            client,
-            target_groups,
-            network,
-            security_groups,
+            kube,
+            aws,
+            watches,
             cluster_name,
-            index,
-            nodes,
-            records,
-            events,
-            metrics,
-            bindings,
-            locks: KeyedLocks::default(),
             drift_interval,
+            metrics,
+            locks: KeyedLocks::default(),
             networking: Default::default(),
             memory: Mutex::default(),
         }
@@ -99,7 +96,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         {
             return Ok(info.clone());
         }
-        let result = self.target_groups.describe(tg).await;
+        let result = self.aws.target_groups.describe(tg).await;
         let mut memory = self.memory();
         match &result {
             Ok(info) => {
@@ -130,7 +127,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         {
             return Ok(cidrs.clone());
         }
-        let cidrs = self.network.vpc_cidrs(vpc_id).await?;
+        let cidrs = self.aws.network.vpc_cidrs(vpc_id).await?;
         self.memory().vpc_cidrs.insert(vpc_id.to_owned(), (cidrs.clone(), Instant::now()));
         Ok(cidrs)
     }

@@ -25,7 +25,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-pub use context::Context;
+pub use context::{Context, Kube, Watches};
 pub use error::ReconcileError;
 
 use crate::api::TargetGroupBinding;
@@ -73,20 +73,14 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     let controller = Controller::new(bindings, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        aws.target_groups,
-        aws.network,
-        aws.security_groups,
-        settings.cluster_name,
-        index,
-        nodes,
-        OwnershipRecords::new(client.clone(), &settings.agent_namespace),
-        Events::new(client, settings.instance),
-        metrics,
-        store.clone(),
-        settings.drift_interval,
-    ));
+    let kube = Kube {
+        client: client.clone(),
+        bindings: store.clone(),
+        records: OwnershipRecords::new(client.clone(), &settings.agent_namespace),
+        events: Events::new(client, settings.instance),
+    };
+    let watches = Watches { backends: index, nodes };
+    let ctx = Arc::new(Context::new(kube, aws, watches, settings.cluster_name, settings.drift_interval, metrics));
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -141,7 +135,7 @@ async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
     reason: &str,
     error: &ReconcileError,
 ) {
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.client.clone(), &tgb.namespace().unwrap_or_default());
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     let observed = Observed {
         ready: Err((reason.to_owned(), error.to_string())),
         desired: None,
@@ -151,7 +145,7 @@ async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
     if let Err(e) = status::update(&api, tgb, &observed).await {
         tracing::warn!(error = %e, "could not write the failure into the status");
     }
-    ctx.events.warning(tgb, reason, error.to_string()).await;
+    ctx.kube.events.warning(tgb, reason, error.to_string()).await;
 }
 
 fn error_policy<T: TargetGroups, N: Network, S: SecurityGroups>(

@@ -157,7 +157,7 @@ async fn contribution<T: TargetGroups, N: Network, S: SecurityGroups>(
         .flat_map(|i| &i.ports)
         .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
     let named_ports = if names_a_port && target_is_ip {
-        named_container_ports(&ctx.client, &tgb.namespace().unwrap_or_default(), pods)
+        named_container_ports(&ctx.kube.client, &tgb.namespace().unwrap_or_default(), pods)
             .await
             .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
     } else {
@@ -170,9 +170,9 @@ async fn contribution<T: TargetGroups, N: Network, S: SecurityGroups>(
         let looked_up = if target_is_ip {
             let vpc =
                 vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
-            ctx.security_groups.enis_for_ips(vpc, &uncached).await?
+            ctx.aws.security_groups.enis_for_ips(vpc, &uncached).await?
         } else {
-            ctx.security_groups.instance_enis(&uncached).await?
+            ctx.aws.security_groups.instance_enis(&uncached).await?
         };
         ctx.networking.remember_enis(&looked_up);
         enis.extend(looked_up);
@@ -211,6 +211,7 @@ async fn sync_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
         .flatten()
         .collect();
     let all_computed = ctx
+        .kube
         .bindings
         .state()
         .iter()
@@ -218,7 +219,7 @@ async fn sync_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
         .all(|b| contributions.contains_key(&b.uid().unwrap_or_default()));
     let desired = desired_rules(&known);
     let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
-    groups.extend(ctx.security_groups.groups_with_rules_of(&ctx.cluster_name).await?);
+    groups.extend(ctx.aws.security_groups.groups_with_rules_of(&ctx.cluster_name).await?);
 
     let none = BTreeSet::new();
     let mut first_error = None;
@@ -245,15 +246,15 @@ async fn sync_group<T: TargetGroups, N: Network, S: SecurityGroups>(
     protected: &BTreeSet<IngressRule>,
     may_revoke: bool,
 ) -> Result<(), ReconcileError> {
-    let existing = ctx.security_groups.ingress_rules(group, &ctx.cluster_name).await?;
+    let existing = ctx.aws.security_groups.ingress_rules(group, &ctx.cluster_name).await?;
     let plan = plan_group(group, desired, &existing, protected);
     if !plan.authorize.is_empty() {
-        ctx.security_groups.authorize(group, &plan.authorize, &ctx.cluster_name).await?;
+        ctx.aws.security_groups.authorize(group, &plan.authorize, &ctx.cluster_name).await?;
         let rules: Vec<String> = plan.authorize.iter().map(ToString::to_string).collect();
         tracing::info!(group, rules = %rules.join("; "), "authorized ingress rules");
     }
     if may_revoke && !plan.revoke.is_empty() {
-        ctx.security_groups.revoke(group, &plan.revoke).await?;
+        ctx.aws.security_groups.revoke(group, &plan.revoke).await?;
         tracing::info!(group, count = plan.revoke.len(), "revoked ingress rules no binding needs");
     }
     Ok(())

@@ -21,7 +21,7 @@ pub async fn report_group<T: TargetGroups, N: Network, S: SecurityGroups>(
              whether this cluster or another one registered it last",
             sample(report.decision.released.iter())
         );
-        ctx.events.warning(tgb, "OwnershipReleased", note).await;
+        ctx.kube.events.warning(tgb, "OwnershipReleased", note).await;
     }
 }
 
@@ -69,5 +69,5 @@ async fn changed<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx.metrics.targets_changed(if what == "Registered" { "register" } else { "deregister" }, targets.len());
     tracing::info!(count = targets.len(), arn, "{what} targets");
     let note = format!("{what} {} targets in {arn}: {}", targets.len(), sample(targets.iter().map(|t| &t.id)));
-    ctx.events.normal(tgb, what, note).await;
+    ctx.kube.events.normal(tgb, what, note).await;
 }
