@@ -114,6 +114,24 @@ data "aws_iam_policy_document" "agent" {
     }
   }
 
+  # Claim and release rules another cluster's agent created (blue/green sharing one security group):
+  # only the agent's own claim and creator tag keys.
+  dynamic "statement" {
+    for_each = length(var.agent_security_group_ids) > 0 ? [1] : []
+    content {
+      sid       = "ClaimSecurityGroupRules"
+      effect    = "Allow"
+      actions   = ["ec2:CreateTags", "ec2:DeleteTags"]
+      resources = local.security_group_rule_arns
+
+      condition {
+        test     = "ForAllValues:StringLike"
+        variable = "aws:TagKeys"
+        values   = ["tgb-agent.elbv2.k8s.aws/claim/*", "tgb-agent.elbv2.k8s.aws/cluster"]
+      }
+    }
+  }
+
   # Tag the rules the agent creates, only as part of creating them.
   dynamic "statement" {
     for_each = length(var.agent_security_group_ids) > 0 ? [1] : []

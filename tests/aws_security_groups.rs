@@ -12,8 +12,8 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecificat
 use tgb_agent::aws::RateLimits;
 use tgb_agent::aws::security_groups::{Ec2SecurityGroups, SecurityGroupError, SecurityGroups};
 use tgb_agent::metrics::Metrics;
-use tgb_agent::model::sg_rule::{CLUSTER_TAG, IngressRule, Peer, RuleOwner, RuleProtocol};
-use tgb_agent::plan::sg_rules::{plan_group, select_group};
+use tgb_agent::model::sg_rule::{CLUSTER_TAG, IngressRule, Peer, RuleProtocol};
+use tgb_agent::plan::sg_rules::{GroupInputs, plan_group, select_group};
 use tgb_sandbox::{Fixture, Sandbox, seed_aws};
 
 const CLUSTER: &str = "prod";
@@ -54,34 +54,42 @@ async fn hand_made(ec2: &aws_sdk_ec2::Client, group: &str, port: i32, cidr: &str
     request.send().await.expect("hand-made rule");
 }
 
-fn by_rule(rules: &[tgb_agent::model::sg_rule::ExistingRule]) -> BTreeMap<String, RuleOwner> {
-    rules.iter().map(|r| (r.rule.to_string(), r.owner)).collect()
+/// Each rule as text → (created by an agent, the clusters that claim it).
+fn by_rule(rules: &[tgb_agent::model::sg_rule::ExistingRule]) -> BTreeMap<String, (bool, Vec<String>)> {
+    rules.iter().map(|r| (r.rule.to_string(), (r.managed, r.claims.iter().cloned().collect()))).collect()
+}
+
+fn claims(managed: bool, names: &[&str]) -> (bool, Vec<String>) {
+    (managed, names.iter().map(|n| n.to_string()).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rule_lifecycle_with_ownership() {
+async fn rule_lifecycle_with_claims() {
     let (_sandbox, fx, groups, ec2) = setup("sgl").await;
     let node = fx.node_security_group.as_str();
     let lb = Peer::SecurityGroup(fx.lb_security_group.clone());
     // The group starts with no ingress rule (its default egress rule is not listed).
-    assert!(groups.ingress_rules(node, CLUSTER).await.expect("read").is_empty());
+    assert!(groups.ingress_rules(node).await.expect("read").is_empty());
 
     let ours = [
         tcp(8080, lb.clone()),
         tcp(9090, v4("10.0.0.0/16")),
         IngressRule::new(RuleProtocol::Udp, 0, 65535, Peer::Ipv6Cidr("2600:1f18::/56".into())),
     ];
-    groups.authorize(node, &ours, CLUSTER).await.expect("authorize");
+    for rule in &ours {
+        groups.authorize(node, rule, CLUSTER).await.expect("authorize");
+    }
     hand_made(&ec2, node, 22, "10.1.0.0/16", &[]).await;
     hand_made(&ec2, node, 443, "10.2.0.0/16", &[(CLUSTER_TAG, "blue")]).await;
 
-    let existing = groups.ingress_rules(node, CLUSTER).await.expect("read");
-    let expected: BTreeMap<String, RuleOwner> = [
-        (format!("tcp 8080-8080 from {}", fx.lb_security_group), RuleOwner::ThisCluster),
-        ("tcp 9090-9090 from 10.0.0.0/16".to_string(), RuleOwner::ThisCluster),
-        ("udp 0-65535 from 2600:1f18::/56".to_string(), RuleOwner::ThisCluster),
-        ("tcp 22-22 from 10.1.0.0/16".to_string(), RuleOwner::Other),
-        ("tcp 443-443 from 10.2.0.0/16".to_string(), RuleOwner::Other),
+    let existing = groups.ingress_rules(node).await.expect("read");
+    let expected: BTreeMap<String, (bool, Vec<String>)> = [
+        (format!("tcp 8080-8080 from {}", fx.lb_security_group), claims(true, &["prod"])),
+        ("tcp 9090-9090 from 10.0.0.0/16".to_string(), claims(true, &["prod"])),
+        ("udp 0-65535 from 2600:1f18::/56".to_string(), claims(true, &["prod"])),
+        ("tcp 22-22 from 10.1.0.0/16".to_string(), claims(false, &[])),
+        // Tagged by the first version of the agent in cluster blue: blue's claim.
+        ("tcp 443-443 from 10.2.0.0/16".to_string(), claims(true, &["blue"])),
     ]
     .into();
     assert_eq!(by_rule(&existing), expected);
@@ -111,38 +119,64 @@ async fn rule_lifecycle_with_ownership() {
     );
 
     // Another writer already added 8080: a distinct error.
-    let err = groups.authorize(node, &[tcp(8080, lb.clone())], CLUSTER).await.expect_err("duplicate");
+    let err = groups.authorize(node, &tcp(8080, lb.clone()), CLUSTER).await.expect_err("duplicate");
     assert!(matches!(err, SecurityGroupError::Duplicate { .. }), "{err:?}");
     assert_eq!(err.reason(), "SecurityGroupRuleDuplicate");
 
-    // The planner over what was read: keep 8080, drop our other two, never touch 22 or 443.
-    let desired: BTreeSet<IngressRule> = [tcp(8080, lb.clone()), tcp(22, v4("10.1.0.0/16"))].into();
-    let plan = plan_group(node, &desired, &existing, &BTreeSet::new());
-    assert!(plan.authorize.is_empty(), "{plan:?}");
-    assert_eq!(plan.revoke.len(), 2, "{plan:?}");
-    // One id already gone does not stop the rest (the call is retried id by id).
-    let gone = plan.revoke[0].clone();
-    groups.revoke(node, std::slice::from_ref(&gone)).await.expect("revoke one");
-    groups.revoke(node, &plan.revoke).await.expect("revoke with one already gone");
-    groups.revoke(node, &plan.revoke).await.expect("revoking again is fine");
+    // Green claims 8080; prod releases it: green's claim keeps it.
+    let id_of = |rules: &[tgb_agent::model::sg_rule::ExistingRule], text: &str| {
+        rules.iter().find(|r| r.rule.to_string() == text).map(|r| r.rule_id.clone()).expect("rule")
+    };
+    let rule_8080 = format!("tcp 8080-8080 from {}", fx.lb_security_group);
+    let id_8080 = id_of(&existing, &rule_8080);
+    groups.claim(node, std::slice::from_ref(&id_8080), "green").await.expect("claim");
+    groups.release(node, std::slice::from_ref(&id_8080), CLUSTER).await.expect("release");
+    let after = groups.ingress_rules(node).await.expect("read");
+    assert_eq!(by_rule(&after)[&rule_8080], claims(true, &["green"]));
+    assert_eq!(groups.groups_with_rules_of("green").await.expect("by claim tag"), [node.to_string()].into());
 
-    let after = groups.ingress_rules(node, CLUSTER).await.expect("read");
-    let remaining: BTreeSet<String> = after.iter().map(|r| r.rule.to_string()).collect();
-    let expected: BTreeSet<String> = [
-        format!("tcp 8080-8080 from {}", fx.lb_security_group),
-        "tcp 22-22 from 10.1.0.0/16".to_string(),
-        "tcp 443-443 from 10.2.0.0/16".to_string(),
-    ]
-    .into();
+    // The planner over what was read, as prod: 22 is hand-made (relied on, never claimed), 9090 and
+    // the udp rule are released, nothing is revoked before the grace, 443 (blue's) is untouched.
+    let desired: BTreeSet<IngressRule> = [tcp(22, v4("10.1.0.0/16"))].into();
+    let plan = plan_group(GroupInputs {
+        cluster: CLUSTER,
+        desired: &desired,
+        protected: &BTreeSet::new(),
+        existing: &after,
+        unclaimed_since: &BTreeMap::new(),
+        may_release: true,
+        grace: 30,
+        now: 1_000,
+    });
+    assert!(plan.authorize.is_empty() && plan.claim.is_empty() && plan.revoke.is_empty(), "{plan:?}");
+    assert_eq!(plan.release.len(), 2, "{plan:?}");
+    groups.release(node, &plan.release, CLUSTER).await.expect("release");
+    let released = groups.ingress_rules(node).await.expect("read");
+    let later = plan_group(GroupInputs {
+        cluster: CLUSTER,
+        desired: &desired,
+        protected: &BTreeSet::new(),
+        existing: &released,
+        unclaimed_since: &plan.unclaimed_since,
+        may_release: true,
+        grace: 30,
+        now: 1_030,
+    });
+    assert_eq!(later.revoke.len(), 2, "{later:?}");
+    // One id already gone does not stop the rest (the call is retried id by id).
+    let gone = later.revoke[0].clone();
+    groups.revoke(node, std::slice::from_ref(&gone)).await.expect("revoke one");
+    groups.revoke(node, &later.revoke).await.expect("revoke with one already gone");
+    groups.revoke(node, &later.revoke).await.expect("revoking again is fine");
+
+    let remaining: BTreeSet<String> =
+        groups.ingress_rules(node).await.expect("read").iter().map(|r| r.rule.to_string()).collect();
+    let expected: BTreeSet<String> =
+        [rule_8080, "tcp 22-22 from 10.1.0.0/16".to_string(), "tcp 443-443 from 10.2.0.0/16".to_string()].into();
     assert_eq!(remaining, expected);
-    assert!(plan_group(node, &desired, &after, &BTreeSet::new()).is_empty());
-    // Groups to garbage-collect: only where this cluster has rules, found by tag.
-    assert_eq!(groups.groups_with_rules_of(CLUSTER).await.expect("by tag"), [node.to_string()].into());
-    assert_eq!(groups.groups_with_rules_of("blue").await.expect("by tag"), [node.to_string()].into());
-    assert!(groups.groups_with_rules_of("green").await.expect("by tag").is_empty());
-    // Another cluster's agent sees our rule as someone else's.
-    let blue = groups.ingress_rules(node, "blue").await.expect("read as blue");
-    assert_eq!(blue.iter().filter(|r| r.owner == RuleOwner::ThisCluster).count(), 1);
+    // Groups to garbage-collect: only where a cluster claims rules, found by tag.
+    assert!(groups.groups_with_rules_of(CLUSTER).await.expect("by tag").is_empty());
+    assert_eq!(groups.groups_with_rules_of("blue").await.expect("by creator tag"), [node.to_string()].into());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,24 +185,23 @@ async fn errors_the_controller_acts_on() {
     let node = fx.node_security_group.as_str();
 
     let err = groups
-        .authorize(node, &[tcp(80, Peer::SecurityGroup("sg-0123456789abcdef0".into()))], CLUSTER)
+        .authorize(node, &tcp(80, Peer::SecurityGroup("sg-0123456789abcdef0".into())), CLUSTER)
         .await
         .expect_err("unknown peer group");
     assert_eq!(err.reason(), "SecurityGroupNotFound", "{err}");
-    let err = groups.ingress_rules("sg-0123456789abcdef0", CLUSTER).await;
+    let err = groups.ingress_rules("sg-0123456789abcdef0").await;
     assert!(err.map(|r| r.is_empty()).unwrap_or(true), "an unknown group has no rules to read");
 
-    // Fill the group to its quota (60 inbound rules), 10 rules a call.
+    // Fill the group to its quota (60 inbound rules), one rule a call.
     let mut limit = None;
-    for batch in 0..8u16 {
-        let rules: Vec<IngressRule> = (0..10).map(|i| tcp(1000 + batch * 10 + i, v4("10.0.0.0/16"))).collect();
-        if let Err(e) = groups.authorize(node, &rules, CLUSTER).await {
-            limit = Some((batch, e));
+    for port in 1000..1080u16 {
+        if let Err(e) = groups.authorize(node, &tcp(port, v4("10.0.0.0/16")), CLUSTER).await {
+            limit = Some((port - 1000, e));
             break;
         }
     }
-    let (batch, err) = limit.expect("the quota is enforced");
-    assert!(batch >= 5, "the quota hit after {batch} batches");
+    let (added, err) = limit.expect("the quota is enforced");
+    assert!(added >= 50, "the quota hit after {added} rules");
     assert!(matches!(err, SecurityGroupError::RulesLimitExceeded { .. }), "{err:?}");
     assert_eq!(err.reason(), "SecurityGroupRulesLimitExceeded");
     assert!(err.to_string().contains(node), "{err}");

@@ -14,7 +14,7 @@ use super::{AwsError, RateLimits};
 use crate::metrics::Metrics;
 use crate::model::Cidr;
 use crate::model::sg_rule::{
-    CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleOwner, RuleProtocol, owner_of,
+    CLAIM_TAG_PREFIX, CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleProtocol, claims_of,
 };
 
 /// Most values EC2 takes in one filter.
@@ -84,28 +84,40 @@ impl SecurityGroupError {
 
 /// The security-group operations `spec.networking` needs.
 pub trait SecurityGroups: Send + Sync + 'static {
-    /// Every ingress rule of `group` the agent can express, with its owner as seen by `cluster`.
+    /// Every ingress rule of `group` the agent can express, with who created and claims it.
     /// Rules of other shapes (all protocols, ICMP, prefix lists) are left out: they never match a
     /// planned rule and are never this agent's to revoke.
-    fn ingress_rules(
-        &self,
-        group: &str,
-        cluster: &str,
-    ) -> impl Future<Output = Result<Vec<ExistingRule>, SecurityGroupError>> + Send;
+    fn ingress_rules(&self, group: &str) -> impl Future<Output = Result<Vec<ExistingRule>, SecurityGroupError>> + Send;
 
-    /// Every group holding a rule tagged as `cluster`'s, in any VPC: the groups to plan even when no
+    /// Every group holding a rule `cluster` claims, in any VPC: the groups to plan even when no
     /// binding points at them any more (the last one was deleted, or its nodes changed groups).
     fn groups_with_rules_of(
         &self,
         cluster: &str,
     ) -> impl Future<Output = Result<BTreeSet<String>, SecurityGroupError>> + Send;
 
-    /// Adds `rules` to `group` in one call, tagged as `cluster`'s. EC2 applies the call whole or
-    /// not at all; [`SecurityGroupError::Duplicate`] means another writer got there first.
+    /// Adds one rule to `group`, tagged as created by an agent and claimed by `cluster`.
+    /// [`SecurityGroupError::Duplicate`] means another writer got there first.
     fn authorize(
         &self,
         group: &str,
-        rules: &[IngressRule],
+        rule: &IngressRule,
+        cluster: &str,
+    ) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
+
+    /// Adds `cluster`'s claim tag to rules an agent created.
+    fn claim(
+        &self,
+        group: &str,
+        rule_ids: &[String],
+        cluster: &str,
+    ) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
+
+    /// Removes `cluster`'s claims (its claim tag, and the creator tag where it names `cluster`).
+    fn release(
+        &self,
+        group: &str,
+        rule_ids: &[String],
         cluster: &str,
     ) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
 
@@ -237,7 +249,7 @@ impl Ec2SecurityGroups {
 }
 
 impl SecurityGroups for Ec2SecurityGroups {
-    async fn ingress_rules(&self, group: &str, cluster: &str) -> Result<Vec<ExistingRule>, SecurityGroupError> {
+    async fn ingress_rules(&self, group: &str) -> Result<Vec<ExistingRule>, SecurityGroupError> {
         const OP: &str = "DescribeSecurityGroupRules";
         let pages = self
             .every_page(OP, |token| async move {
@@ -257,7 +269,7 @@ impl SecurityGroups for Ec2SecurityGroups {
         let mut rules: Vec<ExistingRule> = pages
             .iter()
             .flat_map(|out| out.security_group_rules())
-            .filter_map(|r| existing_rule(r, group, cluster))
+            .filter_map(|r| existing_rule(r, group))
             .collect();
         rules.sort();
         Ok(rules)
@@ -265,41 +277,43 @@ impl SecurityGroups for Ec2SecurityGroups {
 
     async fn groups_with_rules_of(&self, cluster: &str) -> Result<BTreeSet<String>, SecurityGroupError> {
         const OP: &str = "DescribeSecurityGroupRules";
-        let tag_filter = format!("tag:{CLUSTER_TAG}");
-        let pages = self
-            .every_page(OP, |token| {
-                let tag_filter = &tag_filter;
-                async move {
-                    let out = self
-                        .ec2
-                        .describe_security_group_rules()
-                        .filters(filter(tag_filter, &[cluster.to_owned()]))
-                        .max_results(PAGE_SIZE)
-                        .set_next_token(token)
-                        .send()
-                        .await
-                        .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)))?;
-                    let next = out.next_token().map(str::to_owned);
-                    Ok((out, next))
-                }
-            })
-            .await?;
-        // The filter is the server's; the owner check is ours, so a loose match cannot widen it.
-        let groups = pages
-            .iter()
-            .flat_map(|out| out.security_group_rules())
-            .filter(|r| r.is_egress() == Some(false))
-            .filter(|r| owner_of(&tag_map(r.tags()), cluster) == RuleOwner::ThisCluster)
-            .filter_map(|r| r.group_id().map(str::to_owned))
-            .collect();
+        let by_claim = filter("tag-key", &[format!("{CLAIM_TAG_PREFIX}{cluster}")]);
+        let by_creator = filter(&format!("tag:{CLUSTER_TAG}"), &[cluster.to_owned()]);
+        let mut groups = BTreeSet::new();
+        for tag_filter in [by_claim, by_creator] {
+            let pages = self
+                .every_page(OP, |token| {
+                    let tag_filter = tag_filter.clone();
+                    async move {
+                        let out = self
+                            .ec2
+                            .describe_security_group_rules()
+                            .filters(tag_filter)
+                            .max_results(PAGE_SIZE)
+                            .set_next_token(token)
+                            .send()
+                            .await
+                            .map_err(|e| SecurityGroupError::Aws(AwsError::from_sdk(OP, "", e)))?;
+                        let next = out.next_token().map(str::to_owned);
+                        Ok((out, next))
+                    }
+                })
+                .await?;
+            // The filter is the server's; the claim check is ours, so a loose match cannot widen it.
+            groups.extend(
+                pages
+                    .iter()
+                    .flat_map(|out| out.security_group_rules())
+                    .filter(|r| r.is_egress() == Some(false))
+                    .filter(|r| claims_of(&tag_map(r.tags())).1.contains(cluster))
+                    .filter_map(|r| r.group_id().map(str::to_owned)),
+            );
+        }
         Ok(groups)
     }
 
-    async fn authorize(&self, group: &str, rules: &[IngressRule], cluster: &str) -> Result<(), SecurityGroupError> {
+    async fn authorize(&self, group: &str, rule: &IngressRule, cluster: &str) -> Result<(), SecurityGroupError> {
         const OP: &str = "AuthorizeSecurityGroupIngress";
-        if rules.is_empty() {
-            return Ok(());
-        }
         let description = format!("tgb-agent: {cluster}");
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::SecurityGroupRule)
@@ -311,8 +325,48 @@ impl SecurityGroups for Ec2SecurityGroups {
             .ec2
             .authorize_security_group_ingress()
             .group_id(group)
-            .set_ip_permissions(Some(rules.iter().map(|r| permission(r, &description)).collect()))
+            .ip_permissions(permission(rule, &description))
             .tag_specifications(tags)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
+        self.record(OP, &result);
+        result
+    }
+
+    async fn claim(&self, group: &str, rule_ids: &[String], cluster: &str) -> Result<(), SecurityGroupError> {
+        const OP: &str = "CreateTags";
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        self.limits.target_writes.acquire().await;
+        let result = self
+            .ec2
+            .create_tags()
+            .set_resources(Some(rule_ids.to_vec()))
+            .tags(Tag::builder().key(format!("{CLAIM_TAG_PREFIX}{cluster}")).value("true").build())
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
+        self.record(OP, &result);
+        result
+    }
+
+    async fn release(&self, group: &str, rule_ids: &[String], cluster: &str) -> Result<(), SecurityGroupError> {
+        const OP: &str = "DeleteTags";
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        self.limits.target_writes.acquire().await;
+        // With a value, EC2 deletes a tag only when its value matches: another creator's tag stays.
+        let result = self
+            .ec2
+            .delete_tags()
+            .set_resources(Some(rule_ids.to_vec()))
+            .tags(Tag::builder().key(format!("{CLAIM_TAG_PREFIX}{cluster}")).build())
+            .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build())
             .send()
             .await
             .map(drop)
@@ -498,7 +552,7 @@ fn eni_addresses(eni: &NetworkInterface) -> Vec<IpAddr> {
 
 /// An ingress rule of `group` as the planner sees it, or `None` for egress rules, other groups'
 /// rules and shapes the agent never creates.
-fn existing_rule(r: &SecurityGroupRule, group: &str, cluster: &str) -> Option<ExistingRule> {
+fn existing_rule(r: &SecurityGroupRule, group: &str) -> Option<ExistingRule> {
     if r.is_egress() != Some(false) || r.group_id().is_some_and(|g| g != group) {
         return None;
     }
@@ -511,10 +565,12 @@ fn existing_rule(r: &SecurityGroupRule, group: &str, cluster: &str) -> Option<Ex
         (None, None, Some(v6)) => Peer::reported_cidr(v6, true),
         _ => return None,
     };
+    let (managed, claims) = claims_of(&tag_map(r.tags()));
     Some(ExistingRule {
         rule_id: r.security_group_rule_id()?.to_owned(),
         rule: IngressRule::new(protocol, from_port, to_port, peer),
-        owner: owner_of(&tag_map(r.tags()), cluster),
+        managed,
+        claims,
     })
 }
 
@@ -560,20 +616,26 @@ mod tests {
             .referenced_group_info(ReferencedSecurityGroup::builder().group_id("sg-lb").user_id("123").build())
             .tags(tag(CLUSTER_TAG, "prod"))
             .build();
-        let got = existing_rule(&sg, "sg-target", "prod").expect("rule");
+        let got = existing_rule(&sg, "sg-target").expect("rule");
         assert_eq!(got.rule.to_string(), "tcp 8080-8080 from sg-lb");
-        assert_eq!(got.owner, RuleOwner::ThisCluster);
+        assert!(got.managed && got.claims.contains("prod"));
         assert_eq!(got.rule_id, "sgr-1");
 
         let v4 = row("sgr-2").cidr_ipv4("10.0.0.0/16").build();
-        let got = existing_rule(&v4, "sg-target", "prod").expect("rule");
+        let got = existing_rule(&v4, "sg-target").expect("rule");
         assert_eq!(got.rule.peer, Peer::Ipv4Cidr("10.0.0.0/16".into()));
-        assert_eq!(got.owner, RuleOwner::Other);
+        assert!(!got.managed && got.claims.is_empty());
 
-        let v6 = row("sgr-3").ip_protocol("udp").cidr_ipv6("2600:1F18::/56").tags(tag(CLUSTER_TAG, "blue")).build();
-        let got = existing_rule(&v6, "sg-target", "prod").expect("rule");
+        let claim = format!("{CLAIM_TAG_PREFIX}green");
+        let v6 = row("sgr-3")
+            .ip_protocol("udp")
+            .cidr_ipv6("2600:1F18::/56")
+            .tags(tag(CLUSTER_TAG, "blue"))
+            .tags(tag(&claim, "true"))
+            .build();
+        let got = existing_rule(&v6, "sg-target").expect("rule");
         assert_eq!(got.rule.to_string(), "udp 8080-8080 from 2600:1f18::/56");
-        assert_eq!(got.owner, RuleOwner::Other);
+        assert_eq!(got.claims.iter().map(String::as_str).collect::<Vec<_>>(), vec!["blue", "green"]);
     }
 
     #[test]
@@ -588,7 +650,7 @@ mod tests {
             SecurityGroupRule::builder().group_id("sg-target").is_egress(false).cidr_ipv4("10.0.0.0/8").build(),
         ];
         for r in &skipped {
-            assert_eq!(existing_rule(r, "sg-target", "prod"), None, "{r:?}");
+            assert_eq!(existing_rule(r, "sg-target"), None, "{r:?}");
         }
     }
 

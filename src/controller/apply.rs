@@ -57,7 +57,10 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         // The watches wake this binding once their first list is in.
         return Ok(Action::requeue(RECHECK_SOON));
     }
-    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(&uid, fingerprint(tgb, &backend, nodes.as_ref())) {
+    let networking_version = ctx.networking.result(&uid).0;
+    if let Some(until_drift_check) =
+        ctx.unchanged_until_drift_check(&uid, fingerprint(tgb, &backend, nodes.as_ref(), networking_version))
+    {
         return Ok(Action::requeue(until_drift_check));
     }
 
@@ -75,7 +78,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
         nodes = Some(tracked);
     }
-    let inputs = fingerprint(tgb, &backend, nodes.as_ref());
+    let inputs = fingerprint(tgb, &backend, nodes.as_ref(), networking_version);
     let node_selector = match &tgb.spec.node_selector {
         Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
         None => None,
@@ -96,6 +99,22 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
 
     let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
     let mut wanted = how.from_watches(ctx, &backend, nodes.as_ref()).await??;
+    // The security-group loop works from this on its own; a failure here never holds targets back.
+    let pods = if instance_mode {
+        Default::default()
+    } else {
+        serving_pods(backend.slices.by_name.values(), resolved.family)
+    };
+    let endpoints = networking::Endpoints {
+        target_is_ip: !instance_mode,
+        vpc_id: tg.vpc_id.as_deref(),
+        ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
+        pods: &pods,
+    };
+    let publish_error = networking::publish(ctx, tgb, endpoints).await.err();
+    if publish_error.is_some() {
+        networking::mark_broken(ctx, tgb);
+    }
     let report = {
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
@@ -134,17 +153,11 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         ctx.invalidate_vpc_cidrs();
     }
 
-    let pods =
-        if instance_mode { Default::default() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
-    let endpoints = networking::Endpoints {
-        target_is_ip: !instance_mode,
-        vpc_id: tg.vpc_id.as_deref(),
-        targets: &wanted.targets,
-        pods: &pods,
+    let networking = match publish_error {
+        Some(e) => Some((e.reason(), e.to_string())),
+        None => ctx.networking.result(&uid).1,
     };
-    networking::reconcile(ctx, tgb, endpoints).await?;
-
-    let observed = observed(ctx, tgb, &tg, &wanted, &report, left_behind.as_deref()).await;
+    let observed = observed(ctx, tgb, &tg, &wanted, &report, left_behind.as_deref(), networking).await;
     ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
     let check_within = report.decision.recheck_in.map(Duration::from_secs);
@@ -160,6 +173,7 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
     wanted: &Wanted,
     report: &GroupReport,
     left_behind: Option<&str>,
+    networking: Option<(&'static str, String)>,
 ) -> Observed {
     let mut notes = Vec::new();
     if !wanted.skipped.is_empty() {
@@ -182,11 +196,15 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
         wanted.targets.len(),
         tg.name
     );
-    let ready = match (refused, left_behind) {
-        (Some(note), _) => Err(("TargetRejected".to_owned(), format!("{summary}; {note}"))),
-        (None, Some(left)) => Err(("PreviousTargetGroupNotCleaned".to_owned(), format!("{summary}; {left}"))),
-        (None, None) if notes.is_empty() => Ok(summary),
-        (None, None) => Ok(format!("{summary}; {}", notes.join("; "))),
+    if let Some((reason, message)) = &networking {
+        ctx.kube.events.warning(tgb, reason, message.clone()).await;
+    }
+    let ready = match (refused, left_behind, networking) {
+        (_, _, Some((reason, message))) => Err((reason.to_owned(), format!("{summary}; spec.networking: {message}"))),
+        (Some(note), _, None) => Err(("TargetRejected".to_owned(), format!("{summary}; {note}"))),
+        (None, Some(left), None) => Err(("PreviousTargetGroupNotCleaned".to_owned(), format!("{summary}; {left}"))),
+        (None, None, None) if notes.is_empty() => Ok(summary),
+        (None, None, None) => Ok(format!("{summary}; {}", notes.join("; "))),
     };
     // Until the group it left is clean, the status keeps naming it, so the next reconcile finds it.
     let status_arn = match left_behind {

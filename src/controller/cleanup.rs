@@ -13,7 +13,6 @@ use super::apply::{forget_group, unix_now};
 use super::context::Context;
 use super::error::ReconcileError;
 use super::group::{GroupResult, GroupTask, reconcile_group};
-use super::networking;
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
@@ -37,12 +36,8 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
         if let Some(wait) = deregister_everything(tgb, ctx).await? {
             return Ok(Action::requeue(wait));
         }
-        // Rules are tagged with the cluster, so any later security-group reconcile revokes what
-        // this one could not: a broken security group must not keep the binding from going away.
-        if let Err(error) = networking::forget(ctx, tgb).await {
-            let note = format!("security-group rules of this binding will be revoked later: {error}");
-            ctx.kube.events.warning(tgb, "SecurityGroupCleanupDeferred", note).await;
-        }
+        // The security-group loop releases its rules on its own; the binding never waits for EC2.
+        ctx.networking.withdraw(&tgb.uid().unwrap_or_default());
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
     ctx.watches.backends.untrack(&ObjectRef::from_obj(tgb));

@@ -69,6 +69,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         cluster_name: String,
         drift_interval: Duration,
         metrics: Arc<Metrics>,
+        networking: super::networking::Contributions,
     ) -> Self {
         Self {
             kube,
@@ -78,7 +79,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
             drift_interval,
             metrics,
             locks: KeyedLocks::default(),
-            networking: Default::default(),
+            networking,
             memory: Mutex::default(),
         }
     }
@@ -192,8 +193,11 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
 }
 
 /// A fingerprint of everything a binding's desired state is computed from.
-pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&Nodes>) -> u64 {
+/// `networking`: the version of the security-group loop's last outcome for the binding, so a new
+/// outcome reaches its status.
+pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&Nodes>, networking: u64) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    networking.hash(&mut h);
     tgb.metadata.generation.hash(&mut h);
     backend.hash(&mut h);
     nodes.hash(&mut h);

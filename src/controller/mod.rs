@@ -69,7 +69,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let index = BackendIndex::new(client.clone(), wake_tx.clone());
-    let nodes = NodeIndex::new(client.clone(), wake_tx);
+    let nodes = NodeIndex::new(client.clone(), wake_tx.clone());
     let controller = Controller::new(bindings, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
@@ -80,7 +80,17 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         events: Events::new(client, settings.instance),
     };
     let watches = Watches { backends: index, nodes };
-    let ctx = Arc::new(Context::new(kube, aws, watches, settings.cluster_name, settings.drift_interval, metrics));
+    let contributions = networking::Contributions::new(wake_tx);
+    let ctx = Arc::new(Context::new(
+        kube,
+        aws,
+        watches,
+        settings.cluster_name,
+        settings.drift_interval,
+        metrics,
+        contributions,
+    ));
+    let security_groups = tokio::spawn(networking::run_loop(ctx.clone()));
     tokio::spawn(async move {
         if store.wait_until_ready().await.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -97,6 +107,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
         })
         .await;
+    security_groups.abort();
 }
 
 async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
@@ -119,6 +130,9 @@ async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
                 ctx.metrics.reconcile("error", started.elapsed());
                 ctx.metrics.reconcile_error(error.reason());
                 ctx.invalidate(&tgb.uid().unwrap_or_default());
+                if !deleting {
+                    networking::mark_broken(&ctx, &tgb);
+                }
                 report_failure(&tgb, &ctx, reason, error).await;
             }
         }

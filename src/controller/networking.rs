@@ -1,55 +1,374 @@
-//! `spec.networking`: each binding's part of the security-group rules, and the reconcile of every
-//! group those parts (or earlier ones) touch. Rules are aggregated across all bindings of this
-//! cluster, so a rule several bindings need stays until the last of them is gone; a binding that
-//! is broken right now protects its rules instead of blocking anyone else's cleanup.
+//! `spec.networking`: bindings *publish* what they ask for; a loop of its own reconciles each
+//! security group. Target reconciles never wait for it and share no lock with it, so EC2
+//! throttling never delays a registration.
+//!
+//! Each pass: resolve every published ask to the security groups of its targets' network
+//! interfaces (cached lookups), then per group read its rules once, plan (pure, with per-cluster
+//! claims) and write: authorize one rule per call, claim, release, revoke. A failure is reported to
+//! the bindings that need the failing rule or group only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{Notify, mpsc};
 
+use super::apply::unix_now;
 use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
-use crate::aws::security_groups::SecurityGroups;
+use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::aws::{Network, TargetGroups};
 use crate::k8s::pods::named_container_ports;
-use crate::model::Target;
 use crate::model::sg_rule::{EniGroups, IngressRule};
-use crate::plan::sg_rules::{
-    BindingRules, NetworkingError, desired_rules, plan_group, rules_for_binding, select_groups,
-};
+use crate::plan::sg_rules::{GroupInputs, NetworkingError, plan_group, rules_for_binding, select_groups, unclaimed_grace};
 
-/// What each binding (by UID) contributes. One async lock around all of it serializes the
-/// security-group work of the whole agent, so two reconciles never plan a group against each
-/// other's half-applied changes.
-#[derive(Default)]
+type BindingRef = ObjectRef<TargetGroupBinding>;
+
+/// What one binding asks of the security groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// These rules, on the groups of these targets' interfaces.
+    Rules { rules: BTreeSet<IngressRule>, target_is_ip: bool, vpc_id: Option<String>, ids: BTreeSet<String> },
+    /// The binding cannot say right now: the rules it had (and can still derive) stay, everywhere.
+    Broken { protect: BTreeSet<IngressRule> },
+}
+
+/// How a binding's rules fared in the last pass: `None` fine, else (reason, message).
+pub type Outcome = Option<(&'static str, String)>;
+
+/// The asks, the loop's memory and the results, shared by the binding reconciles and the loop.
 pub struct Contributions {
-    by_binding: tokio::sync::Mutex<HashMap<String, Contribution>>,
-    /// When the groups were last planned against AWS: re-planned when a contribution changes, and
-    /// otherwise at most once per drift interval (to repair rules removed by hand).
-    last_sync: std::sync::Mutex<Option<Instant>>,
-    /// Instance id or IP → its ENI and groups, trusted for half a drift interval: a node's groups
-    /// rarely change, and node flaps must not cost an EC2 lookup each.
-    enis: std::sync::Mutex<HashMap<String, (EniGroups, Instant)>>,
+    state: Mutex<State>,
+    changed: Notify,
+    wake: mpsc::UnboundedSender<BindingRef>,
+}
+
+#[derive(Default)]
+struct State {
+    asks: HashMap<String, (BindingRef, Ask)>,
+    /// The last outcome per binding UID and a counter that changes with it.
+    results: HashMap<String, (u64, Outcome)>,
+    version: u64,
+    /// Instance id or IP → its interface and groups, trusted for half a drift interval.
+    enis: HashMap<String, (EniGroups, Instant)>,
+    /// Per group: rule id → when first seen created by an agent and claimed by nobody.
+    unclaimed_since: HashMap<String, BTreeMap<String, u64>>,
+    /// Whether any binding ever asked for rules since start: until then no EC2 call at all.
+    ever_asked: bool,
 }
 
 impl Contributions {
-    fn sync_due(&self, every: Duration) -> bool {
-        self.last_sync.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= every)
+    pub fn new(wake: mpsc::UnboundedSender<BindingRef>) -> Self {
+        Self { state: Mutex::default(), changed: Notify::new(), wake }
     }
 
-    fn synced(&self) {
-        *self.last_sync.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn cached_enis(&self, ids: &[String], ttl: Duration) -> (BTreeMap<String, EniGroups>, Vec<String>) {
-        let cache = self.enis.lock().unwrap_or_else(|p| p.into_inner());
+    /// Records `uid`'s ask; the loop looks again when it changed.
+    pub fn publish(&self, uid: &str, binding: BindingRef, ask: Ask) {
+        let mut state = self.state();
+        state.ever_asked = true;
+        let previous = state.asks.insert(uid.to_owned(), (binding, ask.clone()));
+        if previous.map(|(_, a)| a) != Some(ask) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The binding failed before it could say what it asks: what it asked before stays protected.
+    pub fn broken(&self, uid: &str, binding: BindingRef, derivable: BTreeSet<IngressRule>) {
+        let mut protect = derivable;
+        match self.state().asks.get(uid) {
+            Some((_, Ask::Rules { rules, .. })) => protect.extend(rules.iter().cloned()),
+            Some((_, Ask::Broken { protect: before })) => protect.extend(before.iter().cloned()),
+            None => {}
+        }
+        // Even with nothing to protect it has now spoken, so it no longer holds releases back.
+        self.publish(uid, binding, Ask::Broken { protect });
+    }
+
+    /// The binding has no `spec.networking` (any more), or is gone: its rules may go.
+    pub fn withdraw(&self, uid: &str) {
+        let mut state = self.state();
+        state.results.remove(uid);
+        if state.asks.remove(uid).is_some() {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The last pass's outcome for `uid`, and a number that changes whenever it does.
+    pub fn result(&self, uid: &str) -> (u64, Outcome) {
+        self.state().results.get(uid).cloned().unwrap_or((0, None))
+    }
+
+}
+
+/// What a binding's reconcile knows of its targets.
+pub struct Endpoints<'a> {
+    pub target_is_ip: bool,
+    pub vpc_id: Option<&'a str>,
+    pub ids: BTreeSet<String>,
+    /// ip targets: the pods behind them (for named ports).
+    pub pods: &'a BTreeSet<String>,
+}
+
+/// Publishes `tgb`'s ask from its spec and endpoints (named ports are read from its pods).
+pub async fn publish<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    tgb: &TargetGroupBinding,
+    endpoints: Endpoints<'_>,
+) -> Result<(), ReconcileError> {
+    let uid = tgb.uid().unwrap_or_default();
+    let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
+        ctx.networking.withdraw(&uid);
+        return Ok(());
+    };
+    let names_a_port = networking
+        .ingress
+        .iter()
+        .flat_map(|i| &i.ports)
+        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
+    let named_ports = if names_a_port && endpoints.target_is_ip {
+        named_container_ports(&ctx.kube.client, &tgb.namespace().unwrap_or_default(), endpoints.pods)
+            .await
+            .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
+    } else {
+        BTreeMap::new()
+    };
+    let rules = rules_for_binding(networking, endpoints.target_is_ip, &named_ports)?;
+    let ask = Ask::Rules {
+        rules,
+        target_is_ip: endpoints.target_is_ip,
+        vpc_id: endpoints.vpc_id.map(str::to_owned),
+        ids: endpoints.ids,
+    };
+    ctx.networking.publish(&uid, ObjectRef::from_obj(tgb), ask);
+    Ok(())
+}
+
+/// `tgb` failed before saying what it asks: what it asked before, and what its spec still says,
+/// stay protected; a binding without networking protects nothing.
+pub fn mark_broken<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N, S>, tgb: &TargetGroupBinding) {
+    let Some(networking) = &tgb.spec.networking else { return };
+    let uid = tgb.uid().unwrap_or_default();
+    let target_is_ip = tgb.spec.target_type != Some(crate::api::TargetType::Instance);
+    let derivable = rules_for_binding(networking, target_is_ip, &BTreeMap::new()).unwrap_or_default();
+    ctx.networking.broken(&uid, ObjectRef::from_obj(tgb), derivable);
+}
+
+/// Runs the security-group loop until the process stops: a pass whenever an ask changes, and at
+/// least once per drift interval (to repair rules removed by hand), sooner while a grace runs.
+pub async fn run_loop<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<Context<T, N, S>>) {
+    if ctx.kube.bindings.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut next = ctx.drift_interval;
+    loop {
+        tokio::select! {
+            () = ctx.networking.changed.notified() => {}
+            () = tokio::time::sleep(next) => {}
+        }
+        next = pass(&ctx).await.unwrap_or(ctx.drift_interval).min(ctx.drift_interval);
+    }
+}
+
+/// One pass over every group; returns when to look again.
+async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N, S>) -> Option<Duration> {
+    let bindings = ctx.kube.bindings.state();
+    let (asks, ever_asked) = {
+        let mut state = ctx.networking.state();
+        // A binding gone from the cluster (even with its finalizer removed by hand) asks nothing.
+        let present: BTreeSet<String> = bindings.iter().filter_map(|b| b.uid()).collect();
+        state.asks.retain(|uid, _| present.contains(uid));
+        (state.asks.clone(), state.ever_asked)
+    };
+    if !ever_asked {
+        return None;
+    }
+    // Nothing is released until every binding with networking has said what it asks since start.
+    let may_release = bindings
+        .iter()
+        .filter(|b| b.spec.networking.is_some() && b.metadata.deletion_timestamp.is_none())
+        .all(|b| asks.contains_key(&b.uid().unwrap_or_default()));
+
+    let mut outcomes: HashMap<String, Outcome> = asks.keys().map(|uid| (uid.clone(), None)).collect();
+    let mut desired: BTreeMap<String, BTreeMap<IngressRule, BTreeSet<String>>> = BTreeMap::new();
+    let mut protected: BTreeSet<IngressRule> = BTreeSet::new();
+    for (uid, (_, ask)) in &asks {
+        match ask {
+            Ask::Broken { protect } => protected.extend(protect.iter().cloned()),
+            Ask::Rules { rules, target_is_ip, vpc_id, ids } => {
+                match groups_of(ctx, *target_is_ip, vpc_id.as_deref(), ids).await {
+                    Ok(groups) => {
+                        for group in groups {
+                            for rule in rules {
+                                desired.entry(group.clone()).or_default().entry(rule.clone()).or_default().insert(uid.clone());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        protected.extend(rules.iter().cloned());
+                        outcomes.insert(uid.clone(), Some((e.reason(), e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+    let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
+    match ctx.aws.security_groups.groups_with_rules_of(&ctx.cluster_name).await {
+        Ok(claimed) => groups.extend(claimed),
+        Err(error) => tracing::warn!(%error, "could not list the security groups holding this cluster's rules"),
+    }
+    let grace = unclaimed_grace(ctx.drift_interval.as_secs());
+    let mut recheck: Option<u64> = None;
+    let no_rules = BTreeMap::new();
+    for group in groups {
+        let wanted = desired.get(&group).unwrap_or(&no_rules);
+        match reconcile_group(ctx, &group, wanted, &protected, may_release, grace).await {
+            Ok(group_recheck) => {
+                if let Some(r) = group_recheck {
+                    recheck = Some(recheck.map_or(r, |x| x.min(r)));
+                }
+            }
+            Err(failures) => {
+                for (uid, outcome) in failures {
+                    outcomes.insert(uid, Some(outcome));
+                }
+            }
+        }
+    }
+    report(ctx, &asks, outcomes);
+    recheck.map(Duration::from_secs)
+}
+
+/// Stores the outcomes and wakes each binding whose outcome changed, so its status shows it.
+fn report<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    asks: &HashMap<String, (BindingRef, Ask)>,
+    outcomes: HashMap<String, Outcome>,
+) {
+    let mut wake = Vec::new();
+    {
+        let mut state = ctx.networking.state();
+        for (uid, outcome) in outcomes {
+            let previous = state.results.get(&uid).map(|(_, o)| o.clone());
+            if previous.as_ref() != Some(&outcome) {
+                state.version += 1;
+                let version = state.version;
+                if let Some((binding, _)) = asks.get(&uid) {
+                    wake.push(binding.clone());
+                }
+                state.results.insert(uid, (version, outcome));
+            }
+        }
+    }
+    for binding in wake {
+        let _ = ctx.networking.wake.send(binding);
+    }
+}
+
+/// Plans and applies one group. `Err`: the bindings whose rules failed, with why.
+async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    group: &str,
+    wanted: &BTreeMap<IngressRule, BTreeSet<String>>,
+    protected: &BTreeSet<IngressRule>,
+    may_release: bool,
+    grace: u64,
+) -> Result<Option<u64>, Vec<(String, (&'static str, String))>> {
+    let sg = &ctx.aws.security_groups;
+    let cluster = ctx.cluster_name.as_str();
+    let everyone = |e: &SecurityGroupError| -> Vec<(String, (&'static str, String))> {
+        let uids: BTreeSet<&String> = wanted.values().flatten().collect();
+        uids.into_iter().map(|u| (u.clone(), (e.reason(), e.to_string()))).collect()
+    };
+    let existing = sg.ingress_rules(group).await.map_err(|e| everyone(&e))?;
+    let since = ctx.networking.state().unclaimed_since.get(group).cloned().unwrap_or_default();
+    let desired: BTreeSet<IngressRule> = wanted.keys().cloned().collect();
+    let plan = plan_group(GroupInputs {
+        cluster,
+        desired: &desired,
+        protected,
+        existing: &existing,
+        unclaimed_since: &since,
+        may_release,
+        grace,
+        now: unix_now(),
+    });
+    ctx.networking.state().unclaimed_since.insert(group.to_owned(), plan.unclaimed_since.clone());
+
+    let mut failures = Vec::new();
+    let fail = |failures: &mut Vec<_>, rule: &IngressRule, e: &SecurityGroupError| {
+        for uid in wanted.get(rule).into_iter().flatten() {
+            failures.push((uid.clone(), (e.reason(), format!("security group {group}, rule {rule}: {e}"))));
+        }
+    };
+    let mut at_quota = Vec::new();
+    for rule in &plan.authorize {
+        match sg.authorize(group, rule, cluster).await {
+            Ok(()) => tracing::info!(group, %rule, "authorized ingress rule"),
+            // Another writer added it since the read: claimed at the next pass.
+            Err(SecurityGroupError::Duplicate { .. }) => ctx.networking.changed.notify_one(),
+            Err(e @ SecurityGroupError::RulesLimitExceeded { .. }) => at_quota.push((rule, e)),
+            Err(e) => fail(&mut failures, rule, &e),
+        }
+    }
+    if !plan.claim.is_empty() {
+        match sg.claim(group, &plan.claim, cluster).await {
+            // A rule revoked between our read and our claim is authorized again at the next pass.
+            Ok(()) => ctx.networking.changed.notify_one(),
+            Err(e) => failures.extend(everyone(&e)),
+        }
+    }
+    if let Err(error) = sg.release(group, &plan.release, cluster).await {
+        tracing::warn!(group, %error, "could not release ingress rules");
+    }
+    match sg.revoke(group, &plan.revoke).await {
+        Ok(()) if !plan.revoke.is_empty() => tracing::info!(group, count = plan.revoke.len(), "revoked ingress rules nobody claims"),
+        Ok(()) => {}
+        Err(error) => tracing::warn!(group, %error, "could not revoke ingress rules"),
+    }
+    // At the quota, rules nobody claims went first; what still does not fit is reported.
+    for (rule, first) in at_quota {
+        match sg.authorize(group, rule, cluster).await {
+            Ok(()) => tracing::info!(group, %rule, "authorized ingress rule after revoking unclaimed ones"),
+            Err(SecurityGroupError::RulesLimitExceeded { .. }) if plan.recheck_in.is_some() => {
+                let waiting = SecurityGroupError::RulesLimitExceeded {
+                    op: "AuthorizeSecurityGroupIngress",
+                    group: group.to_owned(),
+                    message: format!(
+                        "{first}; rules this cluster no longer needs are revoked within {}s, then this one is added",
+                        plan.recheck_in.unwrap_or_default()
+                    ),
+                };
+                fail(&mut failures, rule, &waiting);
+            }
+            Err(e) => fail(&mut failures, rule, &e),
+        }
+    }
+    if failures.is_empty() { Ok(plan.recheck_in) } else { Err(failures) }
+}
+
+/// The security groups of the targets' interfaces: ENIs of the pod IPs (ip) or the nodes'
+/// primary ENIs (instance), looked up once per half drift interval.
+async fn groups_of<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    target_is_ip: bool,
+    vpc_id: Option<&str>,
+    ids: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, ReconcileError> {
+    let ttl = ctx.drift_interval / 2;
+    let (mut enis, missing) = {
+        let state = ctx.networking.state();
         let mut found = BTreeMap::new();
         let mut missing = Vec::new();
         for id in ids {
-            match cache.get(id) {
+            match state.enis.get(id) {
                 Some((groups, at)) if at.elapsed() < ttl => {
                     found.insert(id.clone(), groups.clone());
                 }
@@ -57,205 +376,24 @@ impl Contributions {
             }
         }
         (found, missing)
-    }
-
-    fn remember_enis(&self, looked_up: &BTreeMap<String, EniGroups>) {
-        let now = Instant::now();
-        let mut cache = self.enis.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
-        cache.extend(looked_up.iter().map(|(id, groups)| (id.clone(), (groups.clone(), now))));
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Contribution {
-    /// Its rules, on the groups of its targets.
-    Known(BindingRules),
-    /// Its groups cannot be resolved right now: these rules are never revoked, anywhere.
-    Broken(BTreeSet<IngressRule>),
-}
-
-/// What a binding's rules are computed from.
-pub struct Endpoints<'a> {
-    pub target_is_ip: bool,
-    pub vpc_id: Option<&'a str>,
-    pub targets: &'a BTreeSet<Target>,
-    /// ip targets: the pods behind them (for named ports).
-    pub pods: &'a BTreeSet<String>,
-}
-
-/// Computes `tgb`'s rules for its endpoints and reconciles every affected group.
-pub async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    tgb: &TargetGroupBinding,
-    endpoints: Endpoints<'_>,
-) -> Result<(), ReconcileError> {
-    let uid = tgb.uid().unwrap_or_default();
-    let target_is_ip = endpoints.target_is_ip;
-    let mut contributions = ctx.networking.by_binding.lock().await;
-    let computed = contribution(ctx, tgb, &endpoints).await;
-    match &computed {
-        Ok(Some(rules)) => {
-            let unchanged = matches!(contributions.get(&uid), Some(Contribution::Known(previous)) if previous == rules);
-            if unchanged && !ctx.networking.sync_due(ctx.drift_interval) {
-                return Ok(());
-            }
-            contributions.insert(uid, Contribution::Known(rules.clone()));
-        }
-        Ok(None) => {
-            if contributions.remove(&uid).is_none() {
-                // No networking now or before: nothing to reconcile, and no AWS call.
-                return Ok(());
-            }
-        }
-        Err(_) => {
-            // Protect what it asked for before and what its spec asks for now.
-            let mut protected = match contributions.get(&uid) {
-                Some(Contribution::Known(previous)) => previous.rules.clone(),
-                Some(Contribution::Broken(rules)) => rules.clone(),
-                None => BTreeSet::new(),
-            };
-            if let Some(networking) = &tgb.spec.networking
-                && let Ok(rules) = rules_for_binding(networking, target_is_ip, &BTreeMap::new())
-            {
-                protected.extend(rules);
-            }
-            contributions.insert(uid, Contribution::Broken(protected));
-        }
-    }
-    // Even when this binding is broken, every other binding's groups are still reconciled.
-    let synced = sync_groups(ctx, &contributions).await;
-    computed.map(drop).and(synced)
-}
-
-/// Drops `tgb`'s rules (it is being deleted) and reconciles the groups.
-pub async fn forget<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    tgb: &TargetGroupBinding,
-) -> Result<(), ReconcileError> {
-    let mut contributions = ctx.networking.by_binding.lock().await;
-    let had_networking =
-        contributions.remove(&tgb.uid().unwrap_or_default()).is_some() || tgb.spec.networking.is_some();
-    if !had_networking {
-        return Ok(());
-    }
-    sync_groups(ctx, &contributions).await
-}
-
-async fn contribution<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    tgb: &TargetGroupBinding,
-    endpoints: &Endpoints<'_>,
-) -> Result<Option<BindingRules>, ReconcileError> {
-    let Endpoints { target_is_ip, vpc_id, targets, pods } = *endpoints;
-    let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
-        return Ok(None);
     };
-    let names_a_port = networking
-        .ingress
-        .iter()
-        .flat_map(|i| &i.ports)
-        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
-    let named_ports = if names_a_port && target_is_ip {
-        named_container_ports(&ctx.kube.client, &tgb.namespace().unwrap_or_default(), pods)
-            .await
-            .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
-    } else {
-        BTreeMap::new()
-    };
-    let rules = rules_for_binding(networking, target_is_ip, &named_ports)?;
-    let ids: Vec<String> = targets.iter().map(|t| t.id.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let (mut enis, uncached) = ctx.networking.cached_enis(&ids, ctx.drift_interval / 2);
-    if !uncached.is_empty() {
+    if !missing.is_empty() {
         let looked_up = if target_is_ip {
             let vpc =
                 vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
-            ctx.aws.security_groups.enis_for_ips(vpc, &uncached).await?
+            ctx.aws.security_groups.enis_for_ips(vpc, &missing).await?
         } else {
-            ctx.aws.security_groups.instance_enis(&uncached).await?
+            ctx.aws.security_groups.instance_enis(&missing).await?
         };
-        ctx.networking.remember_enis(&looked_up);
+        let now = Instant::now();
+        let mut state = ctx.networking.state();
+        state.enis.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
+        state.enis.extend(looked_up.iter().map(|(id, groups)| (id.clone(), (groups.clone(), now))));
         enis.extend(looked_up);
     }
-    let missing: Vec<&String> = ids.iter().filter(|id| !enis.contains_key(*id)).collect();
-    if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        return Err(NetworkingError::EniNotFound(names.join(", ")).into());
+    let unresolved: Vec<&str> = ids.iter().filter(|id| !enis.contains_key(*id)).map(String::as_str).collect();
+    if !unresolved.is_empty() {
+        return Err(NetworkingError::EniNotFound(unresolved.join(", ")).into());
     }
-    let groups = select_groups(enis.values(), &ctx.cluster_name)?;
-    let binding = format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any());
-    Ok(Some(BindingRules { binding, groups, rules }))
-}
-
-/// Plans and applies every group that is desired or holds this cluster's rules: authorize first,
-/// then revoke. Revocation waits until every binding with networking has been computed since the
-/// agent started, so a restart never revokes the rules of a binding not yet seen. A failing group
-/// does not stop the others; the first failure is returned.
-async fn sync_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    contributions: &HashMap<String, Contribution>,
-) -> Result<(), ReconcileError> {
-    let known: Vec<BindingRules> = contributions
-        .values()
-        .filter_map(|c| match c {
-            Contribution::Known(rules) => Some(rules.clone()),
-            Contribution::Broken(_) => None,
-        })
-        .collect();
-    let protected: BTreeSet<IngressRule> = contributions
-        .values()
-        .filter_map(|c| match c {
-            Contribution::Broken(rules) => Some(rules.iter().cloned()),
-            Contribution::Known(_) => None,
-        })
-        .flatten()
-        .collect();
-    let all_computed = ctx
-        .kube
-        .bindings
-        .state()
-        .iter()
-        .filter(|b| b.spec.networking.is_some() && b.metadata.deletion_timestamp.is_none())
-        .all(|b| contributions.contains_key(&b.uid().unwrap_or_default()));
-    let desired = desired_rules(&known);
-    let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
-    groups.extend(ctx.aws.security_groups.groups_with_rules_of(&ctx.cluster_name).await?);
-
-    let none = BTreeSet::new();
-    let mut first_error = None;
-    for group in groups {
-        let result = sync_group(ctx, &group, desired.get(&group).unwrap_or(&none), &protected, all_computed).await;
-        if let Err(error) = result {
-            tracing::warn!(%group, %error, "security group not reconciled");
-            first_error.get_or_insert(error);
-        }
-    }
-    match first_error {
-        None => {
-            ctx.networking.synced();
-            Ok(())
-        }
-        Some(error) => Err(error),
-    }
-}
-
-async fn sync_group<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    group: &str,
-    desired: &BTreeSet<IngressRule>,
-    protected: &BTreeSet<IngressRule>,
-    may_revoke: bool,
-) -> Result<(), ReconcileError> {
-    let existing = ctx.aws.security_groups.ingress_rules(group, &ctx.cluster_name).await?;
-    let plan = plan_group(group, desired, &existing, protected);
-    if !plan.authorize.is_empty() {
-        ctx.aws.security_groups.authorize(group, &plan.authorize, &ctx.cluster_name).await?;
-        let rules: Vec<String> = plan.authorize.iter().map(ToString::to_string).collect();
-        tracing::info!(group, rules = %rules.join("; "), "authorized ingress rules");
-    }
-    if may_revoke && !plan.revoke.is_empty() {
-        ctx.aws.security_groups.revoke(group, &plan.revoke).await?;
-        tracing::info!(group, count = plan.revoke.len(), "revoked ingress rules no binding needs");
-    }
-    Ok(())
+    Ok(select_groups(enis.values(), &ctx.cluster_name)?)
 }

@@ -1,14 +1,17 @@
 //! Security-group ingress rules as plain data: what `spec.networking` asks for and what EC2 holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::Cidr;
 
-/// Tag key naming the cluster whose agent created a rule; the only ownership mark that counts.
+/// Tag key naming the cluster whose agent created a rule: that cluster's claim on it.
 pub const CLUSTER_TAG: &str = "tgb-agent.elbv2.k8s.aws/cluster";
-/// Tag marking a rule as created by tgb-agent (for people and tag-based IAM; not read back).
+/// Tag marking a rule as created by tgb-agent: only such a rule is ever revoked, once unclaimed.
 pub const MANAGED_TAG: &str = "tgb-agent.elbv2.k8s.aws/managed";
+/// Prefix of the tag key by which another cluster claims a rule an agent created:
+/// `tgb-agent.elbv2.k8s.aws/claim/<cluster>`.
+pub const CLAIM_TAG_PREFIX: &str = "tgb-agent.elbv2.k8s.aws/claim/";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RuleProtocol {
@@ -112,22 +115,14 @@ impl fmt::Display for IngressRule {
     }
 }
 
-/// Whose a rule is, by its tags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RuleOwner {
-    /// Created by this cluster's agent: it may revoke it.
-    ThisCluster,
-    /// Anyone else (by hand, Terraform, another cluster, the AWS Load Balancer Controller).
-    Other,
-}
-
-/// A rule is this cluster's iff its [`CLUSTER_TAG`] names this cluster; `managed` alone is not
-/// enough, or two clusters sharing a group would revoke each other's rules.
-pub fn owner_of(tags: &BTreeMap<String, String>, cluster: &str) -> RuleOwner {
-    match tags.get(CLUSTER_TAG) {
-        Some(value) if value == cluster => RuleOwner::ThisCluster,
-        _ => RuleOwner::Other,
-    }
+/// Who relies on a rule, by its tags: whether an agent created it (a rule nobody claims any more
+/// may be revoked only then) and which clusters claim it.
+pub fn claims_of(tags: &BTreeMap<String, String>) -> (bool, BTreeSet<String>) {
+    let mut claims: BTreeSet<String> =
+        tags.keys().filter_map(|k| k.strip_prefix(CLAIM_TAG_PREFIX)).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    claims.extend(tags.get(CLUSTER_TAG).filter(|c| !c.is_empty()).cloned());
+    let managed = tags.contains_key(MANAGED_TAG) || tags.contains_key(CLUSTER_TAG);
+    (managed, claims)
 }
 
 /// An ingress rule present in a security group.
@@ -135,7 +130,10 @@ pub fn owner_of(tags: &BTreeMap<String, String>, cluster: &str) -> RuleOwner {
 pub struct ExistingRule {
     pub rule_id: String,
     pub rule: IngressRule,
-    pub owner: RuleOwner,
+    /// Created by an agent (tagged [`MANAGED_TAG`] or, by the first version, [`CLUSTER_TAG`]).
+    pub managed: bool,
+    /// The clusters that claim it.
+    pub claims: BTreeSet<String>,
 }
 
 /// A network interface and its security groups with their tags.
@@ -191,15 +189,19 @@ mod tests {
     }
 
     #[test]
-    fn ownership_is_by_cluster_tag_only() {
+    fn claims_are_the_creator_and_every_claim_tag() {
         let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
-        assert_eq!(owner_of(&tags(&[(CLUSTER_TAG, "prod"), (MANAGED_TAG, "true")]), "prod"), RuleOwner::ThisCluster);
-        assert_eq!(owner_of(&tags(&[(CLUSTER_TAG, "prod")]), "prod"), RuleOwner::ThisCluster);
-        assert_eq!(owner_of(&tags(&[(CLUSTER_TAG, "blue"), (MANAGED_TAG, "true")]), "prod"), RuleOwner::Other);
-        assert_eq!(owner_of(&tags(&[(MANAGED_TAG, "true")]), "prod"), RuleOwner::Other);
-        assert_eq!(owner_of(&tags(&[]), "prod"), RuleOwner::Other);
-        assert_eq!(owner_of(&tags(&[(CLUSTER_TAG, "")]), "prod"), RuleOwner::Other);
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        let blue_claim = format!("{CLAIM_TAG_PREFIX}blue");
+        assert_eq!(
+            claims_of(&tags(&[(MANAGED_TAG, "true"), (CLUSTER_TAG, "green"), (&blue_claim, "true")])),
+            (true, set(&["blue", "green"]))
+        );
+        assert_eq!(claims_of(&tags(&[(CLUSTER_TAG, "prod")])), (true, set(&["prod"])), "the first version's rules");
+        assert_eq!(claims_of(&tags(&[(MANAGED_TAG, "true")])), (true, set(&[])), "created, no longer claimed");
+        assert_eq!(claims_of(&tags(&[("Name", "terraform")])), (false, set(&[])));
+        assert_eq!(claims_of(&tags(&[(CLAIM_TAG_PREFIX, "true"), (CLUSTER_TAG, "")])), (true, set(&[])));
     }
 }

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::{NetworkingPeer, NetworkingPort, NetworkingProtocol, TargetGroupBindingNetworking};
-pub use crate::model::sg_rule::{CLUSTER_TAG, MANAGED_TAG, owner_of};
-use crate::model::sg_rule::{EniGroups, ExistingRule, IngressRule, Peer, RuleOwner, RuleProtocol};
+pub use crate::model::sg_rule::{CLUSTER_TAG, MANAGED_TAG};
+use crate::model::sg_rule::{EniGroups, ExistingRule, IngressRule, Peer, RuleProtocol};
 
 /// Tag key prefix that marks, among several groups on an ENI, the one for this cluster's rules.
 pub const CLUSTER_GROUP_TAG_PREFIX: &str = "kubernetes.io/cluster/";
@@ -174,58 +174,119 @@ pub fn desired_rules(bindings: &[BindingRules]) -> BTreeMap<String, BTreeSet<Ing
     desired
 }
 
-/// The changes for one security group.
-///
-/// Apply `authorize` first, then `revoke`: a rule replaced by another (say a port change) must
-/// never leave a moment with neither in place.
+/// How long a rule an agent created must be seen without any claim before it is revoked (a
+/// cluster that is about to claim it gets that long; see README "Rules shared by clusters").
+pub fn unclaimed_grace(drift_interval_secs: u64) -> u64 {
+    drift_interval_secs.clamp(1, 30)
+}
+
+/// What one reconcile of one security group starts from.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupInputs<'a> {
+    pub cluster: &'a str,
+    /// Rules this cluster's healthy bindings need in the group.
+    pub desired: &'a BTreeSet<IngressRule>,
+    /// Rules of this cluster's bindings that cannot be resolved right now: never released.
+    pub protected: &'a BTreeSet<IngressRule>,
+    pub existing: &'a [ExistingRule],
+    /// Rule id → when it was first seen created by an agent and claimed by nobody.
+    pub unclaimed_since: &'a BTreeMap<String, u64>,
+    /// False until every binding with `spec.networking` has published its rules since start:
+    /// nothing is released or revoked before that.
+    pub may_release: bool,
+    pub grace: u64,
+    pub now: u64,
+}
+
+/// The changes for one security group, applied in this order: authorize (one rule per call, so a
+/// bad rule fails alone), claim, release, revoke. A rule replaced by another (a port change) is
+/// authorized before the old one is released, so there is never a moment with neither.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupPlan {
-    pub group: String,
     pub authorize: Vec<IngressRule>,
-    /// Rule ids, each this cluster's own.
+    /// Rules an agent created that this cluster now relies on too: add its claim tag.
+    pub claim: Vec<String>,
+    /// Rules this cluster claims and no longer needs: remove its claim (others may still claim them).
+    pub release: Vec<String>,
+    /// Rules an agent created that nobody has claimed for the grace period.
     pub revoke: Vec<String>,
+    /// The updated first-seen-unclaimed times.
+    pub unclaimed_since: BTreeMap<String, u64>,
+    /// Seconds until an unclaimed rule's grace ends.
+    pub recheck_in: Option<u64>,
 }
 
 impl GroupPlan {
-    pub fn is_empty(&self) -> bool {
-        self.authorize.is_empty() && self.revoke.is_empty()
+    pub fn writes(&self) -> bool {
+        !(self.authorize.is_empty() && self.claim.is_empty() && self.release.is_empty() && self.revoke.is_empty())
     }
 }
 
-/// Plans `group` from `existing` to `desired`.
+/// Plans one group.
 ///
-/// A desired rule is satisfied by any existing rule with the same identity, whoever owns it (EC2
-/// refuses a duplicate anyway). Only this cluster's rules are ever revoked, and none in
-/// `protected`: the rules of bindings that cannot be resolved right now, which keep what they had
-/// until they can. A second copy of one identity (EC2 does not allow one, moto does) is revoked
-/// when it is this cluster's.
-pub fn plan_group(
-    group: &str,
-    desired: &BTreeSet<IngressRule>,
-    existing: &[ExistingRule],
-    protected: &BTreeSet<IngressRule>,
-) -> GroupPlan {
-    let present: BTreeSet<&IngressRule> = existing.iter().map(|e| &e.rule).collect();
-    let authorize = desired.iter().filter(|r| !present.contains(r)).cloned().collect();
+/// - A desired rule is satisfied by any rule of the same identity. A hand-made (or Terraform's, or
+///   the reference controller's) rule is relied on as it is and never claimed: only rules an agent
+///   created are ever claimed, released or revoked.
+/// - A rule an agent created is claimed by each cluster that relies on it, and revoked only once no
+///   cluster claims it and that has stayed so for the grace period.
+pub fn plan_group(inputs: GroupInputs<'_>) -> GroupPlan {
+    let GroupInputs { cluster, desired, protected, existing, unclaimed_since, may_release, grace, now } = inputs;
+    let mut plan = GroupPlan::default();
+    let mut by_identity: BTreeMap<&IngressRule, Vec<&ExistingRule>> = BTreeMap::new();
+    for e in existing {
+        by_identity.entry(&e.rule).or_default().push(e);
+    }
+    // The claims each rule will have once this plan is applied.
+    let mut claims_after: BTreeMap<&str, BTreeSet<&str>> =
+        existing.iter().map(|e| (e.rule_id.as_str(), e.claims.iter().map(String::as_str).collect())).collect();
 
-    // Others' rules first, so a copy of one of them is the one that goes.
-    let mut ordered: Vec<&ExistingRule> = existing.iter().collect();
-    ordered.sort_by(|a, b| (a.owner != RuleOwner::Other, &a.rule_id).cmp(&(b.owner != RuleOwner::Other, &b.rule_id)));
-    let mut kept = BTreeSet::new();
-    let mut revoke = Vec::new();
-    for e in ordered {
-        let wanted = desired.contains(&e.rule) || protected.contains(&e.rule);
-        match e.owner {
-            RuleOwner::Other => {
-                kept.insert(&e.rule);
-            }
-            RuleOwner::ThisCluster if wanted && kept.insert(&e.rule) => {}
-            RuleOwner::ThisCluster => revoke.push(e.rule_id.clone()),
+    for rule in desired {
+        let Some(copies) = by_identity.get(rule) else {
+            plan.authorize.push(rule.clone());
+            continue;
+        };
+        if copies.iter().any(|e| !e.managed) {
+            continue;
+        }
+        // Rely on one copy: ours if we claim one, else the first.
+        let keep = copies.iter().find(|e| e.claims.contains(cluster)).unwrap_or(&copies[0]);
+        if !keep.claims.contains(cluster) {
+            plan.claim.push(keep.rule_id.clone());
+            claims_after.entry(&keep.rule_id).or_default().insert(cluster);
         }
     }
-    revoke.sort();
-    revoke.dedup();
-    GroupPlan { group: group.to_owned(), authorize, revoke }
+    if may_release {
+        for e in existing.iter().filter(|e| e.managed && e.claims.contains(cluster)) {
+            let relied_on = desired.contains(&e.rule) || protected.contains(&e.rule);
+            // A second copy of a rule we rely on (moto allows one, EC2 does not) is released too.
+            let kept_copy = by_identity[&e.rule].iter().find(|c| c.claims.contains(cluster)).map(|c| &c.rule_id);
+            if !relied_on || kept_copy != Some(&e.rule_id) {
+                plan.release.push(e.rule_id.clone());
+                if let Some(claims) = claims_after.get_mut(e.rule_id.as_str()) {
+                    claims.remove(cluster);
+                }
+            }
+        }
+    }
+    for e in existing.iter().filter(|e| e.managed) {
+        let unclaimed = claims_after.get(e.rule_id.as_str()).is_none_or(BTreeSet::is_empty);
+        if !unclaimed || protected.contains(&e.rule) {
+            continue;
+        }
+        let since = unclaimed_since.get(&e.rule_id).copied().unwrap_or(now);
+        let waited = now.saturating_sub(since);
+        if may_release && waited >= grace {
+            plan.revoke.push(e.rule_id.clone());
+        } else {
+            plan.unclaimed_since.insert(e.rule_id.clone(), since);
+            let left = grace.saturating_sub(waited).max(1);
+            plan.recheck_in = Some(plan.recheck_in.map_or(left, |r| r.min(left)));
+        }
+    }
+    plan.claim.sort();
+    plan.release.sort();
+    plan.revoke.sort();
+    plan
 }
 
 /// The security group of one ENI that gets the rules: its only group, or else the one group tagged
@@ -492,73 +553,106 @@ mod tests {
         assert_eq!(got, expected);
     }
 
-    fn ours(id: &str, rule: IngressRule) -> ExistingRule {
-        ExistingRule { rule_id: id.into(), rule, owner: RuleOwner::ThisCluster }
+    fn created(id: &str, rule: IngressRule, claims: &[&str]) -> ExistingRule {
+        ExistingRule { rule_id: id.into(), rule, managed: true, claims: claims.iter().map(|c| c.to_string()).collect() }
     }
 
-    fn theirs(id: &str, rule: IngressRule) -> ExistingRule {
-        ExistingRule { rule_id: id.into(), rule, owner: RuleOwner::Other }
+    fn hand_made(id: &str, rule: IngressRule) -> ExistingRule {
+        ExistingRule { rule_id: id.into(), rule, managed: false, claims: BTreeSet::new() }
     }
 
     fn none() -> BTreeSet<IngressRule> {
         BTreeSet::new()
     }
 
-    #[test]
-    fn plan_adds_missing_and_revokes_stale_own_rules() {
-        let existing = [ours("sgr-1", r(80)), ours("sgr-2", r(81))];
-        let plan = plan_group("sg-n1", &[r(80), r(82)].into(), &existing, &none());
-        assert_eq!(plan, GroupPlan { group: "sg-n1".into(), authorize: vec![r(82)], revoke: vec!["sgr-2".into()] });
+    fn plan(desired: &BTreeSet<IngressRule>, existing: &[ExistingRule], since: &BTreeMap<String, u64>, now: u64) -> GroupPlan {
+        plan_group(GroupInputs {
+            cluster: "blue",
+            desired,
+            protected: &none(),
+            existing,
+            unclaimed_since: since,
+            may_release: true,
+            grace: 30,
+            now,
+        })
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
-    fn hand_made_identical_rule_satisfies_and_survives() {
-        let existing = [theirs("sgr-h", r(80))];
-        let plan = plan_group("sg-n1", &[r(80)].into(), &existing, &none());
-        assert!(plan.is_empty(), "{plan:?}");
-        let plan = plan_group("sg-n1", &none(), &existing, &none());
-        assert!(plan.is_empty(), "{plan:?}");
+    fn adds_missing_releases_unneeded_and_revokes_once_unclaimed_for_the_grace() {
+        let existing = [created("sgr-1", r(80), &["blue"]), created("sgr-2", r(81), &["blue"])];
+        let first = plan(&[r(80), r(82)].into(), &existing, &BTreeMap::new(), 1_000);
+        assert_eq!(first.authorize, vec![r(82)]);
+        assert_eq!(first.release, ids(&["sgr-2"]));
+        assert!(first.revoke.is_empty(), "not before the grace");
+        assert_eq!(first.unclaimed_since, [("sgr-2".to_string(), 1_000)].into());
+        assert_eq!(first.recheck_in, Some(30));
+        let released = [created("sgr-1", r(80), &["blue"]), created("sgr-2", r(81), &[])];
+        let later = plan(&[r(80)].into(), &released, &first.unclaimed_since, 1_030);
+        assert_eq!(later.revoke, ids(&["sgr-2"]));
+        assert!(!later.writes() || later.authorize.is_empty() && later.release.is_empty());
     }
 
     #[test]
-    fn other_clusters_rules_survive() {
-        let existing = [theirs("sgr-blue", r(80)), theirs("sgr-lbc", r(443)), ours("sgr-mine", r(8080))];
-        let plan = plan_group("sg-n1", &none(), &existing, &none());
-        assert_eq!(plan.revoke, vec!["sgr-mine".to_string()]);
-        assert!(plan.authorize.is_empty());
+    fn a_rule_another_cluster_claims_survives_our_release() {
+        let existing = [created("sgr-1", r(80), &["blue", "green"])];
+        let p = plan(&none(), &existing, &BTreeMap::new(), 0);
+        assert_eq!(p.release, ids(&["sgr-1"]));
+        assert!(p.revoke.is_empty() && p.unclaimed_since.is_empty(), "green still claims it");
     }
 
     #[test]
-    fn protected_rules_stay_and_are_not_added() {
-        let existing = [ours("sgr-1", r(80)), ours("sgr-2", r(81))];
-        let plan = plan_group("sg-n1", &none(), &existing, &[r(80), r(99)].into());
-        assert_eq!(plan.revoke, vec!["sgr-2".to_string()]);
-        assert!(plan.authorize.is_empty());
+    fn a_rule_another_cluster_created_is_claimed_not_duplicated() {
+        let existing = [created("sgr-1", r(80), &["green"])];
+        let p = plan(&[r(80)].into(), &existing, &BTreeMap::new(), 0);
+        assert_eq!((p.authorize.len(), p.claim.clone()), (0, ids(&["sgr-1"])));
+        // A rule created by an agent but claimed by nobody is claimed again, not revoked.
+        let orphan = [created("sgr-1", r(80), &[])];
+        let p = plan(&[r(80)].into(), &orphan, &[("sgr-1".to_string(), 0)].into(), 1_000);
+        assert_eq!((p.claim.clone(), p.revoke.len()), (ids(&["sgr-1"]), 0));
     }
 
     #[test]
-    fn a_duplicate_of_our_own_rule_goes() {
-        let existing = [ours("sgr-2", r(80)), ours("sgr-1", r(80)), theirs("sgr-h", r(81)), ours("sgr-0", r(81))];
-        let plan = plan_group("sg-n1", &[r(80), r(81)].into(), &existing, &none());
-        assert_eq!(plan.revoke, vec!["sgr-0".to_string(), "sgr-2".to_string()]);
-        assert!(plan.authorize.is_empty());
+    fn hand_made_rules_satisfy_and_are_never_claimed_or_revoked() {
+        let existing = [hand_made("sgr-h", r(80))];
+        for desired in [[r(80)].into(), none()] {
+            let p = plan(&desired, &existing, &BTreeMap::new(), 0);
+            assert!(!p.writes(), "{p:?}");
+        }
     }
 
     #[test]
-    fn shared_rule_stays_while_any_binding_needs_it() {
-        let a = binding("ns/a", &["sg-n1"], &[r(80), r(81)]);
-        let b = binding("ns/b", &["sg-n1"], &[r(80)]);
-        let existing = [ours("sgr-80", r(80)), ours("sgr-81", r(81))];
-        let both = desired_rules(&[a.clone(), b.clone()]);
-        assert!(plan_group("sg-n1", &both["sg-n1"], &existing, &none()).is_empty());
-        // a leaves: its own port goes, the shared one stays.
-        let only_b = desired_rules(&[b]);
-        let plan = plan_group("sg-n1", &only_b["sg-n1"], &existing, &none());
-        assert_eq!(plan.revoke, vec!["sgr-81".to_string()]);
-        assert!(plan.authorize.is_empty());
-        // Both gone: the group no longer appears in desired, planned against an empty set.
-        let plan = plan_group("sg-n1", desired_rules(&[]).get("sg-n1").unwrap_or(&none()), &existing, &none());
-        assert_eq!(plan.revoke, vec!["sgr-80".to_string(), "sgr-81".to_string()]);
+    fn protected_rules_stay_claimed_and_nothing_goes_before_every_binding_published() {
+        let existing = [created("sgr-1", r(80), &["blue"]), created("sgr-2", r(81), &[])];
+        let protected = [r(80)].into();
+        let p = plan_group(GroupInputs {
+            cluster: "blue",
+            desired: &none(),
+            protected: &protected,
+            existing: &existing,
+            unclaimed_since: &[("sgr-2".to_string(), 0)].into(),
+            may_release: true,
+            grace: 30,
+            now: 100,
+        });
+        assert!(p.release.is_empty() && !p.authorize.contains(&r(80)), "protected: kept, not added");
+        assert_eq!(p.revoke, ids(&["sgr-2"]));
+        let gated = plan_group(GroupInputs { protected: &none(), may_release: false, ..GroupInputs {
+            cluster: "blue", desired: &none(), protected: &protected, existing: &existing,
+            unclaimed_since: &[("sgr-2".to_string(), 0)].into(), may_release: true, grace: 30, now: 100,
+        } });
+        assert!(gated.release.is_empty() && gated.revoke.is_empty(), "{gated:?}");
+    }
+
+    #[test]
+    fn a_second_copy_of_our_rule_is_released() {
+        let existing = [created("sgr-1", r(80), &["blue"]), created("sgr-2", r(80), &["blue"])];
+        let p = plan(&[r(80)].into(), &existing, &BTreeMap::new(), 0);
+        assert_eq!(p.release, ids(&["sgr-2"]));
     }
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -629,70 +723,54 @@ mod tests {
     }
 
     fn arb_existing() -> impl Strategy<Value = Vec<ExistingRule>> {
-        prop::collection::vec((arb_rule(), any::<bool>()), 0..16).prop_map(|rows| {
+        let claims = prop::collection::btree_set(prop::sample::select(vec!["blue", "green"]), 0..3);
+        prop::collection::vec((arb_rule(), any::<bool>(), claims), 0..12).prop_map(|rows| {
             rows.into_iter()
                 .enumerate()
-                .map(|(i, (rule, mine))| ExistingRule {
+                .map(|(i, (rule, managed, claims))| ExistingRule {
                     rule_id: format!("sgr-{i:03}"),
                     rule,
-                    owner: if mine { RuleOwner::ThisCluster } else { RuleOwner::Other },
+                    managed,
+                    claims: if managed { claims.into_iter().map(str::to_owned).collect() } else { BTreeSet::new() },
                 })
                 .collect()
         })
     }
 
-    /// What EC2 holds after the plan: authorized rules appear (ours), revoked ids disappear.
-    fn apply(existing: &[ExistingRule], plan: &GroupPlan) -> Vec<ExistingRule> {
-        let gone: BTreeSet<&String> = plan.revoke.iter().collect();
-        let mut after: Vec<ExistingRule> = existing.iter().filter(|e| !gone.contains(&e.rule_id)).cloned().collect();
-        after.extend(plan.authorize.iter().enumerate().map(|(i, rule)| ours(&format!("sgr-new-{i:03}"), rule.clone())));
-        after
-    }
-
-    fn identities(rules: &[ExistingRule]) -> BTreeSet<IngressRule> {
-        rules.iter().map(|e| e.rule.clone()).collect()
-    }
-
     proptest! {
         #[test]
-        fn never_revokes_others_or_protected(
-            desired in prop::collection::btree_set(arb_rule(), 0..8),
+        fn never_touches_what_is_not_an_agents_nor_revokes_a_claimed_rule(
+            desired in prop::collection::btree_set(arb_rule(), 0..6),
             existing in arb_existing(),
-            protected in prop::collection::btree_set(arb_rule(), 0..4),
+            protected in prop::collection::btree_set(arb_rule(), 0..3),
+            may_release in any::<bool>(),
+            now in 0u64..100,
         ) {
-            let plan = plan_group("sg-n", &desired, &existing, &protected);
-            let revoked: BTreeSet<&String> = plan.revoke.iter().collect();
-            for e in &existing {
-                if revoked.contains(&e.rule_id) {
-                    prop_assert_eq!(e.owner, RuleOwner::ThisCluster);
-                    // A protected or desired identity loses only a redundant copy, never its last row.
-                    if protected.contains(&e.rule) || desired.contains(&e.rule) {
-                        prop_assert!(existing.iter().any(|o| o.rule == e.rule && !revoked.contains(&o.rule_id)));
-                    }
-                }
+            let since: BTreeMap<String, u64> = existing.iter().map(|e| (e.rule_id.clone(), 0)).collect();
+            let p = plan_group(GroupInputs {
+                cluster: "blue", desired: &desired, protected: &protected, existing: &existing,
+                unclaimed_since: &since, may_release, grace: 30, now,
+            });
+            let by_id: BTreeMap<&String, &ExistingRule> = existing.iter().map(|e| (&e.rule_id, e)).collect();
+            for id in p.claim.iter().chain(&p.release).chain(&p.revoke) {
+                prop_assert!(by_id[id].managed, "{} is not an agent's rule", id);
             }
-            // Authorize never duplicates what is present.
-            let present = identities(&existing);
-            prop_assert!(plan.authorize.iter().all(|r| !present.contains(r)));
-        }
-
-        #[test]
-        fn applying_yields_desired_others_and_protected_then_nothing(
-            desired in prop::collection::btree_set(arb_rule(), 0..8),
-            existing in arb_existing(),
-            protected in prop::collection::btree_set(arb_rule(), 0..4),
-        ) {
-            let plan = plan_group("sg-n", &desired, &existing, &protected);
-            let after = apply(&existing, &plan);
-            let others: BTreeSet<IngressRule> =
-                existing.iter().filter(|e| e.owner == RuleOwner::Other).map(|e| e.rule.clone()).collect();
-            let kept_protected: BTreeSet<IngressRule> =
-                identities(&existing).intersection(&protected).cloned().collect();
-            let expected: BTreeSet<IngressRule> =
-                desired.iter().chain(&others).chain(&kept_protected).cloned().collect();
-            prop_assert_eq!(identities(&after), expected);
-            let again = plan_group("sg-n", &desired, &after, &protected);
-            prop_assert!(again.is_empty(), "{:?}", again);
+            for id in &p.revoke {
+                let e = by_id[id];
+                prop_assert!(may_release && now >= 30);
+                prop_assert!(e.claims.iter().all(|c| c == "blue"), "green still claims {}", id);
+                prop_assert!(!desired.contains(&e.rule) || existing.iter().any(|o| o.rule == e.rule && !p.revoke.contains(&o.rule_id)));
+            }
+            for id in &p.release {
+                let e = by_id[id];
+                let kept = existing.iter().any(|o| o.rule == e.rule && o.rule_id != e.rule_id && o.claims.contains("blue") && !p.release.contains(&o.rule_id));
+                prop_assert!(!(desired.contains(&e.rule) || protected.contains(&e.rule)) || kept, "released {} still needed", id);
+            }
+            // Every desired rule is present afterwards: authorized, claimed, or hand-made.
+            for rule in &desired {
+                let present = existing.iter().any(|e| &e.rule == rule && !p.revoke.contains(&e.rule_id));
+                prop_assert!(present || p.authorize.contains(rule));
+            }
         }
     }
 }

@@ -244,6 +244,12 @@ def test_policy_scoping():
             assert "aws_lb_target_group.this" in text and '"*"' not in text, s
         elif verbs <= {"AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress"}:
             assert "local.agent_security_group_arns" in text and '"*"' not in text, s
+        elif verbs == {"CreateTags", "DeleteTags"}:
+            assert "local.security_group_rule_arns" in text, s
+            cond = s["condition"][0]
+            assert unquote(cond["test"]) == "ForAllValues:StringLike" and unquote(cond["variable"]) == "aws:TagKeys"
+            assert sorted(unquote(v) for v in cond["values"]) == [
+                "tgb-agent.elbv2.k8s.aws/claim/*", "tgb-agent.elbv2.k8s.aws/cluster"]
         elif verbs == {"CreateTags"}:
             assert "local.security_group_rule_arns" in text, s
             cond = s["condition"][0]
