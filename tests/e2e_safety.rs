@@ -183,7 +183,8 @@ async fn bad_inputs_get_their_condition_and_event_while_others_keep_working() {
     // (On a group of their own: bindings sharing the good one's group would contend for it.)
     let elsewhere = arn.replace("/bad-ip/", "/static/");
     let mut bad_cidr = ip_binding(&elsewhere);
-    bad_cidr["networking"] = json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.1/8"}}], "ports": [{"port": 8080}]}]});
+    bad_cidr["networking"] =
+        json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.1/8"}}], "ports": [{"port": 8080}]}]});
     binding(&kube, "demo", "bad-cidr", bad_cidr).await;
     let mut two_names = ip_binding(&elsewhere);
     two_names["targetGroupName"] = json!("some-other-group");

@@ -89,8 +89,9 @@ pub trait SecurityGroups: Send + Sync + 'static {
     /// planned rule and are never this agent's to revoke.
     fn ingress_rules(&self, group: &str) -> impl Future<Output = Result<Vec<ExistingRule>, SecurityGroupError>> + Send;
 
-    /// Every group holding a rule `cluster` claims, in any VPC: the groups to plan even when no
-    /// binding points at them any more (the last one was deleted, or its nodes changed groups).
+    /// Every group holding a rule `cluster` claims, or one an agent created that nobody claims any
+    /// more, in any VPC: the groups to plan even when no binding points at them (the last one was
+    /// deleted, or its nodes changed groups).
     fn groups_with_rules_of(
         &self,
         cluster: &str,
@@ -266,11 +267,8 @@ impl SecurityGroups for Ec2SecurityGroups {
                 Ok((out, next))
             })
             .await?;
-        let mut rules: Vec<ExistingRule> = pages
-            .iter()
-            .flat_map(|out| out.security_group_rules())
-            .filter_map(|r| existing_rule(r, group))
-            .collect();
+        let mut rules: Vec<ExistingRule> =
+            pages.iter().flat_map(|out| out.security_group_rules()).filter_map(|r| existing_rule(r, group)).collect();
         rules.sort();
         Ok(rules)
     }
@@ -279,8 +277,9 @@ impl SecurityGroups for Ec2SecurityGroups {
         const OP: &str = "DescribeSecurityGroupRules";
         let by_claim = filter("tag-key", &[format!("{CLAIM_TAG_PREFIX}{cluster}")]);
         let by_creator = filter(&format!("tag:{CLUSTER_TAG}"), &[cluster.to_owned()]);
+        let created = filter("tag-key", &[MANAGED_TAG.to_owned()]);
         let mut groups = BTreeSet::new();
-        for tag_filter in [by_claim, by_creator] {
+        for tag_filter in [by_claim, by_creator, created] {
             let pages = self
                 .every_page(OP, |token| {
                     let tag_filter = tag_filter.clone();
@@ -305,7 +304,10 @@ impl SecurityGroups for Ec2SecurityGroups {
                     .iter()
                     .flat_map(|out| out.security_group_rules())
                     .filter(|r| r.is_egress() == Some(false))
-                    .filter(|r| claims_of(&tag_map(r.tags())).1.contains(cluster))
+                    .filter(|r| {
+                        let (managed, claims) = claims_of(&tag_map(r.tags()));
+                        claims.contains(cluster) || (managed && claims.is_empty())
+                    })
                     .filter_map(|r| r.group_id().map(str::to_owned)),
             );
         }

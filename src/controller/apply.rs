@@ -100,11 +100,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
     let mut wanted = how.from_watches(ctx, &backend, nodes.as_ref()).await??;
     // The security-group loop works from this on its own; a failure here never holds targets back.
-    let pods = if instance_mode {
-        Default::default()
-    } else {
-        serving_pods(backend.slices.by_name.values(), resolved.family)
-    };
+    let pods =
+        if instance_mode { Default::default() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
     let endpoints = networking::Endpoints {
         target_is_ip: !instance_mode,
         vpc_id: tg.vpc_id.as_deref(),
@@ -253,7 +250,8 @@ impl How<'_> {
         &self,
         ctx: &Context<T, N, S>,
     ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
-        let live = read_backend(&ctx.kube.client, self.key).await.map_err(ReconcileError::kube("read the backend live"))?;
+        let live =
+            read_backend(&ctx.kube.client, self.key).await.map_err(ReconcileError::kube("read the backend live"))?;
         let name = self.key.to_string();
         if self.resolved.target_type == TargetType::Instance {
             let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;

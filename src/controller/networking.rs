@@ -24,7 +24,9 @@ use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::aws::{Network, TargetGroups};
 use crate::k8s::pods::named_container_ports;
 use crate::model::sg_rule::{EniGroups, IngressRule};
-use crate::plan::sg_rules::{GroupInputs, NetworkingError, plan_group, rules_for_binding, select_groups, unclaimed_grace};
+use crate::plan::sg_rules::{
+    GroupInputs, NetworkingError, plan_group, rules_for_binding, select_groups, unclaimed_grace,
+};
 
 type BindingRef = ObjectRef<TargetGroupBinding>;
 
@@ -105,7 +107,6 @@ impl Contributions {
     pub fn result(&self, uid: &str) -> (u64, Outcome) {
         self.state().results.get(uid).cloned().unwrap_or((0, None))
     }
-
 }
 
 /// What a binding's reconcile knows of its targets.
@@ -164,8 +165,14 @@ pub fn mark_broken<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context
 /// Runs the security-group loop until the process stops: a pass whenever an ask changes, and at
 /// least once per drift interval (to repair rules removed by hand), sooner while a grace runs.
 pub async fn run_loop<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<Context<T, N, S>>) {
-    if ctx.kube.bindings.wait_until_ready().await.is_err() {
-        return;
+    // Until the bindings are listed, a missing binding proves nothing. The store wakes only one of
+    // several waiters, so ask again until it answers.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), ctx.kube.bindings.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
     }
     let mut next = ctx.drift_interval;
     loop {
@@ -207,7 +214,12 @@ async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N
                     Ok(groups) => {
                         for group in groups {
                             for rule in rules {
-                                desired.entry(group.clone()).or_default().entry(rule.clone()).or_default().insert(uid.clone());
+                                desired
+                                    .entry(group.clone())
+                                    .or_default()
+                                    .entry(rule.clone())
+                                    .or_default()
+                                    .insert(uid.clone());
                             }
                         }
                     }
@@ -220,6 +232,10 @@ async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N
         }
     }
     let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
+    // Groups where a rule waits out its grace before it is revoked.
+    groups.extend(
+        ctx.networking.state().unclaimed_since.iter().filter(|(_, rules)| !rules.is_empty()).map(|(g, _)| g.clone()),
+    );
     match ctx.aws.security_groups.groups_with_rules_of(&ctx.cluster_name).await {
         Ok(claimed) => groups.extend(claimed),
         Err(error) => tracing::warn!(%error, "could not list the security groups holding this cluster's rules"),
@@ -329,7 +345,9 @@ async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
         tracing::warn!(group, %error, "could not release ingress rules");
     }
     match sg.revoke(group, &plan.revoke).await {
-        Ok(()) if !plan.revoke.is_empty() => tracing::info!(group, count = plan.revoke.len(), "revoked ingress rules nobody claims"),
+        Ok(()) if !plan.revoke.is_empty() => {
+            tracing::info!(group, count = plan.revoke.len(), "revoked ingress rules nobody claims")
+        }
         Ok(()) => {}
         Err(error) => tracing::warn!(group, %error, "could not revoke ingress rules"),
     }

@@ -118,8 +118,12 @@ impl fmt::Display for IngressRule {
 /// Who relies on a rule, by its tags: whether an agent created it (a rule nobody claims any more
 /// may be revoked only then) and which clusters claim it.
 pub fn claims_of(tags: &BTreeMap<String, String>) -> (bool, BTreeSet<String>) {
-    let mut claims: BTreeSet<String> =
-        tags.keys().filter_map(|k| k.strip_prefix(CLAIM_TAG_PREFIX)).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let mut claims: BTreeSet<String> = tags
+        .keys()
+        .filter_map(|k| k.strip_prefix(CLAIM_TAG_PREFIX))
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
     claims.extend(tags.get(CLUSTER_TAG).filter(|c| !c.is_empty()).cloned());
     let managed = tags.contains_key(MANAGED_TAG) || tags.contains_key(CLUSTER_TAG);
     (managed, claims)

@@ -177,7 +177,7 @@ pub fn desired_rules(bindings: &[BindingRules]) -> BTreeMap<String, BTreeSet<Ing
 /// How long a rule an agent created must be seen without any claim before it is revoked (a
 /// cluster that is about to claim it gets that long; see README "Rules shared by clusters").
 pub fn unclaimed_grace(drift_interval_secs: u64) -> u64 {
-    drift_interval_secs.clamp(1, 30)
+    drift_interval_secs.clamp(1, 10)
 }
 
 /// What one reconcile of one security group starts from.
@@ -565,7 +565,12 @@ mod tests {
         BTreeSet::new()
     }
 
-    fn plan(desired: &BTreeSet<IngressRule>, existing: &[ExistingRule], since: &BTreeMap<String, u64>, now: u64) -> GroupPlan {
+    fn plan(
+        desired: &BTreeSet<IngressRule>,
+        existing: &[ExistingRule],
+        since: &BTreeMap<String, u64>,
+        now: u64,
+    ) -> GroupPlan {
         plan_group(GroupInputs {
             cluster: "blue",
             desired,
@@ -641,10 +646,20 @@ mod tests {
         });
         assert!(p.release.is_empty() && !p.authorize.contains(&r(80)), "protected: kept, not added");
         assert_eq!(p.revoke, ids(&["sgr-2"]));
-        let gated = plan_group(GroupInputs { protected: &none(), may_release: false, ..GroupInputs {
-            cluster: "blue", desired: &none(), protected: &protected, existing: &existing,
-            unclaimed_since: &[("sgr-2".to_string(), 0)].into(), may_release: true, grace: 30, now: 100,
-        } });
+        let gated = plan_group(GroupInputs {
+            protected: &none(),
+            may_release: false,
+            ..GroupInputs {
+                cluster: "blue",
+                desired: &none(),
+                protected: &protected,
+                existing: &existing,
+                unclaimed_since: &[("sgr-2".to_string(), 0)].into(),
+                may_release: true,
+                grace: 30,
+                now: 100,
+            }
+        });
         assert!(gated.release.is_empty() && gated.revoke.is_empty(), "{gated:?}");
     }
 
