@@ -56,6 +56,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<crate::health::Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let bindings: Api<TargetGroupBinding> = match &settings.watch_namespace {
@@ -91,7 +92,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     controller
         .reconcile_on(wake)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(crate::health::tracking(health, reconcile), error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile round ended with an error");
