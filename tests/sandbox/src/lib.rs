@@ -5,6 +5,7 @@
 
 mod agent;
 mod aws;
+mod aws_tap;
 mod control;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, bail};
 
 pub use agent::Agent;
+pub use aws_tap::{AwsTap, TappedCall};
 pub use aws::{
     Fixture, Instance, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws,
     target_zones, targets,
