@@ -84,7 +84,14 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         settings.drift_interval,
     ));
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
+        // kube-runtime wakes only the last task waiting for readiness (the controller): ask again.
+        let listed = loop {
+            let wait = tokio::time::timeout(std::time::Duration::from_millis(500), store.wait_until_ready());
+            if let Ok(result) = wait.await {
+                break result;
+            }
+        };
+        if listed.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });

@@ -77,8 +77,8 @@ impl Drop for AwsTap {
 }
 
 async fn relay(client: TcpStream, server: TcpStream, calls: Calls) -> std::io::Result<()> {
-    let (mut from_client, mut to_server) = client.into_split();
-    let (mut from_server, mut to_client) = server.into_split();
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
     let requests = async {
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
@@ -142,5 +142,25 @@ mod tests {
         note_actions(&mut seen, &calls);
         let actions: Vec<_> = calls.lock().unwrap().iter().map(|c| (c.action.clone(), c.is_write())).collect();
         assert_eq!(actions, vec![("RegisterTargets".into(), true), ("DescribeTargetHealth".into(), false)]);
+    }
+
+    #[tokio::test]
+    async fn forwards_both_ways_and_notes_the_call() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = upstream.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].ends_with(b"Action=CreateTags&Version=1"));
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+        });
+        let tap = AwsTap::start(&upstream_url).await.unwrap();
+        let mut client = TcpStream::connect(tap.endpoint().trim_start_matches("http://")).await.unwrap();
+        client.write_all(b"POST / HTTP/1.1\r\nContent-Length: 27\r\n\r\nAction=CreateTags&Version=1").await.unwrap();
+        let mut response = vec![0u8; 64];
+        let n = client.read(&mut response).await.unwrap();
+        assert_eq!(&response[..n], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(tap.calls().iter().map(|c| c.action.as_str()).collect::<Vec<_>>(), ["CreateTags"]);
     }
 }
