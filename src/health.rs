@@ -133,9 +133,9 @@ impl Health {
             && running > self.stuck_after
         {
             return Err(format!(
-                "the reconcile of {key} has been running for {}s (limit {}s)",
-                running.as_secs(),
-                self.stuck_after.as_secs()
+                "the reconcile of {key} has been running for {:.1}s (limit {:.1}s)",
+                running.as_secs_f64(),
+                self.stuck_after.as_secs_f64()
             ));
         }
         if let Some((heartbeat, bound)) = &self.lease {

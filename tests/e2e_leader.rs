@@ -97,8 +97,10 @@ async fn hung_renewals_fence_the_leader_and_the_standby_takes_over() {
     // From now on every lease update replica-a sends hangs for a minute.
     let hung = Instant::now();
     sandbox
-        .kube_fault(serde_json::json!({"holdRequests": {"count": 1000, "seconds": 60, "pathContains": "/leases/tgb-agent",
-            "verb": "update", "bodyContains": "\"holderIdentity\":\"replica-a\""}}))
+        .kube_fault(
+            serde_json::json!({"holdRequests": {"count": 1000, "seconds": 60, "pathContains": "/leases/tgb-agent",
+            "verb": "update", "bodyContains": "\"holderIdentity\":\"replica-a\""}}),
+        )
         .await
         .expect("hold replica-a's renewals");
     let mut round = 0;
@@ -157,34 +159,37 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let woke = Instant::now();
     first.resume().expect("SIGCONT");
     let status = exit_of(&mut first).await;
+    println!("old leader exited {:?} after waking", woke.elapsed());
     // Its watches and timers have had their turn: give stray writes time to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stray = first_tap.writes_since(woke);
     assert!(stray.is_empty(), "writes after waking: {:?}", offsets(&stray, woke));
     assert!(!status.success());
-    println!("old leader exited {:?} after waking", woke.elapsed());
+    assert!(first.log().contains("stepping down as leader"), "{}", first.log());
     endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.13")]).await;
     wait_for_targets(&sandbox, &arn, &["10.0.0.13:8080"]).await;
     assert!(!second_tap.writes_since(frozen).is_empty());
 }
 
-/// (c) A reconcile that hangs (its finalizer patch does not answer) fails `/healthz` once it has
+/// (c) A reconcile that hangs (the API server does not answer its finalizer patch for 10 s) fails `/healthz` once it has
 /// run longer than `--reconcile-stuck-after`, and `/healthz` recovers when it finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_reconcile_fails_the_liveness_probe() {
     let (sandbox, aws, kube) = world("stuck", &[Ep::Ready("10.0.0.10")]).await;
     let arn = aws.ip_target_group_arn.clone();
-    let agent =
-        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--reconcile-stuck-after", "2s"]).expect("agent");
+    let agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--reconcile-stuck-after", "2s"])
+        .expect("agent");
     eventually("ready", Duration::from_secs(20), || async { (agent.health("/readyz").ok()?.0 == 200).then_some(()) })
         .await;
     assert_eq!(agent.health("/healthz").expect("healthz").0, 200, "idle is healthy");
 
     sandbox
-        .kube_fault(serde_json::json!({"holdRequests": {"count": 1, "seconds": 10, "pathContains": "/targetgroupbindings/web",
-            "verb": "patch"}}))
+        .kube_fault(
+            serde_json::json!({"holdRequests": {"count": 1, "seconds": 10, "pathContains": "/targetgroupbindings/web",
+            "verb": "patch", "bodyContains": tgb_agent::api::FINALIZER}}),
+        )
         .await
-        .expect("hold the binding's next patch");
+        .expect("hold the agent's finalizer patch");
     let created = Instant::now();
     binding(&kube, "demo", "web", ip_binding(&arn)).await;
     let why = eventually("/healthz fails", Duration::from_secs(9), || async {

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, bail};
 
 pub use agent::Agent;
-pub use aws_tap::{AwsTap, TappedCall};
 pub use aws::{
     Fixture, Instance, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws,
     target_zones, targets,
 };
+pub use aws_tap::{AwsTap, TappedCall};
 
 /// The repository root. Read at run time from the `CARGO_MANIFEST_DIR` that `cargo test` gives
 /// the agent's tests (the root package), not baked in at compile time: a target directory shared
