@@ -78,8 +78,9 @@ pub fn parse_cluster_name(s: &str) -> Result<String, String> {
     let name = s.trim();
     if name.is_empty() || name == "default" {
         return Err(format!(
-            "{s:?} cannot name a cluster: give each cluster its own name (e.g. its EKS cluster name); it marks \
-             what this cluster owns in shared AWS resources, and clusters left at a default would own each other's"
+            "{s:?} cannot name a cluster: set --cluster-name (TGB_CLUSTER_NAME; with deploy/, CLUSTER_NAME in the \
+             tgb-agent-settings ConfigMap) to this cluster's own name, e.g. its EKS cluster name. It marks what \
+             this cluster owns in shared AWS resources; clusters left at a default would own each other's"
         ));
     }
     Ok(name.to_owned())
@@ -158,7 +159,7 @@ mod tests {
         assert!(Cli::try_parse_from(["tgb-agent", "run"]).is_err());
         for bad in ["default", " ", ""] {
             let error = Cli::try_parse_from(["tgb-agent", "run", "--cluster-name", bad]).expect_err(bad);
-            assert!(error.to_string().contains("each cluster its own name"), "{error}");
+            assert!(error.to_string().contains("cannot name a cluster"), "{error}");
         }
         let Ok(Cli { command: Command::Run(args) }) =
             Cli::try_parse_from(["tgb-agent", "run", "--cluster-name", "blue"])
