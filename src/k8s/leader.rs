@@ -15,6 +15,10 @@
 //! while the leader starts no write after t0 + 2L/3. The L/3 in between covers writes in flight
 //! (main.rs bounds every AWS operation by it) and any difference in clock rates.
 //!
+//! What fencing cannot close: a process frozen in the microseconds between the fence check and
+//! the request leaving the socket sends that one request when it wakes (AWS APIs take no fencing
+//! token that could refuse it).
+//!
 //! A deposed leader exits (status 1) rather than going back to standby: the process restarts
 //! with empty caches, no queued retries and no task left from its time as leader.
 
