@@ -104,10 +104,14 @@ async fn hung_renewals_fence_the_leader_and_the_standby_takes_over() {
         .await
         .expect("hold replica-a's renewals");
     let mut round = 0;
+    let mut exited = None;
     let takeover = loop {
         round += 1;
         let ip = format!("10.0.1.{round}");
         endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready(&ip)]).await;
+        if exited.is_none() && first.exited().is_some() {
+            exited = Some(hung.elapsed());
+        }
         if second.log().contains("leading") {
             break hung.elapsed();
         }
@@ -118,11 +122,10 @@ async fn hung_renewals_fence_the_leader_and_the_standby_takes_over() {
     wait_for_targets(&sandbox, &arn, &["10.0.0.99:8080"]).await;
     let converged = hung.elapsed();
     let status = exit_of(&mut first).await;
-    let exited = hung.elapsed();
 
     let old = first_tap.writes_since(hung);
     println!(
-        "old leader: {} writes after its renewals hung, the last {:?}; exited at +{exited:?}",
+        "old leader: {} writes after its renewals hung, the last {:?}; exit seen by +{exited:?} (polled every 300 ms)",
         old.len(),
         offsets(&old, hung).last()
     );
