@@ -95,7 +95,6 @@ async fn hung_renewals_fence_the_leader_and_the_standby_takes_over() {
     assert!(second_tap.calls().iter().all(|c| !c.is_write()), "a standby never writes");
 
     // From now on every lease update replica-a sends hangs for a minute.
-    let hung = Instant::now();
     sandbox
         .kube_fault(
             serde_json::json!({"holdRequests": {"count": 1000, "seconds": 60, "pathContains": "/leases/tgb-agent",
@@ -103,6 +102,9 @@ async fn hung_renewals_fence_the_leader_and_the_standby_takes_over() {
         )
         .await
         .expect("hold replica-a's renewals");
+    // Any renewal replica-a got confirmed reached the server before the fault was armed, so it
+    // started before this instant: its renew deadline is at most RENEW_DEADLINE after it.
+    let hung = Instant::now();
     let mut round = 0;
     let mut exited = None;
     let takeover = loop {
@@ -125,14 +127,17 @@ async fn hung_renewals_fence_the_leader_and_the_standby_takes_over() {
 
     let old = first_tap.writes_since(hung);
     println!(
-        "old leader: {} writes after its renewals hung, the last {:?}; exit seen by +{exited:?} (polled every 300 ms)",
+        "old leader: {} writes after its renewals hung, the last {}; exit seen by +{:?} (polled every 300 ms)",
         old.len(),
-        offsets(&old, hung).last()
+        offsets(&old, hung).last().map_or("none", String::as_str),
+        exited.unwrap_or_default()
     );
     println!("takeover {takeover:?} and convergence {converged:?} after the renewals hung (lease {LEASE:?})");
-    // Its last confirmed renewal started before the hang, so its deadline is at most 4 s after it.
     assert!(!old.is_empty(), "the old leader kept working until its deadline");
-    let late: Vec<_> = old.iter().filter(|c| c.at > hung + RENEW_DEADLINE).cloned().collect();
+    // The tap notes a write when its bytes pass, a little after the fence check (serializing and
+    // signing in a debug build): 100 ms of that, no more, is allowed.
+    let deadline = hung + RENEW_DEADLINE + Duration::from_millis(100);
+    let late: Vec<_> = old.iter().filter(|c| c.at > deadline).cloned().collect();
     assert!(late.is_empty(), "writes after the renew deadline: {:?}", offsets(&late, hung));
     assert!(!status.success(), "a deposed leader exits with an error");
     assert!(first.log().contains("stepping down as leader"), "{}", first.log());
