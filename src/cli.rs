@@ -26,15 +26,18 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Name of this cluster; marks what this cluster owns in shared AWS resources.
-    #[arg(long, env = "TGB_CLUSTER_NAME", default_value = "default")]
+    /// Name of this cluster (required, unique per cluster): marks what this cluster owns in shared
+    /// AWS resources. `default` is refused: two clusters left at a default would own each other's.
+    #[arg(long, env = "TGB_CLUSTER_NAME", value_parser = parse_cluster_name)]
     pub cluster_name: String,
     /// Only watch TargetGroupBindings in this namespace (default: all namespaces).
     #[arg(long, env = "TGB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
-    /// The agent's own namespace, where it keeps ownership records.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "tgb-agent")]
-    pub namespace: String,
+    /// The agent's own namespace, where it keeps ownership records and its Lease. Default: the
+    /// in-cluster ServiceAccount's namespace, else the kubeconfig context's namespace, else
+    /// `tgb-system` (where deploy/ installs the agent).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
     /// How often each target group is re-checked against AWS to repair drift (e.g. 300s, 5m, 1h).
     #[arg(long, env = "TGB_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub drift_interval: Duration,
@@ -51,9 +54,14 @@ pub struct RunArgs {
     /// reconciles; the others stand by and take over when it stops renewing.
     #[arg(long, env = "TGB_LEADER_ELECT", default_value_t = false)]
     pub leader_elect: bool,
-    /// How long a leader's lease lasts without renewal (it renews every third of it).
+    /// How long a leader's lease lasts without renewal. The leader renews every sixth of it, starts
+    /// no AWS write once two thirds have passed since its last confirmed renewal, and then exits.
     #[arg(long, env = "TGB_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// `/healthz` fails while a reconcile has been running longer than this (the kubelet then
+    /// restarts the agent).
+    #[arg(long, env = "TGB_RECONCILE_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub reconcile_stuck_after: Duration,
     /// Log format.
     #[arg(long, env = "TGB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -63,6 +71,53 @@ pub struct RunArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Refuses an empty name and `default`.
+pub fn parse_cluster_name(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() || name == "default" {
+        return Err(format!(
+            "{s:?} cannot name a cluster: set --cluster-name (TGB_CLUSTER_NAME; with deploy/, CLUSTER_NAME in the \
+             tgb-agent-settings ConfigMap) to this cluster's own name, e.g. its EKS cluster name. It marks what \
+             this cluster owns in shared AWS resources; clusters left at a default would own each other's"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Where the agent's own namespace came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceSource {
+    Flag,
+    ServiceAccount,
+    Kubeconfig,
+    Default,
+}
+
+/// Where `deploy/` installs the agent.
+pub const INSTALL_NAMESPACE: &str = "tgb-system";
+
+/// The in-cluster ServiceAccount's namespace file.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// `--namespace`/`POD_NAMESPACE`, else the ServiceAccount's namespace, else the kubeconfig
+/// context's, else [`INSTALL_NAMESPACE`].
+pub fn own_namespace(
+    flag: Option<&str>,
+    service_account: Option<&str>,
+    kubeconfig: Option<&str>,
+) -> (String, NamespaceSource) {
+    let given = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    if let Some(ns) = given(flag) {
+        (ns, NamespaceSource::Flag)
+    } else if let Some(ns) = given(service_account) {
+        (ns, NamespaceSource::ServiceAccount)
+    } else if let Some(ns) = given(kubeconfig) {
+        (ns, NamespaceSource::Kubeconfig)
+    } else {
+        (INSTALL_NAMESPACE.to_owned(), NamespaceSource::Default)
+    }
 }
 
 /// Parses `90`, `90s`, `5m`, `1h` or `250ms`.
@@ -97,6 +152,31 @@ mod tests {
         for bad in ["", "m", "5d", "-1s", "0s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_name_is_required_and_not_default() {
+        assert!(Cli::try_parse_from(["tgb-agent", "run"]).is_err());
+        for bad in ["default", " ", ""] {
+            let error = Cli::try_parse_from(["tgb-agent", "run", "--cluster-name", bad]).expect_err(bad);
+            assert!(error.to_string().contains("cannot name a cluster"), "{error}");
+        }
+        let Ok(Cli { command: Command::Run(args) }) =
+            Cli::try_parse_from(["tgb-agent", "run", "--cluster-name", "blue"])
+        else {
+            panic!("a named cluster parses")
+        };
+        assert_eq!(args.cluster_name, "blue");
+        assert_eq!(args.namespace, None);
+    }
+
+    #[test]
+    fn own_namespace_follows_the_install() {
+        use NamespaceSource::*;
+        assert_eq!(own_namespace(Some("ops"), Some("sa"), Some("ctx")), ("ops".into(), Flag));
+        assert_eq!(own_namespace(None, Some("sa\n"), Some("ctx")), ("sa".into(), ServiceAccount));
+        assert_eq!(own_namespace(None, None, Some("ctx")), ("ctx".into(), Kubeconfig));
+        assert_eq!(own_namespace(Some(""), None, None), ("tgb-system".into(), Default));
     }
 
     #[test]

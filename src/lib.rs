@@ -7,6 +7,8 @@ pub mod api;
 pub mod aws;
 pub mod cli;
 pub mod controller;
+pub mod fence;
+pub mod health;
 pub mod index;
 pub mod k8s;
 pub mod metrics;

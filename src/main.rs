@@ -1,13 +1,16 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
+use aws_config::timeout::TimeoutConfig;
 use clap::Parser;
 use tgb_agent::aws::security_groups::Ec2SecurityGroups;
 use tgb_agent::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
-use tgb_agent::cli::{Cli, Command, LogFormat, RunArgs};
+use tgb_agent::cli::{self, Cli, Command, LogFormat, RunArgs};
 use tgb_agent::controller::{self, AwsPorts, Settings};
-use tgb_agent::k8s::leader::LeaderElection;
+use tgb_agent::fence::Fence;
+use tgb_agent::health::Health;
+use tgb_agent::k8s::leader::{self, LeaderElection};
 use tgb_agent::metrics::Metrics;
 use tgb_agent::server;
 
@@ -24,60 +27,96 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let service_account_namespace = std::fs::read_to_string(cli::SERVICE_ACCOUNT_NAMESPACE).ok();
+    let (namespace, namespace_source) = cli::own_namespace(
+        args.namespace.as_deref(),
+        service_account_namespace.as_deref(),
+        kubeconfig_namespace().as_deref(),
+    );
     let client =
         kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-    let sdk = tgb_agent::aws::sdk_config().await;
+    let leader = args.leader_elect.then(|| {
+        let identity = leader::identity(std::env::var("POD_NAME").ok(), hostname());
+        LeaderElection::new(client.clone(), &namespace, "tgb-agent", identity, args.lease_duration)
+    });
+    let timing = leader.as_ref().map(LeaderElection::timing);
+    // Without leader election this is the only writer: the fence never closes.
+    let fence = Arc::new(if leader.is_some() { Fence::closed() } else { Fence::open() });
+    let mut sdk = tgb_agent::aws::sdk_config().await;
+    if let Some(timing) = timing {
+        // A write let through just before the fence closes ends (or is abandoned) before another
+        // replica can take the lease: every AWS operation, SDK retries included, is bounded.
+        let mut timeouts = sdk.timeout_config().map_or_else(TimeoutConfig::builder, TimeoutConfig::to_builder);
+        timeouts.set_operation_timeout(Some(timing.write_margin()));
+        sdk = sdk.into_builder().timeout_config(timeouts.build()).build();
+    }
     let metrics = Arc::new(Metrics::default());
-    let limits = Arc::new(RateLimits::default());
+    let limits = Arc::new(RateLimits::fenced(fence.clone()));
     let target_groups = Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone());
     let network = Ec2Network::new(&sdk, limits.clone(), metrics.clone());
     let security_groups = Ec2SecurityGroups::new(&sdk, limits, metrics.clone());
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(args.reconcile_stuck_after, timing.map(|t| t.lease)));
+    let heartbeat = health.lease.as_ref().map(|(beat, _)| beat);
 
     let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
-    let health_server = tokio::spawn(server::serve_health(args.health_addr, ready.clone()));
-    tracing::info!(cluster = %args.cluster_name, metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting");
+    let health_server = tokio::spawn(server::serve_health(args.health_addr, health.clone()));
+    tracing::info!(
+        cluster = %args.cluster_name, %namespace, namespace_from = ?namespace_source,
+        metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting"
+    );
 
-    let leader = args.leader_elect.then(|| {
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("tgb-agent-{}", std::process::id()));
-        LeaderElection::new(client.clone(), &args.namespace, "tgb-agent", identity, args.lease_duration)
-    });
-    if let Some(leader) = &leader {
+    let mut acquired_at = None;
+    if let (Some(leader), Some(heartbeat)) = (&leader, heartbeat) {
         // A standby replica is healthy and ready: it must not hold up a rolling update.
-        ready.store(true, Ordering::Relaxed);
+        health.ready.store(true, Ordering::Relaxed);
         tracing::info!(identity = leader.identity(), "standing by until this replica holds the leader lease");
         tokio::select! {
-            () = leader.acquire() => {}
+            at = leader.acquire(heartbeat) => acquired_at = Some(at),
             () = shutdown_signal() => return Ok(()),
         }
-        ready.store(false, Ordering::Relaxed);
+        health.ready.store(false, Ordering::Relaxed);
         tracing::info!(identity = leader.identity(), "leading");
     }
     let lost_leadership = async {
-        match &leader {
-            Some(leader) => leader.hold().await,
-            None => std::future::pending().await,
+        match (&leader, acquired_at, heartbeat) {
+            (Some(leader), Some(at), Some(heartbeat)) => leader.hold(at, &fence, heartbeat).await,
+            _ => std::future::pending().await,
         }
     };
     let settings = Settings {
         cluster_name: args.cluster_name.clone(),
         watch_namespace: args.watch_namespace,
-        agent_namespace: args.namespace,
+        agent_namespace: namespace,
         drift_interval: args.drift_interval,
         concurrency: args.concurrency.max(1),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let aws = AwsPorts { target_groups, network, security_groups };
     tokio::select! {
-        () = controller::run(client, AwsPorts { target_groups, network, security_groups }, settings, metrics, ready, shutdown_signal()) => {}
+        () = controller::run(client, aws, settings, metrics, health.ready.clone(), health.clone(), shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
         result = health_server => result.context("health server task")?.context("health server")?,
-        () = lost_leadership => anyhow::bail!("lost the leader lease: stopping so that only the new leader writes"),
+        // The fence is already closed; exiting drops the reconciles in flight, and the pod
+        // restarts as a standby with nothing left over from its time as leader.
+        deposed = lost_leadership => anyhow::bail!("stepping down as leader: {deposed}; exiting so that only the new leader writes"),
     }
     if let Some(leader) = &leader {
+        fence.revoke();
         leader.release().await;
     }
     tracing::info!("tgb-agent stopped");
     Ok(())
+}
+
+/// The current kubeconfig context's namespace, if it names one.
+fn kubeconfig_namespace() -> Option<String> {
+    let config = kube::config::Kubeconfig::read().ok()?;
+    let current = config.current_context.as_deref()?;
+    config.contexts.iter().find(|c| c.name == current)?.context.as_ref()?.namespace.clone()
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().or_else(|| std::env::var("HOSTNAME").ok())
 }
 
 /// SIGTERM or Ctrl-C.

@@ -94,7 +94,7 @@ impl Elbv2TargetGroups {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        self.limits.target_writes.acquire().await;
+        self.limits.target_writes.acquire(op).await?;
         let result = request.await.map(drop).map_err(|e| AwsError::from_sdk(op, arn, e));
         self.record(op, &result);
         result

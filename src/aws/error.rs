@@ -21,6 +21,9 @@ pub enum AwsError {
     Api { op: &'static str, code: String, message: String },
     #[error("{op}: could not reach AWS: {message}")]
     Transport { op: &'static str, message: String },
+    /// Not sent: this replica is not (or no longer surely) the leader.
+    #[error("{op}: not sent: this replica does not hold the leader lease")]
+    Fenced { op: &'static str },
 }
 
 impl AwsError {
@@ -36,6 +39,7 @@ impl AwsError {
             Self::VpcNotFound(_) => "VpcNotFound",
             Self::Api { .. } => "AWSError",
             Self::Transport { .. } => "AWSUnreachable",
+            Self::Fenced { .. } => "NotLeader",
         }
     }
 

@@ -1,5 +1,8 @@
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::AwsError;
+use crate::fence::Fence;
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug)]
@@ -42,18 +45,50 @@ impl TokenBucket {
     }
 }
 
+/// The gate every AWS write passes: a token of the write bucket, then the leader fence, checked
+/// after the wait so that a replica deposed while it waited never sends.
+#[derive(Debug)]
+pub struct WriteLimit {
+    bucket: TokenBucket,
+    fence: Arc<Fence>,
+}
+
+impl WriteLimit {
+    pub fn new(bucket: TokenBucket, fence: Arc<Fence>) -> Self {
+        Self { bucket, fence }
+    }
+
+    /// Call right before sending write `op`; `Err(AwsError::Fenced)` means: do not send it.
+    pub async fn acquire(&self, op: &'static str) -> Result<(), AwsError> {
+        self.bucket.acquire().await;
+        if self.fence.allows_writes() { Ok(()) } else { Err(AwsError::Fenced { op }) }
+    }
+}
+
 /// Client-side limits per class of operation, no higher than the reference controller's defaults.
 #[derive(Debug)]
 pub struct RateLimits {
-    /// RegisterTargets / DeregisterTargets.
-    pub target_writes: TokenBucket,
+    /// Every write: RegisterTargets / DeregisterTargets, Authorize/RevokeSecurityGroupIngress,
+    /// CreateTags.
+    pub target_writes: WriteLimit,
     /// Describe* calls.
     pub describes: TokenBucket,
 }
 
+impl RateLimits {
+    /// Limits whose writes also wait on `fence` (leader election).
+    pub fn fenced(fence: Arc<Fence>) -> Self {
+        Self {
+            target_writes: WriteLimit::new(TokenBucket::new(4.0, 20), fence),
+            describes: TokenBucket::new(50.0, 200),
+        }
+    }
+}
+
 impl Default for RateLimits {
+    /// Without leader election: the fence is always open.
     fn default() -> Self {
-        Self { target_writes: TokenBucket::new(4.0, 20), describes: TokenBucket::new(50.0, 200) }
+        Self::fenced(Arc::new(Fence::open()))
     }
 }
 
@@ -72,6 +107,21 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
         assert_eq!(bucket.try_take(start + Duration::from_millis(250)), None);
         assert!(bucket.try_take(start + Duration::from_millis(260)).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_refuses_writes_after_the_token() {
+        let fence = Arc::new(Fence::closed());
+        let limits = RateLimits::fenced(fence.clone());
+        assert!(matches!(
+            limits.target_writes.acquire("RegisterTargets").await,
+            Err(AwsError::Fenced { op: "RegisterTargets" })
+        ));
+        fence.open_until(Instant::now() + Duration::from_secs(60));
+        assert!(limits.target_writes.acquire("RegisterTargets").await.is_ok());
+        fence.revoke();
+        assert!(limits.target_writes.acquire("CreateTags").await.is_err());
+        assert!(RateLimits::default().target_writes.acquire("DeregisterTargets").await.is_ok());
     }
 
     #[test]

@@ -234,7 +234,7 @@ impl Ec2SecurityGroups {
 
     async fn revoke_call(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
         const OP: &str = "RevokeSecurityGroupIngress";
-        self.limits.target_writes.acquire().await;
+        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
         let result = self
             .ec2
             .revoke_security_group_ingress()
@@ -322,7 +322,7 @@ impl SecurityGroups for Ec2SecurityGroups {
             .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build())
             .tags(Tag::builder().key(MANAGED_TAG).value("true").build())
             .build();
-        self.limits.target_writes.acquire().await;
+        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
         let result = self
             .ec2
             .authorize_security_group_ingress()

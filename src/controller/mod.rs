@@ -61,6 +61,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<crate::health::Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let bindings: Api<TargetGroupBinding> = match &settings.watch_namespace {
@@ -92,7 +93,14 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     ));
     let security_groups = tokio::spawn(networking::run_loop(ctx.clone()));
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
+        // kube-runtime wakes only the last task waiting for readiness (the controller): ask again.
+        let listed = loop {
+            let wait = tokio::time::timeout(std::time::Duration::from_millis(500), store.wait_until_ready());
+            if let Ok(result) = wait.await {
+                break result;
+            }
+        };
+        if listed.is_ok() {
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
@@ -100,7 +108,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     controller
         .reconcile_on(wake)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(crate::health::tracking(health, reconcile), error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile round ended with an error");

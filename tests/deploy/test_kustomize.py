@@ -165,7 +165,8 @@ def test_args_probes_and_ports_agree(rendered):
     # `--flag=value`, or a bare boolean `--flag`.
     flags = dict(a.split("=", 1) if "=" in a else (a, "true") for a in args[1:])
     assert set(flags) <= {"--cluster-name", "--watch-namespace", "--drift-interval", "--metrics-addr",
-                          "--health-addr", "--log-format", "--namespace", "--leader-elect", "--lease-duration"}
+                          "--health-addr", "--log-format", "--namespace", "--leader-elect", "--lease-duration",
+                          "--reconcile-stuck-after"}
     # Two replicas need leader election, or both would write to AWS.
     if dep["spec"]["replicas"] > 1:
         assert flags.get("--leader-elect") == "true"
@@ -212,3 +213,17 @@ def test_blue_green_overlays_differ_only_in_cluster_name(overlay):
     docs = kustomize(overlay)
     cm = one(docs, "ConfigMap")
     assert cm["data"]["CLUSTER_NAME"] == overlay.name
+    assert cm["data"]["CLUSTER_NAME"] not in ("", "default")
+
+
+def test_cluster_name_is_left_to_each_cluster(rendered):
+    """The agent refuses an empty or `default` --cluster-name, so the base cannot be installed by
+    two clusters with the same name by accident: each overlay names its cluster."""
+    cm = one(rendered, "ConfigMap")
+    assert cm["data"]["CLUSTER_NAME"] == ""
+    _, c = agent_container(rendered)
+    assert "--cluster-name=$(CLUSTER_NAME)" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    # A unique leader-election identity and the agent's own namespace come from the pod.
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"

@@ -137,6 +137,11 @@ async fn dispatch(server: &Server, parts: &Parts, route: Route, body: Body) -> R
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+    let hold = server.faults().take_hold(path, verb, &body);
+    if let Some(hold) = hold {
+        server.stats().injected_faults += 1;
+        tokio::time::sleep(hold).await;
+    }
     let request =
         ResourceRequest { server, headers: &parts.headers, params: &params, resolved: &resolved, body: &body };
     match verb {

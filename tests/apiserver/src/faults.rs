@@ -1,5 +1,7 @@
 //! Fault injection for reliability tests, controlled through `POST /_double/faults`.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -22,8 +24,33 @@ fn default_status() -> u16 {
     500
 }
 
+/// Hold the next `count` matching requests for `seconds` before serving them as usual, as a real
+/// API server does when etcd or the network stalls: the client sees a request that hangs. Filters:
+/// `path_contains`, `verb`, and `body_contains` (a substring of the request body, e.g. one
+/// client's `"holderIdentity":"a"` in a Lease update, to stall one client only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldRequests {
+    #[serde(default = "default_hold_count")]
+    pub count: u32,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verb: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+}
+
+fn default_hold_count() -> u32 {
+    1
+}
+
+/// Longest hold accepted: a test that forgets to disarm must not keep a server busy for ever.
+const MAX_HOLD_SECONDS: f64 = 600.0;
+
 /// The body of `POST /_double/faults`; every field is optional and they combine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultRequest {
     /// Close every open watch connection now.
@@ -34,6 +61,8 @@ pub struct FaultRequest {
     /// Answer the next N watch requests with a `410 Gone` (Expired) ERROR event; `true` means 1.
     #[serde(default)]
     pub expire_next_watch: Option<ExpireCount>,
+    #[serde(default)]
+    pub hold_requests: Option<HoldRequests>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -56,6 +85,8 @@ impl ExpireCount {
 pub enum FaultError {
     #[error("unsupported injected status {0}: use 500 or 429")]
     UnsupportedStatus(u16),
+    #[error("hold of {0} seconds: use a number of seconds from 0 to 600")]
+    UnsupportedHold(f64),
 }
 
 /// Faults armed and not yet consumed.
@@ -64,6 +95,7 @@ pub enum FaultError {
 pub struct Faults {
     pub fail_requests: Vec<FailRequests>,
     pub expire_next_watches: u32,
+    pub hold_requests: Vec<HoldRequests>,
 }
 
 impl Faults {
@@ -79,6 +111,14 @@ impl Faults {
         }
         if let Some(expire) = request.expire_next_watch {
             self.expire_next_watches += expire.count();
+        }
+        if let Some(hold) = &request.hold_requests {
+            if !(0.0..=MAX_HOLD_SECONDS).contains(&hold.seconds) {
+                return Err(FaultError::UnsupportedHold(hold.seconds));
+            }
+            if hold.count > 0 {
+                self.hold_requests.push(hold.clone());
+            }
         }
         Ok(())
     }
@@ -105,6 +145,22 @@ impl Faults {
         })
     }
 
+    /// Consumes a matching hold rule, returning how long to hold the request.
+    pub fn take_hold(&mut self, path: &str, verb: &str, body: &[u8]) -> Option<Duration> {
+        let index = self.hold_requests.iter().position(|rule| {
+            rule.path_contains.as_deref().is_none_or(|p| path.contains(p))
+                && rule.verb.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(verb))
+                && rule.body_contains.as_deref().is_none_or(|b| contains(body, b.as_bytes()))
+        })?;
+        let rule = &mut self.hold_requests[index];
+        rule.count -= 1;
+        let hold = Duration::from_secs_f64(rule.seconds);
+        if rule.count == 0 {
+            self.hold_requests.remove(index);
+        }
+        Some(hold)
+    }
+
     /// Consumes one forced expiry of a watch.
     pub fn take_watch_expiry(&mut self) -> bool {
         if self.expire_next_watches > 0 {
@@ -114,6 +170,10 @@ impl Faults {
             false
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -134,5 +194,25 @@ mod tests {
         assert!(faults.take_failure("/x/leases", "get").is_none());
         assert!(faults.take_watch_expiry());
         assert!(!faults.take_watch_expiry());
+    }
+
+    #[test]
+    fn holds_match_path_verb_and_body() {
+        let mut faults = Faults::default();
+        let req: FaultRequest = serde_json::from_str(
+            r#"{"holdRequests": {"count": 2, "seconds": 1.5, "pathContains": "/leases/", "verb": "update",
+                "bodyContains": "\"holderIdentity\":\"a\""}}"#,
+        )
+        .unwrap();
+        faults.arm(&req).unwrap();
+        let a = br#"{"spec":{"holderIdentity":"a"}}"#;
+        let b = br#"{"spec":{"holderIdentity":"b"}}"#;
+        assert_eq!(faults.take_hold("/x/leases/l", "update", b), None, "another client");
+        assert_eq!(faults.take_hold("/x/leases/l", "get", a), None, "another verb");
+        assert_eq!(faults.take_hold("/x/leases/l", "update", a), Some(Duration::from_millis(1500)));
+        assert!(faults.take_hold("/x/leases/l", "update", a).is_some());
+        assert_eq!(faults.take_hold("/x/leases/l", "update", a), None, "consumed");
+        let too_long: FaultRequest = serde_json::from_str(r#"{"holdRequests": {"seconds": 9999}}"#).unwrap();
+        assert!(faults.arm(&too_long).is_err());
     }
 }

@@ -11,6 +11,7 @@ use crate::Sandbox;
 pub struct Agent {
     child: Child,
     pub metrics_addr: String,
+    pub health_addr: String,
     log: std::path::PathBuf,
 }
 
@@ -21,26 +22,70 @@ fn free_port() -> anyhow::Result<u16> {
 impl Agent {
     /// Starts `binary run` with the sandbox's environment and `extra` flags, as the agent's
     /// ServiceAccount (so only the RBAC rules shipped in deploy/ apply, enforced by the API server
-    /// double) in its own namespace `tgb-system`. Logs go to a file in the sandbox directory
-    /// (printed when a test fails).
+    /// double). Its own namespace is the default, `tgb-system` (what deploy/ installs), unless
+    /// `extra` names one; `--cluster-name e2e` unless `extra` names a cluster. Logs go to a file in
+    /// the sandbox directory (printed when a test fails).
     pub fn start(binary: &Path, sandbox: &Sandbox, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, sandbox, extra, &[])
+    }
+
+    /// [`Agent::start`], with `env` set over the sandbox's environment (e.g. `AWS_ENDPOINT_URL` of
+    /// an [`crate::AwsTap`], or `POD_NAME`).
+    pub fn start_with_env(
+        binary: &Path,
+        sandbox: &Sandbox,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let metrics_addr = format!("127.0.0.1:{}", free_port()?);
         let health_addr = format!("127.0.0.1:{}", free_port()?);
         let log = sandbox.dir().join(format!("agent-{}.log", free_port()?));
         let file = std::fs::File::create(&log).context("agent log")?;
+        let named = extra.iter().any(|a| *a == "--cluster-name" || a.starts_with("--cluster-name="));
         let child = Command::new(binary)
             .arg("run")
             .args(["--metrics-addr", &metrics_addr, "--health-addr", &health_addr])
-            .args(if extra.contains(&"--namespace") { &[][..] } else { &["--namespace", "tgb-system"][..] })
+            .args(if named { &[][..] } else { &["--cluster-name", "e2e"][..] })
             .args(extra)
             .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
             .env("RUST_LOG", "info,tgb_agent=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self { child, metrics_addr, log })
+        Ok(Self { child, metrics_addr, health_addr, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP: the process freezes (a stalled VM or node, a stuck runtime) until [`Agent::resume`].
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {} failed", self.child.id());
+        Ok(())
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// `GET path` on the health address (`/healthz`, `/readyz`): (status code, body).
+    pub fn health(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(&self.health_addr, path)
     }
 
     /// The agent's log so far.
@@ -50,12 +95,7 @@ impl Agent {
 
     /// The agent's `/metrics` text.
     pub fn metrics(&self) -> anyhow::Result<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.metrics_addr)?;
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.metrics_addr)?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default())
+        Ok(http_get(&self.metrics_addr, "/metrics")?.1)
     }
 
     /// Peak resident memory (VmHWM) in KiB, from /proc.
@@ -78,6 +118,17 @@ impl Agent {
         Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status()?;
         Ok(self.child.wait()?)
     }
+}
+
+fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
+    Ok((status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()))
 }
 
 impl Drop for Agent {

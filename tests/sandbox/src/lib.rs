@@ -5,6 +5,7 @@
 
 mod agent;
 mod aws;
+mod aws_tap;
 mod control;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use aws::{
     Fixture, Instance, create_ip_target_group, delete_target_group, deregister_directly, register_directly, seed_aws,
     target_zones, targets,
 };
+pub use aws_tap::{AwsTap, TappedCall};
 
 /// The repository root. Read at run time from the `CARGO_MANIFEST_DIR` that `cargo test` gives
 /// the agent's tests (the root package), not baked in at compile time: a target directory shared
