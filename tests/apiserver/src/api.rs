@@ -303,8 +303,8 @@ impl ResourceRequest<'_> {
             let store = self.server.store();
             let items: Vec<Value> = store
                 .list(&rt.storage_key(), self.resolved.namespace.as_deref())
-                .filter(|o| labels.matches(o) && fields.matches(o))
                 .map(|o| lifecycle::present(rt, o))
+                .filter(|o| labels.matches(o) && fields.matches(o))
                 .collect();
             (items, store.resource_version())
         };
@@ -448,9 +448,10 @@ impl ResourceRequest<'_> {
         let mut store = self.server.store();
         let targets: Vec<(String, String)> = store
             .list(&rt.storage_key(), self.resolved.namespace.as_deref())
+            .map(|o| lifecycle::present(rt, o))
             .filter(|o| labels.matches(o) && fields.matches(o))
             .map(|o| {
-                (meta::namespace(o).unwrap_or_default().to_string(), meta::name(o).unwrap_or_default().to_string())
+                (meta::namespace(&o).unwrap_or_default().to_string(), meta::name(&o).unwrap_or_default().to_string())
             })
             .collect();
         let mut items = Vec::new();
