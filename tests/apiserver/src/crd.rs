@@ -73,9 +73,8 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
                 }
                 match v.pointer("/schema/openAPIV3Schema") {
                     None => errors.push(FieldError::required(format!("spec.versions[{i}].schema.openAPIV3Schema"))),
-                    Some(schema) => {
-                        errors.extend(cel::compile_errors(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema")))
-                    }
+                    Some(schema) => errors
+                        .extend(cel::compile_errors(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema"))),
                 }
             }
         }
@@ -234,19 +233,22 @@ mod tests {
     use super::*;
 
     fn crd(versions: &[(&str, bool)], stored: &[&str]) -> Value {
-        let versions: Vec<Value> = versions
-            .iter()
-            .map(|(name, storage)| json!({"name": name, "served": true, "storage": storage}))
-            .collect();
+        let versions: Vec<Value> =
+            versions.iter().map(|(name, storage)| json!({"name": name, "served": true, "storage": storage})).collect();
         json!({"spec": {"versions": versions}, "status": {"storedVersions": stored}})
     }
 
     #[test]
     fn a_stored_version_may_not_be_dropped() {
-        assert!(stored_version_errors(&crd(&[("v1alpha1", false), ("v1beta1", true)], &["v1alpha1", "v1beta1"])).is_empty());
+        assert!(
+            stored_version_errors(&crd(&[("v1alpha1", false), ("v1beta1", true)], &["v1alpha1", "v1beta1"])).is_empty()
+        );
         let errors = stored_version_errors(&crd(&[("v1beta1", true)], &["v1alpha1", "v1beta1"]));
         let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(rendered, vec![r#"status.storedVersions[0]: Invalid value: "v1alpha1": must appear in spec.versions"#]);
+        assert_eq!(
+            rendered,
+            vec![r#"status.storedVersions[0]: Invalid value: "v1alpha1": must appear in spec.versions"#]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod meta;
 mod negotiate;
 mod openapi;
 mod patch;
+mod protobuf;
 mod rbac;
 mod registry;
 mod routes;

@@ -1,0 +1,312 @@
+//! tgb-agent's CRD on the double, driven with kubectl as a user would: it replaces the reference
+//! controller's CRD in place (v1alpha1 still in storedVersions), its CEL rules and bounds refuse
+//! bad edits at admission, and Events written through events.k8s.io/v1 show up in `kubectl`.
+
+mod common;
+
+use common::Kubectl;
+use serde_json::Value;
+
+const OUR_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crds/targetgroupbindings.elbv2.k8s.aws.yaml");
+const MISSION: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mission-targetgroupbinding.yaml"));
+const ARN_B: &str = "arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/other-tg/fedcba9876543210";
+
+fn reference_crd() -> String {
+    std::fs::read_to_string(common::fixture("lbc-targetgroupbindings-crd.yaml")).expect("reference CRD fixture")
+}
+
+/// The reference's CRD as its first releases shipped it: v1alpha1 was the storage version.
+fn reference_crd_storing_v1alpha1() -> String {
+    reference_crd()
+        .replace("storage: false", "storage: FALSE")
+        .replace("storage: true", "storage: false")
+        .replace("storage: FALSE", "storage: true")
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn stored_versions(kubectl: &Kubectl) -> String {
+    kubectl.ok(&["get", "crd", "targetgroupbindings.elbv2.k8s.aws", "-o", "jsonpath={.status.storedVersions}"]).await
+}
+
+/// Our CRD over a cluster that once stored v1alpha1 objects, with one binding in the namespace.
+async fn cluster_migrated_from_the_reference(kubectl: &Kubectl) {
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(&reference_crd_storing_v1alpha1())).await;
+    kubectl.ok(&["create", "namespace", "app-namespace"]).await;
+    let old_binding = MISSION.replace("elbv2.k8s.aws/v1beta1", "elbv2.k8s.aws/v1alpha1");
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(&old_binding)).await;
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(&reference_crd())).await;
+    assert_eq!(stored_versions(kubectl).await, r#"["v1alpha1","v1beta1"]"#);
+    let out = kubectl.ok(&["apply", "-f", OUR_CRD]).await;
+    assert!(out.contains("customresourcedefinition.apiextensions.k8s.io/targetgroupbindings.elbv2.k8s.aws configured"));
+}
+
+#[tokio::test]
+async fn our_crd_replaces_the_references_where_v1alpha1_was_stored() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(&reference_crd_storing_v1alpha1())).await;
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(&reference_crd())).await;
+    assert_eq!(stored_versions(&kubectl).await, r#"["v1alpha1","v1beta1"]"#);
+
+    // A CRD without v1alpha1 is refused, as a real API server refuses it.
+    let mut without_alpha: Value = serde_yaml::from_str(&std::fs::read_to_string(OUR_CRD).unwrap()).unwrap();
+    let versions = without_alpha["spec"]["versions"].as_array_mut().unwrap();
+    versions.retain(|v| v["name"] != "v1alpha1");
+    let out =
+        kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&serde_json::to_string(&without_alpha).unwrap())).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"CustomResourceDefinition "targetgroupbindings.elbv2.k8s.aws" is invalid: status.storedVersions[0]: Invalid value: "v1alpha1": must appear in spec.versions"#
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // Ours keeps v1alpha1 served, so it applies; both versions are served, v1beta1 stores.
+    let out = kubectl.ok(&["apply", "-f", OUR_CRD]).await;
+    assert!(out.contains("targetgroupbindings.elbv2.k8s.aws configured"), "{out}");
+    assert_eq!(stored_versions(&kubectl).await, r#"["v1alpha1","v1beta1"]"#);
+    let versions = kubectl.ok(&["api-versions"]).await;
+    assert!(versions.contains("elbv2.k8s.aws/v1alpha1") && versions.contains("elbv2.k8s.aws/v1beta1"), "{versions}");
+
+    // Once every object is rewritten in v1beta1, a storage migration drops v1alpha1 from the status.
+    kubectl
+        .ok(&[
+            "patch",
+            "crd",
+            "targetgroupbindings.elbv2.k8s.aws",
+            "--subresource",
+            "status",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"storedVersions":["v1beta1"]}}"#,
+        ])
+        .await;
+    assert_eq!(stored_versions(&kubectl).await, r#"["v1beta1"]"#);
+}
+
+#[tokio::test]
+async fn bindings_stored_before_the_replacement_are_served_by_both_versions() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    cluster_migrated_from_the_reference(&kubectl).await;
+    for version in ["v1alpha1", "v1beta1"] {
+        let resource = format!("targetgroupbindings.{version}.elbv2.k8s.aws");
+        let arn = kubectl
+            .ok(&["get", &resource, "app-tgb", "-n", "app-namespace", "-o", "jsonpath={.spec.targetGroupARN}"])
+            .await;
+        assert!(arn.ends_with("targetgroup/app-tg/0123456789abcdef"), "{version}: {arn}");
+    }
+}
+
+#[tokio::test]
+async fn editing_the_target_group_is_refused_at_admission_with_the_cel_message() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    cluster_migrated_from_the_reference(&kubectl).await;
+
+    let patch = format!(r#"{{"spec":{{"targetGroupARN":"{ARN_B}"}}}}"#);
+    let out = kubectl
+        .run(&["patch", "targetgroupbinding", "app-tgb", "-n", "app-namespace", "--type", "merge", "-p", &patch])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"The TargetGroupBinding "app-tgb" is invalid: spec.targetGroupARN: Invalid value: "object": targetGroupARN is immutable once set"#
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // The same through `kubectl apply` of an edited manifest, and for the other identity fields.
+    let edited = MISSION.replace("targetgroup/app-tg/0123456789abcdef", "targetgroup/other-tg/fedcba9876543210");
+    let out = kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&edited)).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("targetGroupARN is immutable once set"), "{}", stderr(&out));
+    let out = kubectl
+        .run_with_stdin(&["apply", "-f", "-"], Some(&MISSION.replace("targetType: ip", "targetType: instance")))
+        .await;
+    assert!(
+        stderr(&out).contains("spec.targetType: Invalid value: \"object\": targetType is immutable"),
+        "{}",
+        stderr(&out)
+    );
+    let removed = MISSION.lines().filter(|l| !l.contains("targetGroupARN")).collect::<Vec<_>>().join("\n");
+    let out = kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&(removed + "\n  targetGroupName: other-tg\n"))).await;
+    assert!(stderr(&out).contains("targetGroupARN is immutable once set"), "removing the ARN: {}", stderr(&out));
+
+    // Fields not set yet may be set; other fields stay editable.
+    kubectl
+        .ok(&[
+            "patch",
+            "targetgroupbinding",
+            "app-tgb",
+            "-n",
+            "app-namespace",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"ipAddressType":"ipv4"}}"#,
+        ])
+        .await;
+    kubectl
+        .ok(&[
+            "patch",
+            "targetgroupbinding",
+            "app-tgb",
+            "-n",
+            "app-namespace",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"serviceRef":{"port":8080}}}"#,
+        ])
+        .await;
+    let out = kubectl
+        .run(&[
+            "patch",
+            "targetgroupbinding",
+            "app-tgb",
+            "-n",
+            "app-namespace",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"ipAddressType":"ipv6"}}"#,
+        ])
+        .await;
+    assert!(stderr(&out).contains("ipAddressType is immutable once set"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn out_of_range_ports_and_malformed_cidrs_are_refused() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    kubectl.ok(&["apply", "-f", OUR_CRD]).await;
+    kubectl.ok(&["create", "namespace", "app-namespace"]).await;
+
+    let out = kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&MISSION.replace("port: 80}", "port: 70000}"))).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("spec.serviceRef.port: Invalid value: 70000: spec.serviceRef.port in body should be less than or equal to 65535"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&MISSION.replace("port: 80}", "port: 0}"))).await;
+    assert!(stderr(&out).contains("should be greater than or equal to 1"), "{}", stderr(&out));
+
+    let networking_port = MISSION.replace("[{protocol: TCP}]", "[{protocol: TCP, port: 70000}]");
+    let out = kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&networking_port)).await;
+    assert!(
+        stderr(&out).contains("spec.networking.ingress[0].ports[0].port: Invalid value: 70000"),
+        "{}",
+        stderr(&out)
+    );
+
+    let peer = "[{securityGroup: {groupID: sg-0123456789abcdef0}}]";
+    let cidr = |c: &str| MISSION.replace(peer, &format!("[{{ipBlock: {{cidr: \"{c}\"}}}}]"));
+    let out = kubectl.run_with_stdin(&["apply", "-f", "-"], Some(&cidr("10.0.0.0/33"))).await;
+    assert!(
+        stderr(&out).contains(r#"spec.networking.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33""#),
+        "{}",
+        stderr(&out)
+    );
+    for bad in ["10.0.0/16", "10.0.0.0", "2001:db8::/129", "fe80::1::/64"] {
+        let out = kubectl.run_with_stdin(&["apply", "-f", "-", "--dry-run=server"], Some(&cidr(bad))).await;
+        assert!(!out.status.success(), "{bad} accepted");
+    }
+    for good in ["10.0.0.0/16", "0.0.0.0/0", "2001:db8::/32", "::/0", "fd00:1:2:3:4:5:6:7/128"] {
+        kubectl.ok_with_stdin(&["apply", "-f", "-", "--dry-run=server"], Some(&cidr(good))).await;
+    }
+    // Named ports stay allowed; the mission's binding applies unchanged.
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(&MISSION.replace("port: 80}", "port: http}"))).await;
+}
+
+#[tokio::test]
+async fn describe_shows_events_written_through_events_k8s_io() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    kubectl.ok(&["apply", "-f", OUR_CRD]).await;
+    kubectl.ok(&["create", "namespace", "app-namespace"]).await;
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(MISSION)).await;
+    let uid = kubectl
+        .ok(&["get", "targetgroupbinding", "app-tgb", "-n", "app-namespace", "-o", "jsonpath={.metadata.uid}"])
+        .await;
+
+    let event = format!(
+        r#"{{"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {{"name": "app-tgb.registered", "namespace": "app-namespace"}},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "tgb-agent", "reportingInstance": "tgb-agent-0",
+            "action": "RegisterTargets", "reason": "TargetsRegistered", "type": "Normal",
+            "note": "registered 3 targets in app-tg",
+            "regarding": {{"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+                          "namespace": "app-namespace", "name": "app-tgb", "uid": "{uid}"}}}}"#
+    );
+    kubectl.ok_with_stdin(&["create", "-f", "-"], Some(&event)).await;
+
+    let described = kubectl.ok(&["describe", "targetgroupbinding", "app-tgb", "-n", "app-namespace"]).await;
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events.contains("Normal") && events.contains("TargetsRegistered") && events.contains("tgb-agent"),
+        "{described}"
+    );
+    assert!(events.contains("registered 3 targets in app-tg"), "{described}");
+
+    let listed = kubectl.ok(&["get", "events", "-n", "app-namespace"]).await;
+    assert!(
+        listed.contains("TargetsRegistered")
+            && listed.contains("targetgroupbinding/app-tgb")
+            && listed.contains("registered 3 targets in app-tg"),
+        "{listed}"
+    );
+
+    // And the other way round: a core/v1 Event is an events.k8s.io/v1 Event with renamed fields.
+    let core = r#"{"apiVersion": "v1", "kind": "Event", "metadata": {"name": "legacy", "namespace": "app-namespace"},
+        "involvedObject": {"kind": "TargetGroupBinding", "namespace": "app-namespace", "name": "app-tgb"},
+        "reason": "Legacy", "message": "written by a core/v1 client", "type": "Warning",
+        "source": {"component": "old-controller"}, "count": 1}"#;
+    kubectl.ok_with_stdin(&["create", "-f", "-"], Some(core)).await;
+    let note = kubectl
+        .ok(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "legacy",
+            "-n",
+            "app-namespace",
+            "-o",
+            "jsonpath={.note}/{.regarding.name}",
+        ])
+        .await;
+    assert_eq!(note, "written by a core/v1 client/app-tgb");
+    let selected = kubectl
+        .ok(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "-n",
+            "app-namespace",
+            "--field-selector",
+            "regarding.name=app-tgb,type=Warning",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(selected.trim(), "event.events.k8s.io/legacy");
+}
+
+#[tokio::test]
+async fn kubectl_create_namespace_sends_protobuf_and_works() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    let out = kubectl.ok(&["create", "namespace", "team-a"]).await;
+    assert!(out.contains("namespace/team-a created"), "{out}");
+    let phase = kubectl.ok(&["get", "namespace", "team-a", "-o", "jsonpath={.status.phase}"]).await;
+    assert_eq!(phase, "Active");
+    let out = kubectl.run(&["create", "namespace", "team-a"]).await;
+    assert!(stderr(&out).contains(r#"namespaces "team-a" already exists"#), "{}", stderr(&out));
+}
