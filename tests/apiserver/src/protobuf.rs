@@ -1,5 +1,5 @@
 //! Decoding of the Kubernetes protobuf bodies kubectl's typed clients send for built-ins
-//! (`kubectl create namespace|configmap|secret`): the `k8s\0` envelope around a `runtime.Unknown`
+//! (`kubectl create namespace|configmap|secret|serviceaccount`): the `k8s\0` envelope around a `runtime.Unknown`
 //! that names the type and carries the object's own protobuf encoding. Only these kinds, and only
 //! the fields those commands set, are understood; anything else is refused (415), never guessed.
 
@@ -207,6 +207,19 @@ fn secret(raw: &[u8]) -> Result<Value, ProtobufError> {
     Ok(Value::Object(object))
 }
 
+fn service_account(raw: &[u8]) -> Result<Value, ProtobufError> {
+    const WHAT: &str = "ServiceAccount";
+    let mut object = json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {} });
+    for (field, wire) in fields(raw, WHAT)? {
+        match (field, wire) {
+            (1, Wire::Bytes(b)) => object["metadata"] = object_meta(b)?,
+            (4, Wire::Varint(v)) => object["automountServiceAccountToken"] = json!(v != 0),
+            _ => {}
+        }
+    }
+    Ok(object)
+}
+
 /// Decodes a protobuf request body into the JSON object it stands for.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let envelope = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
@@ -231,6 +244,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Namespace") => namespace(raw),
         ("v1", "ConfigMap") => config_map(raw),
         ("v1", "Secret") => secret(raw),
+        ("v1", "ServiceAccount") => service_account(raw),
         _ => Err(ProtobufError::UnsupportedKind { api_version, kind }),
     }
 }

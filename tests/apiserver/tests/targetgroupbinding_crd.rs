@@ -310,3 +310,17 @@ async fn kubectl_create_namespace_sends_protobuf_and_works() {
     let out = kubectl.run(&["create", "namespace", "team-a"]).await;
     assert!(stderr(&out).contains(r#"namespaces "team-a" already exists"#), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn kubectl_create_configmap_secret_and_serviceaccount_send_protobuf_and_work() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    kubectl.ok(&["create", "configmap", "settings", "--from-literal=mode=ip", "--from-literal=port=80"]).await;
+    let data = kubectl.ok(&["get", "configmap", "settings", "-o", "jsonpath={.data}"]).await;
+    assert_eq!(data, r#"{"mode":"ip","port":"80"}"#);
+    kubectl.ok(&["create", "secret", "generic", "creds", "--from-literal=password=hunter2"]).await;
+    let secret = kubectl.ok(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]).await;
+    assert_eq!(secret, "aHVudGVyMg==", "base64 of the bytes sent");
+    kubectl.ok(&["create", "serviceaccount", "agent"]).await;
+    kubectl.ok(&["get", "serviceaccount", "agent"]).await;
+}
