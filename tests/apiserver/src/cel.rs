@@ -3,6 +3,11 @@
 //! (`isCIDR`, `quantity`, `url`, regex, lists, sets, ...) and binds `self`/`oldSelf` per schema node.
 //! Transition rules (those using `oldSelf`) run only on updates where the old value exists.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
+
 use kube_cel::{CompilationError, CompiledSchema, RootContext, ValidationError, Validator};
 use serde_json::{Value, json};
 
@@ -12,6 +17,27 @@ use crate::validation::{FieldError, index, join};
 thread_local! {
     // Registering the Kubernetes libraries once per thread, not per request.
     static VALIDATOR: Validator = Validator::new();
+    // Compiled rules per schema (by a hash of its JSON): parsing every rule on every write of a
+    // custom resource would cost more than the write itself.
+    static COMPILED: RefCell<HashMap<u64, Rc<CompiledSchema>>> = RefCell::new(HashMap::new());
+}
+
+/// Schemas kept compiled per thread; a handful of CRD versions in practice.
+const CACHE_LIMIT: usize = 64;
+
+fn compiled(schema: &Value) -> Rc<CompiledSchema> {
+    let key = {
+        let mut hasher = DefaultHasher::new();
+        schema.to_string().hash(&mut hasher);
+        hasher.finish()
+    };
+    COMPILED.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= CACHE_LIMIT && !cache.contains_key(&key) {
+            cache.clear();
+        }
+        cache.entry(key).or_insert_with(|| Rc::new(kube_cel::compile_schema(schema))).clone()
+    })
 }
 
 /// Evaluates every rule of `schema` on `object` (and `old`, on updates); returns the failures as
@@ -21,7 +47,7 @@ pub fn validate(rt: &ResourceType, schema: &Value, object: &Value, old: Option<&
         return Vec::new();
     }
     let root = RootContext { api_version: rt.api_version(), api_group: rt.group.clone(), kind: rt.kind.clone() };
-    let compiled = kube_cel::compile_schema(schema);
+    let compiled = compiled(schema);
     let outcome = VALIDATOR.with(|v| v.validate_compiled_with_context(&compiled, object, old, Some(&root)));
     match outcome {
         Ok(()) => Vec::new(),
