@@ -324,3 +324,68 @@ async fn kubectl_create_configmap_secret_and_serviceaccount_send_protobuf_and_wo
     kubectl.ok(&["create", "serviceaccount", "agent"]).await;
     kubectl.ok(&["get", "serviceaccount", "agent"]).await;
 }
+
+/// The CIDR pattern of the committed CRD against the standard library's address parsers, on
+/// random valid CIDRs and random one-character corruptions of them (IPv4-embedded IPv6 left out).
+#[test]
+fn the_cidr_pattern_accepts_exactly_the_cidrs() {
+    let crd: Value = serde_yaml::from_str(&std::fs::read_to_string(OUR_CRD).unwrap()).unwrap();
+    let pointer = "/spec/versions/1/schema/openAPIV3Schema/properties/spec/properties/networking/properties/ingress/items/properties/from/items/properties/ipBlock/properties/cidr/pattern";
+    let pattern = regex_lite::Regex::new(crd.pointer(pointer).and_then(Value::as_str).expect("pattern")).unwrap();
+    let is_cidr = |s: &str| {
+        let Some((addr, prefix)) = s.split_once('/') else { return false };
+        let prefix_ok = |max: u8| {
+            !prefix.is_empty()
+                && prefix.bytes().all(|b| b.is_ascii_digit())
+                && (prefix == "0" || !prefix.starts_with('0'))
+                && prefix.parse::<u8>().is_ok_and(|p| p <= max)
+        };
+        match (addr.parse::<std::net::Ipv4Addr>(), addr.parse::<std::net::Ipv6Addr>()) {
+            (Ok(_), _) => prefix_ok(32),
+            (_, Ok(_)) => prefix_ok(128),
+            _ => false,
+        }
+    };
+    let mut rng = fastrand::Rng::with_seed(13);
+    let mut valid = 0;
+    for _ in 0..5000 {
+        let cidr = if rng.bool() {
+            let addr = std::net::Ipv4Addr::from(rng.u32(..));
+            format!("{addr}/{}", rng.u8(0..=32))
+        } else {
+            // Runs of zero groups, so that `::` compression shows up in every position.
+            let groups: Vec<u16> = (0..8).map(|_| if rng.u8(..3) == 0 { 0 } else { rng.u16(..) }).collect();
+            let addr = std::net::Ipv6Addr::from(<[u16; 8]>::try_from(groups.clone()).unwrap());
+            let text = if rng.bool() {
+                addr.to_string()
+            } else {
+                groups.iter().map(|g| format!("{g:x}")).collect::<Vec<_>>().join(":")
+            };
+            format!("{text}/{}", rng.u8(0..=128))
+        };
+        let mut candidates = vec![cidr.clone()];
+        let mut corrupted: Vec<char> = cidr.chars().collect();
+        let at = rng.usize(..corrupted.len());
+        match rng.u8(..3) {
+            0 => {
+                corrupted.remove(at);
+            }
+            1 => corrupted.insert(at, ['0', '9', 'f', 'g', ':', '.', '/', '3'][rng.usize(..8)]),
+            _ => corrupted[at] = ['1', 'a', ':', '.', 'z', '/'][rng.usize(..6)],
+        }
+        candidates.push(corrupted.into_iter().collect());
+        for candidate in candidates {
+            let Some((addr, _)) = candidate.split_once('/') else {
+                assert!(!pattern.is_match(&candidate), "{candidate}");
+                continue;
+            };
+            if addr.contains(':') && addr.contains('.') {
+                continue;
+            }
+            let expected = is_cidr(&candidate);
+            valid += usize::from(expected);
+            assert_eq!(pattern.is_match(&candidate), expected, "{candidate}");
+        }
+    }
+    assert!(valid > 5000, "enough valid samples: {valid}");
+}
