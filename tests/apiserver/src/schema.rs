@@ -5,7 +5,8 @@
 //! `required`, `enum`, `default`, `pattern`, `minLength`, `maxLength`, `minimum`, `maximum`,
 //! `exclusiveMinimum`, `exclusiveMaximum`, `minItems`, `maxItems`, `allOf`, `anyOf`, `oneOf`,
 //! `x-kubernetes-int-or-string`, `x-kubernetes-preserve-unknown-fields`,
-//! `x-kubernetes-embedded-resource`. CEL rules (`x-kubernetes-validations`) and `format` are ignored.
+//! `x-kubernetes-embedded-resource`. CEL rules (`x-kubernetes-validations`) run afterwards (cel.rs);
+//! `format` is ignored.
 
 use serde_json::{Map, Value, json};
 
