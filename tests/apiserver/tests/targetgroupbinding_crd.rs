@@ -389,3 +389,51 @@ fn the_cidr_pattern_accepts_exactly_the_cidrs() {
     }
     assert!(valid > 5000, "enough valid samples: {valid}");
 }
+
+/// kube-runtime's Recorder (what the agent uses) writes events.k8s.io/v1 Events, then patches
+/// their series on repeats; `kubectl describe` shows them with the count.
+#[tokio::test]
+async fn describe_shows_the_events_a_kube_runtime_recorder_writes() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use kube::Resource;
+    use kube::api::{Api, DynamicObject, ListParams};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    kubectl.ok(&["apply", "-f", OUR_CRD]).await;
+    kubectl.ok(&["create", "namespace", "app-namespace"]).await;
+    kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(MISSION)).await;
+
+    let client = common::client(&server).await;
+    let gvk = kube::api::GroupVersionKind::gvk("elbv2.k8s.aws", "v1beta1", "TargetGroupBinding");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "targetgroupbindings");
+    let binding: DynamicObject =
+        Api::namespaced_with(client.clone(), "app-namespace", &resource).get("app-tgb").await.expect("binding");
+    let reference = binding.object_ref(&resource);
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "tgb-agent".into(), instance: None });
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "TargetGroupNotFound".into(),
+        note: Some("target group app-tg does not exist".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    for _ in 0..3 {
+        recorder.publish(&event, &reference).await.expect("publish");
+    }
+
+    let core: Api<CoreEvent> = Api::namespaced(client, "app-namespace");
+    let uid = binding.metadata.uid.clone().unwrap_or_default();
+    let found = core.list(&ListParams::default().fields(&format!("involvedObject.uid={uid}"))).await.expect("list");
+    assert_eq!(found.items.len(), 1, "{found:?}");
+    let stored = &found.items[0];
+    assert_eq!(stored.message.as_deref(), Some("target group app-tg does not exist"));
+    assert_eq!(stored.reporting_component.as_deref(), Some("tgb-agent"));
+    assert_eq!(stored.series.as_ref().and_then(|s| s.count), Some(3));
+
+    let described = kubectl.ok(&["describe", "targetgroupbinding", "app-tgb", "-n", "app-namespace"]).await;
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(events.contains("Warning") && events.contains("TargetGroupNotFound"), "{described}");
+    assert!(events.contains("(x3 over") && events.contains("target group app-tg does not exist"), "{described}");
+}
