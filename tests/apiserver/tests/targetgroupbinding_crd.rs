@@ -437,3 +437,42 @@ async fn describe_shows_the_events_a_kube_runtime_recorder_writes() {
     assert!(events.contains("Warning") && events.contains("TargetGroupNotFound"), "{described}");
     assert!(events.contains("(x3 over") && events.contains("target group app-tg does not exist"), "{described}");
 }
+
+/// The refusals are `Status` objects a client can act on: 422, reason Invalid, the field in causes.
+#[tokio::test]
+async fn refusals_are_422_invalid_statuses_naming_the_field() {
+    let server = common::start().await;
+    let kubectl = Kubectl::new(&server);
+    cluster_migrated_from_the_reference(&kubectl).await;
+
+    let mut without_alpha: Value = serde_yaml::from_str(&std::fs::read_to_string(OUR_CRD).unwrap()).unwrap();
+    without_alpha["spec"]["versions"].as_array_mut().unwrap().retain(|v| v["name"] != "v1alpha1");
+    let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/targetgroupbindings.elbv2.k8s.aws";
+    let response = common::http(&server, "PUT", path, Some(&without_alpha.to_string())).await;
+    assert_eq!(response.status, 422, "{}", response.body);
+    let status = response.json();
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(status["details"]["causes"][0]["field"], "status.storedVersions[0]");
+    assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueInvalid");
+    assert_eq!(
+        status["message"],
+        r#"CustomResourceDefinition.apiextensions.k8s.io "targetgroupbindings.elbv2.k8s.aws" is invalid: status.storedVersions[0]: Invalid value: "v1alpha1": must appear in spec.versions"#
+    );
+
+    let path = "/apis/elbv2.k8s.aws/v1beta1/namespaces/app-namespace/targetgroupbindings/app-tgb";
+    let mut binding = common::http(&server, "GET", path, None).await.json();
+    binding["spec"]["targetGroupARN"] = ARN_B.into();
+    let response = common::http(&server, "PUT", path, Some(&binding.to_string())).await;
+    assert_eq!(response.status, 422, "{}", response.body);
+    let status = response.json();
+    assert_eq!(status["details"]["kind"], "TargetGroupBinding");
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.targetGroupARN");
+    assert!(
+        status["details"]["causes"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(r#"Invalid value: "object": targetGroupARN is immutable once set"#)),
+        "{status}"
+    );
+    let unchanged = common::http(&server, "GET", path, None).await.json();
+    assert!(unchanged["spec"]["targetGroupARN"].as_str().is_some_and(|a| a.ends_with("app-tg/0123456789abcdef")));
+}
