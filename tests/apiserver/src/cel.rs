@@ -88,7 +88,8 @@ fn collect_compile_errors(node: &CompiledSchema, path: &str, errors: &mut Vec<Fi
     }
 }
 
-fn has_rules(schema: &Value) -> bool {
+/// Whether a schema declares any validation rule.
+pub fn has_rules(schema: &Value) -> bool {
     match schema {
         Value::Object(map) => map.contains_key("x-kubernetes-validations") || map.values().any(has_rules),
         Value::Array(items) => items.iter().any(has_rules),

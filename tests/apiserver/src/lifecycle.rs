@@ -213,14 +213,22 @@ fn admit(
             version = rt.version
         )));
     }
-    if !outcome.errors.is_empty() {
-        return Err(ApiError::invalid(&rt.kind, &rt.group, name, &outcome.errors));
+    // As in a real server, validation rules run on the defaulted, pruned object unless the schema
+    // found it too broken for them; their failures join the schema's.
+    let mut errors = outcome.errors;
+    if cel::has_rules(schema) {
+        if errors.iter().any(FieldError::blocks_validation_rules) {
+            errors.push(FieldError::invalid(
+                "<nil>",
+                json!("null"),
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+        } else {
+            errors.extend(cel::validate(rt, schema, object, previous));
+        }
     }
-    // Validation rules run on the defaulted, pruned object that passed the schema, as in a real
-    // server (where type errors block them; here any schema error does).
-    let rule_errors = cel::validate(rt, schema, object, previous);
-    if !rule_errors.is_empty() {
-        return Err(ApiError::invalid(&rt.kind, &rt.group, name, &rule_errors));
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(&rt.kind, &rt.group, name, &errors));
     }
     Ok(if opts.field_validation == FieldValidation::Warn { unknown } else { Vec::new() })
 }

@@ -473,6 +473,24 @@ async fn refusals_are_422_invalid_statuses_naming_the_field() {
             .is_some_and(|m| m.starts_with(r#"Invalid value: "object": targetGroupARN is immutable once set"#)),
         "{status}"
     );
+    // A non-blocking schema error (a bound) is reported with the rule's; a blocking one (an
+    // unsupported enum value) stops the rules, as a real server says.
+    binding["spec"]["serviceRef"]["port"] = 70000.into();
+    let status = common::http(&server, "PUT", path, Some(&binding.to_string())).await.json();
+    let fields: Vec<&str> =
+        status["details"]["causes"].as_array().unwrap().iter().filter_map(|c| c["field"].as_str()).collect();
+    assert_eq!(fields, vec!["spec.serviceRef.port", "spec.targetGroupARN"], "{status}");
+    binding["spec"]["targetType"] = "lambda".into();
+    let status = common::http(&server, "PUT", path, Some(&binding.to_string())).await.json();
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains(r#"spec.targetType: Unsupported value: "lambda""#), "{message}");
+    assert!(
+        message.contains(
+            r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid"#
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("immutable"), "{message}");
     let unchanged = common::http(&server, "GET", path, None).await.json();
     assert!(unchanged["spec"]["targetGroupARN"].as_str().is_some_and(|a| a.ends_with("app-tg/0123456789abcdef")));
 }
