@@ -95,3 +95,18 @@ fn ports_are_bounded_at_admission() {
         .expect("cidr");
     assert!(cidr["pattern"].as_str().is_some_and(|p| p.starts_with('^') && p.ends_with('$')));
 }
+
+#[test]
+fn int_or_string_ports_list_both_types_as_the_reference_does() {
+    let rendered: serde_json::Value =
+        serde_yaml::from_str(&tgb_agent::api::crd_yaml().expect("CRD renders")).expect("YAML parses");
+    let port = rendered
+        .pointer("/spec/versions/1/schema/openAPIV3Schema/properties/spec/properties/serviceRef/properties/port")
+        .expect("serviceRef.port");
+    assert_eq!(port["anyOf"], serde_json::json!([{"type": "integer"}, {"type": "string"}]));
+    assert_eq!(
+        (port["minimum"].as_i64(), port["maximum"].as_i64()),
+        (Some(1), Some(65535)),
+        "bounds render as integers"
+    );
+}

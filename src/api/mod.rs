@@ -25,6 +25,7 @@ pub fn crd_yaml() -> Result<String, serde_json::Error> {
     let mut crd = serde_json::to_value(crd())?;
     drop_nulls(&mut crd);
     integral_bounds(&mut crd);
+    int_or_string_types(&mut crd);
     // Rendering a JSON value as YAML cannot fail.
     Ok(serde_yaml::to_string(&crd).unwrap_or_default())
 }
@@ -82,6 +83,21 @@ fn integral_bounds(schema: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(integral_bounds),
+        _ => {}
+    }
+}
+
+/// Int-or-string fields list their two types in `anyOf`, as the reference's (controller-gen) CRD
+/// does. Added after kube's schema rewriting, which would empty the branches.
+fn int_or_string_types(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true)) {
+                map.entry("anyOf").or_insert_with(|| serde_json::json!([{ "type": "integer" }, { "type": "string" }]));
+            }
+            map.values_mut().for_each(int_or_string_types);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(int_or_string_types),
         _ => {}
     }
 }
