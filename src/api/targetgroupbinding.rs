@@ -7,6 +7,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::schema;
+
 /// Binds the endpoints of a Service to an existing AWS target group.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -71,6 +73,28 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(oldSelf.targetGroupARN) || (has(self.targetGroupARN) && self.targetGroupARN == oldSelf.targetGroupARN)",
+        "fieldPath": ".targetGroupARN",
+        "message": "targetGroupARN is immutable once set: create a new TargetGroupBinding for another target group"
+    },
+    {
+        "rule": "!has(oldSelf.targetGroupName) || (has(self.targetGroupName) && self.targetGroupName == oldSelf.targetGroupName)",
+        "fieldPath": ".targetGroupName",
+        "message": "targetGroupName is immutable once set: create a new TargetGroupBinding for another target group"
+    },
+    {
+        "rule": "!has(oldSelf.targetType) || (has(self.targetType) && self.targetType == oldSelf.targetType)",
+        "fieldPath": ".targetType",
+        "message": "targetType is immutable once set: create a new TargetGroupBinding for another target type"
+    },
+    {
+        "rule": "!has(oldSelf.ipAddressType) || (has(self.ipAddressType) && self.ipAddressType == oldSelf.ipAddressType)",
+        "fieldPath": ".ipAddressType",
+        "message": "ipAddressType is immutable once set: create a new TargetGroupBinding for another address family"
+    }
+]))]
 pub struct TargetGroupBindingSpec {
     /// ARN of the target group. Takes precedence over targetGroupName.
     #[serde(rename = "targetGroupARN", default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +127,7 @@ pub struct TargetGroupBindingSpec {
 
     /// Restricts instance targets to matching nodes (instance targets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = schema::atomic_label_selector)]
     pub node_selector: Option<LabelSelector>,
 
     /// Address family of the targets. Unset: taken from the target group.
@@ -156,6 +181,7 @@ pub struct ServiceReference {
     /// Name of the Service.
     pub name: String,
     /// Port of the Service: a number matches `spec.ports[].port`, a name matches `spec.ports[].name`.
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub port: IntOrString,
 }
 
@@ -187,6 +213,7 @@ pub struct NetworkingPeer {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct IpBlock {
     /// An IPv4 or IPv6 CIDR.
+    #[schemars(extend("pattern" = schema::CIDR_PATTERN))]
     pub cidr: String,
 }
 
@@ -204,6 +231,7 @@ pub struct NetworkingPort {
     pub protocol: Option<NetworkingProtocol>,
     /// A port number, or a container port name (ip targets only). Unset: every port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub port: Option<IntOrString>,
 }
 
@@ -223,6 +251,7 @@ pub struct TargetGroupBindingStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` tells whether the target group holds exactly the desired targets, with a reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(transform = schema::condition_constraints)]
     pub conditions: Vec<Condition>,
     /// Number of targets this binding wants registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::cel;
 use crate::registry::{PrinterColumn, ResourceType};
 use crate::time;
 use crate::validation::FieldError;
@@ -70,8 +71,10 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
                 if v.get("served").and_then(Value::as_bool).is_none() {
                     errors.push(FieldError::required(format!("spec.versions[{i}].served")));
                 }
-                if v.pointer("/schema/openAPIV3Schema").is_none() {
-                    errors.push(FieldError::required(format!("spec.versions[{i}].schema.openAPIV3Schema")));
+                match v.pointer("/schema/openAPIV3Schema") {
+                    None => errors.push(FieldError::required(format!("spec.versions[{i}].schema.openAPIV3Schema"))),
+                    Some(schema) => errors
+                        .extend(cel::compile_errors(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema"))),
                 }
             }
         }
@@ -158,11 +161,10 @@ pub fn accepted_status(crd: &Value, previous: Option<&Value>) -> Value {
             accepted[optional] = v.clone();
         }
     }
-    let mut stored: Vec<Value> = previous
-        .and_then(|p| p.pointer("/status/storedVersions"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    // The object's own list: the stored one on writes of the CRD, the written one on writes of its
+    // status (how storage-version migrations remove a version), empty at creation.
+    let mut stored: Vec<Value> =
+        crd.pointer("/status/storedVersions").and_then(Value::as_array).cloned().unwrap_or_default();
     if let Some(storage) = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)
@@ -192,4 +194,69 @@ pub fn accepted_status(crd: &Value, previous: Option<&Value>) -> Value {
         ],
         "storedVersions": stored,
     })
+}
+
+/// A CRD may not drop a version that objects may still be stored in: every entry of
+/// `status.storedVersions` must stay in `spec.versions`, and the storage version must be listed.
+pub fn stored_version_errors(crd: &Value) -> Vec<FieldError> {
+    let stored = strings_at(crd, "/status/storedVersions");
+    if stored.is_empty() {
+        return vec![FieldError::invalid("status.storedVersions", json!([]), "must have at least one stored version")];
+    }
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let declared: Vec<&str> = versions.iter().filter_map(|v| v.get("name").and_then(Value::as_str)).collect();
+    let mut errors = Vec::new();
+    for v in &versions {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+        if v.get("storage") == Some(&json!(true)) && !stored.iter().any(|s| s == name) {
+            errors.push(FieldError::invalid(
+                "status.storedVersions",
+                json!(name),
+                format!("must have the storage version {name}"),
+            ));
+        }
+    }
+    for (i, version) in stored.iter().enumerate() {
+        if !declared.contains(&version.as_str()) {
+            errors.push(FieldError::invalid(
+                format!("status.storedVersions[{i}]"),
+                json!(version),
+                "must appear in spec.versions",
+            ));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(versions: &[(&str, bool)], stored: &[&str]) -> Value {
+        let versions: Vec<Value> =
+            versions.iter().map(|(name, storage)| json!({"name": name, "served": true, "storage": storage})).collect();
+        json!({"spec": {"versions": versions}, "status": {"storedVersions": stored}})
+    }
+
+    #[test]
+    fn a_stored_version_may_not_be_dropped() {
+        assert!(
+            stored_version_errors(&crd(&[("v1alpha1", false), ("v1beta1", true)], &["v1alpha1", "v1beta1"])).is_empty()
+        );
+        let errors = stored_version_errors(&crd(&[("v1beta1", true)], &["v1alpha1", "v1beta1"]));
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            rendered,
+            vec![r#"status.storedVersions[0]: Invalid value: "v1alpha1": must appear in spec.versions"#]
+        );
+    }
+
+    #[test]
+    fn the_storage_version_joins_the_stored_versions() {
+        let mut object = crd(&[("v1alpha1", false), ("v1beta1", true)], &["v1alpha1"]);
+        let status = accepted_status(&object, None);
+        assert_eq!(status["storedVersions"], json!(["v1alpha1", "v1beta1"]));
+        object["status"] = status;
+        assert!(stored_version_errors(&object).is_empty());
+    }
 }

@@ -151,7 +151,7 @@ impl ApiError {
             415,
             Reason::UnsupportedMediaType,
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?}; the double does not decode protobuf or CBOR)"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?}; the double decodes protobuf only for Namespace, ConfigMap, Secret and ServiceAccount, and no CBOR)"
             ),
         )
     }

@@ -4,10 +4,12 @@
 //! tests. See README.md for the exact scope and approximations.
 
 mod api;
+mod cel;
 mod control;
 mod crd;
 mod discovery;
 mod error;
+mod events;
 mod faults;
 mod jsonpath;
 mod lifecycle;
@@ -15,6 +17,7 @@ mod meta;
 mod negotiate;
 mod openapi;
 mod patch;
+mod protobuf;
 mod rbac;
 mod registry;
 mod routes;

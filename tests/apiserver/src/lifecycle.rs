@@ -4,8 +4,10 @@
 
 use serde_json::{Value, json};
 
+use crate::cel;
 use crate::crd;
 use crate::error::{ApiError, Target, success_status};
+use crate::events;
 use crate::meta;
 use crate::patch::{self, PatchError};
 use crate::registry::{ResourceType, StorageKey};
@@ -100,11 +102,27 @@ impl Location<'_> {
 /// Returns a stored object as the requested version shows it.
 pub fn present(rt: &ResourceType, object: &Value) -> Value {
     let mut shown = object.clone();
-    if let Value::Object(map) = &mut shown {
+    if events::is_events_v1(rt) {
+        events::core_to_events_v1(&mut shown);
+    }
+    stamp(rt, shown)
+}
+
+/// Sets the apiVersion and kind of the request's version on an object in that version's form.
+fn stamp(rt: &ResourceType, mut object: Value) -> Value {
+    if let Value::Object(map) = &mut object {
         map.insert("apiVersion".to_string(), json!(rt.api_version()));
         map.insert("kind".to_string(), json!(rt.kind));
     }
-    shown
+    object
+}
+
+/// The form an object written through `rt` is stored in.
+fn storage_form(rt: &ResourceType, mut object: Value) -> Value {
+    if events::is_events_v1(rt) {
+        events::events_v1_to_core(&mut object);
+    }
+    object
 }
 
 pub fn get(store: &Store, loc: Location<'_>, name: &str) -> Result<Value, ApiError> {
@@ -167,12 +185,15 @@ fn admit(
 ) -> Result<Vec<String>, ApiError> {
     let rt = loc.rt;
     if is_crds(rt) {
-        let errors = crd::validate(object);
+        let mut errors = crd::validate(object);
+        if errors.is_empty() {
+            let status = crd::accepted_status(object, previous);
+            meta::set_top(object, "status", status);
+            errors = crd::stored_version_errors(object);
+        }
         if !errors.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, name, &errors));
         }
-        let status = crd::accepted_status(object, previous);
-        meta::set_top(object, "status", status);
         return Ok(Vec::new());
     }
     if is_namespaces(rt) && object.pointer("/status/phase").is_none() {
@@ -192,8 +213,22 @@ fn admit(
             version = rt.version
         )));
     }
-    if !outcome.errors.is_empty() {
-        return Err(ApiError::invalid(&rt.kind, &rt.group, name, &outcome.errors));
+    // As in a real server, validation rules run on the defaulted, pruned object unless the schema
+    // found it too broken for them; their failures join the schema's.
+    let mut errors = outcome.errors;
+    if cel::has_rules(schema) {
+        if errors.iter().any(FieldError::blocks_validation_rules) {
+            errors.push(FieldError::invalid(
+                "<nil>",
+                json!("null"),
+                "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ));
+        } else {
+            errors.extend(cel::validate(rt, schema, object, previous));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(&rt.kind, &rt.group, name, &errors));
     }
     Ok(if opts.field_validation == FieldValidation::Warn { unknown } else { Vec::new() })
 }
@@ -251,7 +286,7 @@ pub fn create(store: &mut Store, loc: Location<'_>, body: Value, opts: &WriteOpt
     if store.get(&loc.key(), loc.namespace, &name).is_some() {
         return Err(ApiError::already_exists(loc.target(&name)));
     }
-    object = present(loc.rt, &object);
+    object = stamp(loc.rt, object);
     // Status is written through its subresource; nodes are registered with theirs.
     if loc.rt.status_subresource
         && !loc.rt.is("", "nodes")
@@ -273,7 +308,7 @@ pub fn create(store: &mut Store, loc: Location<'_>, body: Value, opts: &WriteOpt
     if opts.dry_run {
         return Ok(Written { object, created: true, warnings });
     }
-    let stored = store.put(&loc.key(), object);
+    let stored = store.put(&loc.key(), storage_form(loc.rt, object));
     after_put(store, loc, &stored);
     Ok(Written { object: present(loc.rt, &stored), created: true, warnings })
 }
@@ -325,7 +360,7 @@ fn commit_update(
             object
         }
         Part::Main => {
-            let mut object = present(rt, &candidate);
+            let mut object = stamp(rt, candidate);
             if rt.status_subresource {
                 meta::copy_top(&mut object, current, "status");
             }
@@ -363,10 +398,11 @@ fn commit_update(
         return Ok(Written { object, created: false, warnings });
     }
     if meta::is_deleting(&object) && meta::finalizers(&object).is_empty() {
-        let removed = finish_removal(store, loc, name, Some(object.clone())).unwrap_or(object);
+        let last_state = storage_form(rt, object);
+        let removed = finish_removal(store, loc, name, Some(last_state.clone())).unwrap_or(last_state);
         return Ok(Written { object: present(rt, &removed), created: false, warnings });
     }
-    let stored = store.put(&loc.key(), object);
+    let stored = store.put(&loc.key(), storage_form(rt, object));
     after_put(store, loc, &stored);
     Ok(Written { object: present(rt, &stored), created: false, warnings })
 }

@@ -51,6 +51,10 @@ impl ResourceType {
     }
 
     pub fn storage_key(&self) -> StorageKey {
+        // events.k8s.io/v1 Events are the core/v1 Events seen through another API (see events.rs).
+        if self.is("events.k8s.io", "events") {
+            return StorageKey { group: String::new(), plural: "events".to_string() };
+        }
         StorageKey { group: self.group.clone(), plural: self.plural.clone() }
     }
 

@@ -5,7 +5,8 @@
 //! `required`, `enum`, `default`, `pattern`, `minLength`, `maxLength`, `minimum`, `maximum`,
 //! `exclusiveMinimum`, `exclusiveMaximum`, `minItems`, `maxItems`, `allOf`, `anyOf`, `oneOf`,
 //! `x-kubernetes-int-or-string`, `x-kubernetes-preserve-unknown-fields`,
-//! `x-kubernetes-embedded-resource`. CEL rules (`x-kubernetes-validations`) and `format` are ignored.
+//! `x-kubernetes-embedded-resource`. CEL rules (`x-kubernetes-validations`) run afterwards (cel.rs);
+//! `format` is ignored.
 
 use serde_json::{Map, Value, json};
 
@@ -72,7 +73,7 @@ impl Walker<'_> {
         if value.is_null() {
             if !flag(schema, "nullable") && schema.get("type").is_some() {
                 let ty = schema.get("type").and_then(Value::as_str).unwrap_or_default();
-                self.error(FieldError::invalid(
+                self.error(FieldError::type_invalid(
                     path,
                     json!("null"),
                     format!("{path} in body must be of type {ty}: \"null\""),
@@ -83,7 +84,7 @@ impl Walker<'_> {
         if flag(schema, "x-kubernetes-int-or-string") {
             if !(value.is_string() || type_matches("integer", value)) {
                 let actual = type_name(value);
-                self.error(FieldError::invalid(
+                self.error(FieldError::type_invalid(
                     path,
                     json!(actual),
                     format!("{path} in body must be of type integer,string: \"{actual}\""),
@@ -94,7 +95,7 @@ impl Walker<'_> {
             && !type_matches(ty, value)
         {
             let actual = type_name(value);
-            self.error(FieldError::invalid(
+            self.error(FieldError::type_invalid(
                 path,
                 json!(actual),
                 format!("{path} in body must be of type {ty}: \"{actual}\""),

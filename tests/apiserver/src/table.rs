@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use crate::events;
 use crate::jsonpath::JsonPath;
 use crate::negotiate::IncludeObject;
 use crate::registry::{PrinterColumn, ResourceType};
@@ -72,6 +73,64 @@ fn render(v: &Value) -> String {
     }
 }
 
+/// The columns a real server prints Events with (both APIs); those with priority 1 show with `-o wide`.
+fn event_columns() -> Vec<Value> {
+    [
+        ("Last Seen", 0),
+        ("Type", 0),
+        ("Reason", 0),
+        ("Object", 0),
+        ("Subobject", 1),
+        ("Source", 1),
+        ("Message", 0),
+        ("First Seen", 1),
+        ("Count", 1),
+        ("Name", 1),
+    ]
+    .into_iter()
+    .map(|(name, priority)| column(name, if name == "Count" { "integer" } else { "string" }, "", "", priority))
+    .collect()
+}
+
+/// One Event row, computed from the core/v1 form as the real printer does: times fall back from
+/// firstTimestamp to eventTime and from lastTimestamp to the first time or the series' last one.
+fn event_cells(rt: &ResourceType, object: &Value) -> Vec<Value> {
+    let mut event = object.clone();
+    if events::is_events_v1(rt) {
+        events::events_v1_to_core(&mut event);
+    }
+    let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string();
+    let since = |pointer: &str| event.pointer(pointer).and_then(Value::as_str).map(time::age);
+    let first = since("/firstTimestamp").or_else(|| since("/eventTime")).unwrap_or_else(|| "<unknown>".into());
+    let mut last = since("/lastTimestamp").unwrap_or_else(|| first.clone());
+    let mut count = event.get("count").and_then(Value::as_i64).filter(|c| *c > 0).unwrap_or(1);
+    if let Some(series) = event.get("series").filter(|s| s.is_object()) {
+        last = series.get("lastObservedTime").and_then(Value::as_str).map(time::age).unwrap_or(last);
+        count = series.get("count").and_then(Value::as_i64).unwrap_or(count);
+    }
+    let kind = text("/involvedObject/kind").to_lowercase();
+    let name = text("/involvedObject/name");
+    let target = if name.is_empty() { kind } else { format!("{kind}/{name}") };
+    let component = text("/source/component");
+    let source = match (component.is_empty(), text("/source/host")) {
+        (false, host) if !host.is_empty() => format!("{component}, {host}"),
+        (false, _) => component,
+        (true, _) => text("/reportingComponent"),
+    };
+    vec![
+        json!(last),
+        json!(text("/type")),
+        json!(text("/reason")),
+        json!(target),
+        json!(text("/involvedObject/fieldPath")),
+        json!(source),
+        json!(text("/message").trim()),
+        json!(first),
+        json!(count),
+        json!(text("/metadata/name")),
+    ]
+}
+
 /// `PartialObjectMetadata` for an object.
 pub fn partial_metadata(object: &Value, api_version: &str) -> Value {
     json!({
@@ -100,15 +159,25 @@ pub fn table(
     resource_version: Option<u64>,
     with_columns: bool,
 ) -> Value {
+    let is_event = rt.is("", "events") || events::is_events_v1(rt);
     let cols = columns(rt);
-    let mut definitions = vec![column("Name", "string", "name", NAME_DESCRIPTION, 0)];
-    definitions.extend(cols.iter().map(|c| column(&c.name, &c.type_, &c.format, &c.description, c.priority)));
+    let definitions = if is_event {
+        event_columns()
+    } else {
+        let mut definitions = vec![column("Name", "string", "name", NAME_DESCRIPTION, 0)];
+        definitions.extend(cols.iter().map(|c| column(&c.name, &c.type_, &c.format, &c.description, c.priority)));
+        definitions
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let name = object.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
-            let mut cells = vec![name];
-            cells.extend(cols.iter().map(|c| cell(c, object)));
+            let cells = if is_event {
+                event_cells(rt, object)
+            } else {
+                let mut cells = vec![object.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+                cells.extend(cols.iter().map(|c| cell(c, object)));
+                cells
+            };
             let mut row = json!({ "cells": cells });
             match include {
                 IncludeObject::None => {}

@@ -6,12 +6,31 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldErrorKind {
-    Required { detail: String },
-    NotSupported { supported: Vec<Value> },
-    Invalid { value: Value, detail: String },
-    TooLong { max: u64 },
-    TooMany { actual: usize, max: u64 },
-    Forbidden { detail: String },
+    Required {
+        detail: String,
+    },
+    NotSupported {
+        supported: Vec<Value>,
+    },
+    Invalid {
+        value: Value,
+        detail: String,
+    },
+    /// A value of the wrong JSON type (rendered like Invalid, reported as FieldValueTypeInvalid).
+    TypeInvalid {
+        value: Value,
+        detail: String,
+    },
+    TooLong {
+        max: u64,
+    },
+    TooMany {
+        actual: usize,
+        max: u64,
+    },
+    Forbidden {
+        detail: String,
+    },
 }
 
 /// One invalid field: `spec.targetType: Unsupported value: "foo": supported values: "instance", "ip"`.
@@ -46,6 +65,27 @@ impl FieldError {
         }
     }
 
+    pub fn type_invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            value: value.clone(),
+            kind: FieldErrorKind::TypeInvalid { value, detail: detail.into() },
+        }
+    }
+
+    /// Errors after which a real server does not evaluate CEL rules: the object is too broken for
+    /// them (wrong types, missing required fields, unsupported enum values, too long or too many).
+    pub fn blocks_validation_rules(&self) -> bool {
+        matches!(
+            self.kind,
+            FieldErrorKind::Required { .. }
+                | FieldErrorKind::NotSupported { .. }
+                | FieldErrorKind::TooLong { .. }
+                | FieldErrorKind::TooMany { .. }
+                | FieldErrorKind::TypeInvalid { .. }
+        )
+    }
+
     pub fn too_long(field: impl Into<String>, value: Value, max: u64) -> Self {
         FieldError { field: field.into(), value, kind: FieldErrorKind::TooLong { max } }
     }
@@ -68,6 +108,7 @@ impl FieldError {
             FieldErrorKind::Required { .. } => "FieldValueRequired",
             FieldErrorKind::NotSupported { .. } => "FieldValueNotSupported",
             FieldErrorKind::Invalid { .. } => "FieldValueInvalid",
+            FieldErrorKind::TypeInvalid { .. } => "FieldValueTypeInvalid",
             FieldErrorKind::TooLong { .. } => "FieldValueTooLong",
             FieldErrorKind::TooMany { .. } => "FieldValueTooMany",
             FieldErrorKind::Forbidden { .. } => "FieldValueForbidden",
@@ -83,7 +124,7 @@ impl FieldError {
                 let values: Vec<String> = supported.iter().map(render_value).collect();
                 format!("Unsupported value: {}: supported values: {}", render_value(&self.value), values.join(", "))
             }
-            FieldErrorKind::Invalid { value, detail } => {
+            FieldErrorKind::Invalid { value, detail } | FieldErrorKind::TypeInvalid { value, detail } => {
                 format!("Invalid value: {}: {detail}", render_value(value))
             }
             FieldErrorKind::TooLong { max } => {

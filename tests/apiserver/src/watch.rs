@@ -38,6 +38,14 @@ pub struct WatchRequest {
 
 impl WatchRequest {
     fn matches(&self, object: &Value) -> bool {
+        // Selectors see the object as the watched version shows it (events.k8s.io renames fields).
+        let shown;
+        let object = if crate::events::is_events_v1(&self.rt) {
+            shown = present(&self.rt, object);
+            &shown
+        } else {
+            object
+        };
         self.namespace.as_deref().is_none_or(|ns| meta::namespace(object) == Some(ns))
             && self.labels.matches(object)
             && self.fields.matches(object)

@@ -146,13 +146,7 @@ async fn real_targetgroupbinding_crd_with_kubectl() {
     let server = common::start().await;
     let kubectl = Kubectl::new(&server);
     kubectl.ok(&["apply", "-f", crd]).await;
-    // `kubectl create namespace` would send protobuf (unsupported); apply sends JSON.
-    kubectl
-        .ok_with_stdin(
-            &["apply", "-f", "-"],
-            Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: app-namespace}\n"),
-        )
-        .await;
+    kubectl.ok(&["create", "namespace", "app-namespace"]).await;
     let manifest = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/mission-targetgroupbinding.yaml"));
     let out = kubectl.ok_with_stdin(&["apply", "-f", "-"], Some(manifest)).await;
     assert!(out.contains("targetgroupbinding.elbv2.k8s.aws/app-tgb created"), "{out}");
