@@ -55,6 +55,7 @@ impl AwsError {
                 | Self::Throttled { .. }
                 | Self::TooManyTargets { .. }
                 | Self::VpcNotFound(_)
+                | Self::Fenced { .. }
         )
     }
 

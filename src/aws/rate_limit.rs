@@ -69,7 +69,7 @@ impl WriteLimit {
 #[derive(Debug)]
 pub struct RateLimits {
     /// Every write: RegisterTargets / DeregisterTargets, Authorize/RevokeSecurityGroupIngress,
-    /// CreateTags.
+    /// CreateTags / DeleteTags.
     pub target_writes: WriteLimit,
     /// Describe* calls.
     pub describes: TokenBucket,

@@ -342,7 +342,7 @@ impl SecurityGroups for Ec2SecurityGroups {
         if rule_ids.is_empty() {
             return Ok(());
         }
-        self.limits.target_writes.acquire().await;
+        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
         let result = self
             .ec2
             .create_tags()
@@ -361,7 +361,7 @@ impl SecurityGroups for Ec2SecurityGroups {
         if rule_ids.is_empty() {
             return Ok(());
         }
-        self.limits.target_writes.acquire().await;
+        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
         // With a value, EC2 deletes a tag only when its value matches: another creator's tag stays.
         let result = self
             .ec2
