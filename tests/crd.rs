@@ -45,7 +45,8 @@ fn v1alpha1_is_served_not_stored_with_the_v1beta1_schema() {
 fn the_schema_has_the_references_shape() {
     let crd = crd_json();
     let schema = crd.pointer("/spec/versions/1/schema/openAPIV3Schema").expect("schema");
-    assert!(schema.get("required").is_none(), "the reference does not require spec");
+    // A deliberate difference: without `spec` one object would break every list of bindings.
+    assert_eq!(schema.get("required"), Some(&serde_json::json!(["spec"])));
     assert_eq!(schema.pointer("/properties/spec/required"), Some(&serde_json::json!(["serviceRef"])));
     let selector = schema.pointer("/properties/spec/properties/nodeSelector").expect("nodeSelector");
     assert_eq!(selector["x-kubernetes-map-type"], "atomic");

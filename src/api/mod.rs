@@ -33,13 +33,10 @@ pub fn crd_yaml() -> Result<String, serde_json::Error> {
 /// The CRD: kube-derive's single version, plus the legacy version and the reference's schema shape.
 pub fn crd() -> CustomResourceDefinition {
     use kube::CustomResourceExt;
+    // `spec` stays required, unlike the reference: a binding without one means nothing, and one
+    // such object would make every typed list of bindings fail to decode, blinding the agent to
+    // all of them.
     let mut crd = TargetGroupBinding::crd();
-    for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            // The reference does not require `spec` at the top level (only `spec.serviceRef`).
-            schema.required = None;
-        }
-    }
     let legacy = crd.spec.versions.iter().find(|v| v.name == STORAGE_VERSION).map(|stored| {
         let mut legacy = stored.clone();
         legacy.name = LEGACY_VERSION.to_string();
