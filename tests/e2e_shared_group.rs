@@ -74,13 +74,29 @@ async fn two_clusters_share_a_group_under_faults_crashes_and_address_reuse() {
     let injected = blue.aws_faults_injected().await.expect("fault counts")["injected"].clone();
     blue.aws_faults(json!({"rate": 0})).await.expect("faults off");
 
-    // Blue settles on two addresses; green's targets were never touched.
+    // Blue settles on two addresses; green's targets were never touched. A target whose claim a lost
+    // answer left uncertain stays while AWS reports it healthy (the emulator reports every target
+    // healthy, pod or not, so here it stays: the model test covers its removal once unhealthy).
     let blue_final = addresses("10.0.1", 1..=2);
     set_endpoints(&blue_kube, &blue_final).await;
-    let mut expected: Vec<String> = with_port(&blue_final).into_iter().chain(with_port(&green_own)).collect();
-    expected.sort();
-    let expected_refs: Vec<&str> = expected.iter().map(String::as_str).collect();
-    wait_for_targets(&blue, &arn, &expected_refs).await;
+    let must: BTreeSet<String> = with_port(&blue_final).into_iter().chain(with_port(&green_own)).collect();
+    // Settled: what blue needs is there and nothing changed through two drift checks (the VPC CNI
+    // reuses an address only after a cooldown, by when blue has done what it can).
+    let mut settled = BTreeSet::new();
+    let mut stable_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = active_targets(&blue, &arn).await;
+        if active != settled || !must.is_subset(&active) {
+            settled = active;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_secs(7) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "blue never settled: {settled:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let uncertain_left: Vec<&String> = settled.difference(&must).collect();
 
     // Green's pods get the addresses blue used before: the VPC CNI recycles addresses.
     let recycled = addresses("10.0.1", 3..=8);
@@ -119,7 +135,10 @@ async fn two_clusters_share_a_group_under_faults_crashes_and_address_reuse() {
         assert!(Instant::now() < until, "blue's deletion did not converge: {active:?}\n{}", blue_agent.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("{ROUNDS} rounds, {kills} kills, faults injected {injected}, green targets wrongly missing: {wrong}");
+    eprintln!(
+        "{ROUNDS} rounds, {kills} kills, faults injected {injected}, blue targets left in place on uncertain claims: \
+         {uncertain_left:?}, green targets wrongly missing: {wrong}"
+    );
     assert_eq!(wrong, 0, "the other cluster's targets were deregistered");
     assert!(injected.as_object().is_some_and(|kinds| !kinds.is_empty()), "faults were injected: {injected}");
 }
