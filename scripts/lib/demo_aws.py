@@ -73,6 +73,8 @@ NODE_PORT = 30080  # examples/instance-mode/service.yaml
 DRAIN_SECONDS = "5"
 AMI = "ami-12c6146b"  # any id does in moto
 RULE_TAG = "tgb-agent.elbv2.k8s.aws/cluster"
+MANAGED_TAG = "tgb-agent.elbv2.k8s.aws/managed"
+CLAIM_PREFIX = "tgb-agent.elbv2.k8s.aws/claim/"
 
 
 def seed(env_file=None):
@@ -197,7 +199,7 @@ def active(ref):
 
 
 def ingress_rules(group_id):
-    """(protocol, ports, peer, cluster tag or "-") of the group's ingress rules, sorted."""
+    """(protocol, ports, peer, the clusters claiming it / "unclaimed" / "-" when no agent made it)."""
     ec2 = counted_client("ec2")
     out = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group_id]}])
     rows = []
@@ -208,16 +210,24 @@ def ingress_rules(group_id):
         lo, hi = r.get("FromPort", -1), r.get("ToPort", -1)
         ports = "all" if proto == "-1" else f"{lo}-{hi}"
         peer = r.get("ReferencedGroupInfo", {}).get("GroupId") or r.get("CidrIpv4") or r.get("CidrIpv6") or "?"
-        tag = next((t["Value"] for t in r.get("Tags", []) if t["Key"] == RULE_TAG), "-")
+        tags = {t["Key"]: t.get("Value", "") for t in r.get("Tags", [])}
+        claims = sorted({tags[RULE_TAG]} if tags.get(RULE_TAG) else set()
+                        | {k[len(CLAIM_PREFIX):] for k in tags if k.startswith(CLAIM_PREFIX)})
+        if claims:
+            tag = "+".join(claims)
+        elif MANAGED_TAG in tags or RULE_TAG in tags:
+            tag = "unclaimed"  # created by an agent, claimed by no cluster: revoked after a grace
+        else:
+            tag = "-"
         rows.append(("all" if proto == "-1" else proto, ports, peer, tag))
     return sorted(rows)
 
 
 def rules(group_id):
     rows = ingress_rules(group_id)
-    print(f"  {'PROTOCOL':<8} {'PORTS':<11} {'PEER':<20} AGENT'S (tag {RULE_TAG})")
+    print(f"  {'PROTOCOL':<8} {'PORTS':<11} {'PEER':<20} MADE BY AN AGENT (claimed by)")
     for proto, ports, peer, tag in rows:
-        print(f"  {proto:<8} {ports:<11} {peer:<20} {'no' if tag == '-' else f'yes, cluster {tag}'}")
+        print(f"  {proto:<8} {ports:<11} {peer:<20} {'no' if tag == '-' else f'yes, {tag}'}")
     if not rows:
         print("  (no ingress rules)")
 
