@@ -51,10 +51,10 @@ use super::schema;
         description = "Targets this binding wants registered"
     ),
     printcolumn(
-        name = "REGISTERED",
-        type_ = "integer",
-        json_path = ".status.registeredTargets",
-        description = "Desired targets found registered in the target group"
+        name = "HEALTHY",
+        type_ = "string",
+        json_path = ".status.healthyTargets",
+        description = "Desired targets AWS reports healthy, of all desired (e.g. 3/3)"
     ),
     printcolumn(
         name = "ARN",
@@ -262,4 +262,37 @@ pub struct TargetGroupBindingStatus {
     /// ARN the binding resolved to (useful when only targetGroupName is set).
     #[serde(rename = "targetGroupARN", default, skip_serializing_if = "Option::is_none")]
     pub target_group_arn: Option<String>,
+    /// Desired targets AWS reports healthy, of all desired, e.g. `3/3` (the HEALTHY column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_targets: Option<String>,
+    /// This binding's targets per AWS target state, as last read from AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetHealthStatus>,
+}
+
+/// This binding's desired targets per AWS target state (DescribeTargetHealth), and when it was read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealthStatus {
+    pub healthy: i32,
+    pub initial: i32,
+    pub unhealthy: i32,
+    pub draining: i32,
+    pub unused: i32,
+    pub unavailable: i32,
+    /// Desired but not in the target group (not registered yet, or refused).
+    pub not_registered: i32,
+    /// A few targets that are not healthy, with ELBv2's reason code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<TargetReason>,
+    /// When AWS was read (RFC 3339).
+    pub read_at: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct TargetReason {
+    /// `id:port`.
+    pub target: String,
+    /// e.g. `Target.FailedHealthChecks`.
+    pub reason: String,
 }

@@ -140,6 +140,7 @@ fn registered_target(d: &aws_sdk_elasticloadbalancingv2::types::TargetHealthDesc
             availability_zone: target.availability_zone().map(str::to_owned),
         },
         state,
+        reason: d.target_health().and_then(|h| h.reason()).map(|r| r.as_str().to_owned()),
     })
 }
 

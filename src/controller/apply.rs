@@ -32,6 +32,9 @@ use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
 
 /// How soon to look again when the inputs are not known yet.
 const RECHECK_SOON: Duration = Duration::from_secs(2);
+/// How often AWS is read while some desired target is not healthy yet: one DescribeTargetHealth
+/// per binding per interval, well inside the describe budget (50/s).
+const HEALTH_POLL: Duration = Duration::from_secs(5);
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -157,7 +160,10 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let observed = observed(ctx, tgb, &tg, &wanted, &report, left_behind.as_deref(), networking).await;
     ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
-    let check_within = report.decision.recheck_in.map(Duration::from_secs);
+    // Until every target is healthy, AWS is read again soon (for `TargetsHealthy`); after that
+    // only at drift checks.
+    let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
+    let check_within = report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).min();
     let next_check = ctx.converged(&uid, inputs, check_within);
     Ok(Action::requeue(next_check))
 }
@@ -213,6 +219,7 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
         desired: Some(wanted.targets.len()),
         registered: Some(report.wanted_registered),
         target_group_arn: status_arn,
+        health: report.health.clone(),
     }
 }
 

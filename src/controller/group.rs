@@ -10,6 +10,7 @@ use crate::aws::TargetGroups;
 use crate::k8s::ownership::OwnershipStore;
 use crate::model::{BindingId, Target, TargetId};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
+use crate::plan::health::{HealthSummary, summarize};
 use crate::plan::ownership::Record;
 
 /// One binding's work on one group.
@@ -37,6 +38,8 @@ pub struct GroupReport {
     pub refused: Vec<(Target, String)>,
     /// Wanted targets registered once the writes are done (seen registered, or registered now).
     pub wanted_registered: usize,
+    /// The wanted targets' health as just read (new registrations count as initial).
+    pub health: Option<HealthSummary>,
 }
 
 pub enum GroupResult {
@@ -84,16 +87,18 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
         persist(store, record, task.binding, task.arn, after).await?;
     }
     let registered_now = registered.applied(&decision.register);
-    let wanted_registered = match task.want {
+    let (wanted_registered, health) = match task.want {
         Want::Targets { targets, .. } => {
             let active: BTreeSet<&TargetId> =
                 current.iter().filter(|t| !t.state.is_draining()).map(|t| &t.target.id).collect();
-            targets.iter().filter(|t| active.contains(&t.id)).count() + registered_now.len()
+            let registered = targets.iter().filter(|t| active.contains(&t.id)).count() + registered_now.len();
+            (registered, Some(summarize(targets, &current, &registered_now)))
         }
-        Want::Nothing => 0,
+        Want::Nothing => (0, None),
     };
     let report = GroupReport {
         wanted_registered,
+        health,
         deregistered: deregistered.applied(&decision.deregister),
         registered: registered_now,
         refused: registered.refused,

@@ -163,6 +163,7 @@ async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
         desired: None,
         registered: None,
         target_group_arn: None,
+        health: None,
     };
     if let Err(e) = status::update(&api, tgb, &observed).await {
         tracing::warn!(error = %e, "could not write the failure into the status");

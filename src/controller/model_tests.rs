@@ -234,7 +234,11 @@ impl TargetGroups for World {
         Ok(sim
             .group
             .iter()
-            .map(|(id, e)| RegisteredTarget { target: Target::new(id.clone()), state: sim.state_of(id, e) })
+            .map(|(id, e)| RegisteredTarget {
+                target: Target::new(id.clone()),
+                state: sim.state_of(id, e),
+                reason: None,
+            })
             .collect())
     }
 

@@ -2,9 +2,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
-use crate::api::{TargetGroupBinding, TargetGroupBindingStatus};
+use crate::api::{TargetGroupBinding, TargetGroupBindingStatus, TargetHealthStatus, TargetReason};
+use crate::plan::health::HealthSummary;
 
 pub const READY: &str = "Ready";
+pub const TARGETS_HEALTHY: &str = "TargetsHealthy";
 
 /// What a reconcile found, as the binding's status should show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,38 +16,74 @@ pub struct Observed {
     pub desired: Option<usize>,
     pub registered: Option<usize>,
     pub target_group_arn: Option<String>,
+    /// The health of the desired targets, as just read from AWS (`None`: not read this time).
+    pub health: Option<HealthSummary>,
 }
 
-/// The status to write: `Ready` replaced (its transition time kept when the status is unchanged),
-/// other conditions kept as they are.
-pub fn next_status(tgb: &TargetGroupBinding, observed: &Observed) -> TargetGroupBindingStatus {
-    let current = tgb.status.clone().unwrap_or_default();
-    let (status, reason, message) = match &observed.ready {
-        Ok(message) => ("True", "Reconciled".to_owned(), message.clone()),
-        Err((reason, message)) => ("False", reason.clone(), message.clone()),
-    };
-    let previous = current.conditions.iter().find(|c| c.type_ == READY);
-    let last_transition_time = match previous {
+/// Replaces condition `type_`, keeping its transition time while its status stays the same.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) {
+    let last_transition_time = match conditions.iter().find(|c| c.type_ == type_) {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Time(k8s_openapi::jiff::Timestamp::now()),
     };
-    let ready = Condition {
-        type_: READY.into(),
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
         status: status.into(),
-        reason,
+        reason: reason.into(),
         message,
-        observed_generation: tgb.metadata.generation,
+        observed_generation: generation,
         last_transition_time,
-    };
-    let mut conditions: Vec<Condition> = current.conditions.into_iter().filter(|c| c.type_ != READY).collect();
-    conditions.push(ready);
-    let count = |n: Option<usize>| n.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    });
+}
+
+/// The status to write: `Ready` replaced, `TargetsHealthy` and the target counts replaced when AWS
+/// was read, everything else kept as it is.
+pub fn next_status(tgb: &TargetGroupBinding, observed: &Observed) -> TargetGroupBindingStatus {
+    let current = tgb.status.clone().unwrap_or_default();
+    let generation = tgb.metadata.generation;
+    let mut conditions = current.conditions.clone();
+    match &observed.ready {
+        Ok(message) => set_condition(&mut conditions, generation, READY, "True", "Reconciled", message.clone()),
+        Err((reason, message)) => set_condition(&mut conditions, generation, READY, "False", reason, message.clone()),
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let (mut healthy_targets, mut targets) = (current.healthy_targets, current.targets);
+    if let Some(health) = &observed.health {
+        let (status, reason, message) = health.condition();
+        set_condition(&mut conditions, generation, TARGETS_HEALTHY, status, reason, message);
+        healthy_targets = Some(format!("{}/{}", health.healthy, health.desired));
+        targets = Some(TargetHealthStatus {
+            healthy: count(health.healthy),
+            initial: count(health.initial),
+            unhealthy: count(health.unhealthy),
+            draining: count(health.draining),
+            unused: count(health.unused),
+            unavailable: count(health.unavailable),
+            not_registered: count(health.missing),
+            reasons: health
+                .reasons
+                .iter()
+                .map(|(id, reason)| TargetReason { target: id.to_string(), reason: reason.clone() })
+                .collect(),
+            read_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+        });
+    }
     TargetGroupBindingStatus {
-        observed_generation: tgb.metadata.generation,
+        observed_generation: generation,
         conditions,
-        desired_targets: count(observed.desired).or(current.desired_targets),
-        registered_targets: count(observed.registered).or(current.registered_targets),
+        desired_targets: observed.desired.map(count).or(current.desired_targets),
+        registered_targets: observed.registered.map(count).or(current.registered_targets),
         target_group_arn: observed.target_group_arn.clone().or(current.target_group_arn),
+        healthy_targets,
+        targets,
     }
 }
 
@@ -76,6 +114,7 @@ mod tests {
             desired: Some(2),
             registered: Some(2),
             target_group_arn: Some("arn".into()),
+            health: None,
         }
     }
 
@@ -105,5 +144,22 @@ mod tests {
         o.registered = None;
         let s = next_status(&tgb, &o);
         assert_eq!((s.desired_targets, s.registered_targets), (Some(2), Some(2)));
+    }
+
+    #[test]
+    fn health_sets_its_condition_and_counts_and_is_kept_when_not_read() {
+        let tgb = TargetGroupBinding::new("b", Default::default());
+        let mut o = observed(Ok("ok"));
+        o.health = Some(HealthSummary { desired: 3, healthy: 2, initial: 1, ..Default::default() });
+        let s = next_status(&tgb, &o);
+        let health = s.conditions.iter().find(|c| c.type_ == TARGETS_HEALTHY).expect("condition");
+        assert_eq!((health.status.as_str(), health.reason.as_str()), ("False", "TargetsNotHealthy"));
+        assert_eq!(s.healthy_targets.as_deref(), Some("2/3"));
+        assert_eq!(s.targets.as_ref().map(|t| (t.healthy, t.initial)), Some((2, 1)));
+        let mut tgb = tgb;
+        tgb.status = Some(s.clone());
+        let unread = next_status(&tgb, &observed(Err(("Throttled", "slow"))));
+        assert_eq!((unread.healthy_targets, unread.targets), (s.healthy_targets, s.targets));
+        assert!(unread.conditions.iter().any(|c| c.type_ == TARGETS_HEALTHY));
     }
 }

@@ -71,4 +71,6 @@ impl TargetState {
 pub struct RegisteredTarget {
     pub target: Target,
     pub state: TargetState,
+    /// ELBv2's reason code for a state other than healthy (e.g. `Target.FailedHealthChecks`).
+    pub reason: Option<String>,
 }

@@ -227,7 +227,7 @@ mod tests {
     }
 
     fn reg(n: u8, state: TargetState) -> RegisteredTarget {
-        RegisteredTarget { target: Target::new(id(n)), state }
+        RegisteredTarget { target: Target::new(id(n)), state, reason: None }
     }
 
     fn want(ns: &[u8]) -> BTreeSet<Target> {

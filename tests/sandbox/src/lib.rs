@@ -166,6 +166,20 @@ impl Sandbox {
         control::request(self.aws_endpoint(), "GET", "/_launcher/faults", None).await
     }
 
+    /// Sets the health AWS reports for a target once it is past `initial` (`None`: back to the
+    /// emulator's own initial → healthy).
+    pub async fn set_target_health(
+        &self,
+        arn: &str,
+        id: &str,
+        port: u16,
+        state: Option<&str>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let body = serde_json::json!({"targetGroupArn": arn, "id": id, "port": port, "state": state, "reason": reason});
+        control::request(self.aws_endpoint(), "POST", "/_launcher/target-health", Some(body)).await.map(drop)
+    }
+
     /// Injects a fault into the API server double (see tests/apiserver/README.md).
     pub async fn kube_fault(&self, fault: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         control::request(&self.kube_url, "POST", "/_double/faults", Some(fault)).await
