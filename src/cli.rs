@@ -22,6 +22,26 @@ pub enum Command {
     Run(RunArgs),
     /// Print the TargetGroupBinding CustomResourceDefinition as YAML.
     Crd,
+    /// Read the cluster and AWS as `run` does, write nothing, and print per binding what `run` would
+    /// register, deregister, authorize, claim and release, and why. Exit code 0: no changes; 2:
+    /// changes; 1: the plan could not be made.
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// Name of this cluster, as `run` is given it (whose claims count as this cluster's).
+    #[arg(long, env = "TGB_CLUSTER_NAME", value_parser = parse_cluster_name)]
+    pub cluster_name: String,
+    /// Only plan TargetGroupBindings in this namespace (default: all namespaces).
+    #[arg(long, env = "TGB_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// The agent's own namespace (its ownership records); the same default as `run`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The drift interval `run` uses (it sets the grace of unclaimed security-group rules).
+    #[arg(long, env = "TGB_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub drift_interval: Duration,
 }
 
 #[derive(clap::Args, Debug)]

@@ -6,7 +6,8 @@ use aws_config::timeout::TimeoutConfig;
 use clap::Parser;
 use tgb_agent::aws::security_groups::Ec2SecurityGroups;
 use tgb_agent::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
-use tgb_agent::cli::{self, Cli, Command, LogFormat, RunArgs};
+use tgb_agent::cli::{self, Cli, Command, LogFormat, PlanArgs, RunArgs};
+use tgb_agent::controller::preview::PlanSettings;
 use tgb_agent::controller::{self, AwsPorts, Settings};
 use tgb_agent::fence::Fence;
 use tgb_agent::health::Health;
@@ -22,7 +23,41 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Plan(args) => {
+            let changes = plan(args).await?;
+            std::process::exit(if changes > 0 { 2 } else { 0 });
+        }
     }
+}
+
+/// `tgb-agent plan`: the AWS clients sit behind a fence that never opens, so nothing can be
+/// written even by mistake; prints the plan and returns how many changes it holds.
+async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
+    let service_account_namespace = std::fs::read_to_string(cli::SERVICE_ACCOUNT_NAMESPACE).ok();
+    let (namespace, _) = cli::own_namespace(
+        args.namespace.as_deref(),
+        service_account_namespace.as_deref(),
+        kubeconfig_namespace().as_deref(),
+    );
+    let client =
+        kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let sdk = tgb_agent::aws::sdk_config().await;
+    let metrics = Arc::new(Metrics::default());
+    let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
+    let aws = AwsPorts {
+        target_groups: Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone()),
+        network: Ec2Network::new(&sdk, limits.clone(), metrics.clone()),
+        security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics),
+    };
+    let settings = PlanSettings {
+        cluster_name: args.cluster_name,
+        watch_namespace: args.watch_namespace,
+        agent_namespace: namespace,
+        drift_interval_secs: args.drift_interval.as_secs(),
+    };
+    let plan = controller::preview::plan(client, &aws, &settings).await.context("making the plan")?;
+    print!("{}", plan.text);
+    Ok(plan.changes)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -8,10 +8,10 @@ use super::error::ReconcileError;
 use super::execute::{Sent, Write, send};
 use crate::aws::TargetGroups;
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::{BindingId, Target, TargetId};
+use crate::model::{BindingId, RegisteredTarget, Target, TargetId};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
 use crate::plan::health::{HealthSummary, summarize};
-use crate::plan::ownership::Record;
+use crate::plan::ownership::{Claim, Record};
 
 /// One binding's work on one group.
 pub struct GroupTask<'a> {
@@ -57,19 +57,7 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
     record: &mut Record,
     task: GroupTask<'_>,
 ) -> Result<GroupResult, ReconcileError> {
-    let current = aws.targets(task.arn).await?;
-    let protected = if task.shared { sibling_claims(store, task.siblings, task.arn).await? } else { BTreeSet::new() };
-    let empty = BTreeMap::new();
-    let observed = record.claims(task.arn).unwrap_or(&empty).clone();
-    let ownership = if task.shared { Ownership::Shared { claims: &observed } } else { Ownership::Exclusive };
-    let decision = decide(GroupInputs {
-        want: task.want,
-        ownership,
-        current: &current,
-        protected: &protected,
-        ours_now: task.ours_now,
-        now: task.now,
-    });
+    let Observed { current, claims: observed, decision } = observe(aws, store, record, &task).await?;
     if decision.needs_confirmation {
         return Ok(GroupResult::NeedsConfirmation);
     }
@@ -110,13 +98,43 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
     }
 }
 
+/// What the group holds, this binding's claims on it, and what to do about it.
+pub struct Observed {
+    pub current: Vec<RegisteredTarget>,
+    pub claims: BTreeMap<TargetId, Claim>,
+    pub decision: GroupDecision,
+}
+
+/// Observe and decide, nothing written: the first half of [`reconcile_group`], and all of
+/// `tgb-agent plan`, so the plan shows exactly what a reconcile would do.
+pub async fn observe<T: TargetGroups, R: OwnershipStore>(
+    aws: &T,
+    store: &R,
+    record: &Record,
+    task: &GroupTask<'_>,
+) -> Result<Observed, ReconcileError> {
+    let current = aws.targets(task.arn).await?;
+    let protected = if task.shared { sibling_claims(store, task.siblings, task.arn).await? } else { BTreeSet::new() };
+    let claims = record.claims(task.arn).cloned().unwrap_or_default();
+    let ownership = if task.shared { Ownership::Shared { claims: &claims } } else { Ownership::Exclusive };
+    let decision = decide(GroupInputs {
+        want: task.want,
+        ownership,
+        current: &current,
+        protected: &protected,
+        ours_now: task.ours_now,
+        now: task.now,
+    });
+    Ok(Observed { current, claims, decision })
+}
+
 /// Writes `record` with `arn`'s claims replaced, unless that is what is persisted already.
 async fn persist<R: OwnershipStore>(
     store: &R,
     record: &mut Record,
     binding: &BindingId,
     arn: &str,
-    claims: BTreeMap<TargetId, crate::plan::ownership::Claim>,
+    claims: BTreeMap<TargetId, Claim>,
 ) -> Result<(), ReconcileError> {
     let next = record.with_group(arn, claims);
     if next != *record {

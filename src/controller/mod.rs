@@ -11,6 +11,7 @@ mod locks;
 #[cfg(test)]
 mod model_tests;
 mod networking;
+pub mod preview;
 mod report;
 mod siblings;
 

@@ -1,0 +1,378 @@
+//! `tgb-agent plan`: reads the cluster and AWS as `run` does, decides with the same functions, and
+//! prints what `run` would change, and why, without writing anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+use super::apply::unix_now;
+use super::error::ReconcileError;
+use super::group::{GroupTask, Observed, observe};
+use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
+use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
+use crate::aws::security_groups::SecurityGroups;
+use crate::aws::{Network, TargetGroups};
+use crate::index::{BackendKey, selector};
+use crate::k8s::live::{read_backend, read_nodes};
+use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
+use crate::k8s::pods::named_container_ports;
+use crate::model::sg_rule::IngressRule;
+use crate::model::{Cidr, RegisteredTarget, TargetState};
+use crate::plan::decide::{GroupDecision, Want};
+use crate::plan::desired::{AddressFamily, endpoint_addresses, serving_pods};
+use crate::plan::instance::instance_ids;
+use crate::plan::ownership::Record;
+use crate::plan::sg_rules::{GroupInputs, plan_group, rules_for_binding, select_groups, unclaimed_grace};
+use crate::plan::validate::{check_against, check_spec};
+use crate::plan::wanted::{Wanted, wanted_instance, wanted_ip};
+
+/// Where `plan` reads from.
+pub struct PlanSettings {
+    pub cluster_name: String,
+    pub watch_namespace: Option<String>,
+    pub agent_namespace: String,
+    pub drift_interval_secs: u64,
+}
+
+/// What the plan found: the text to print and how many changes it holds.
+pub struct Plan {
+    pub text: String,
+    pub changes: usize,
+}
+
+/// One binding's ask of the security groups, for the rules part of the plan.
+struct Ask {
+    binding: String,
+    rules: BTreeSet<IngressRule>,
+    groups: Result<BTreeSet<String>, String>,
+}
+
+pub async fn plan<T: TargetGroups, N: Network, S: SecurityGroups>(
+    client: Client,
+    aws: &super::AwsPorts<T, N, S>,
+    settings: &PlanSettings,
+) -> Result<Plan, ReconcileError> {
+    let api: Api<TargetGroupBinding> = match &settings.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let all: Vec<std::sync::Arc<TargetGroupBinding>> = api
+        .list(&ListParams::default())
+        .await
+        .map_err(ReconcileError::kube("list the TargetGroupBindings"))?
+        .items
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let records = OwnershipRecords::new(client.clone(), &settings.agent_namespace);
+    let mut out = Plan { text: String::new(), changes: 0 };
+    let mut asks = Vec::new();
+    for tgb in &all {
+        let name = format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any());
+        let _ = writeln!(out.text, "binding {name}");
+        match binding_plan(&client, aws, &records, tgb, &all, &settings.cluster_name, &mut out).await {
+            Ok(Some(ask)) => asks.push(ask),
+            Ok(None) => {}
+            Err(e) => {
+                let _ = writeln!(out.text, "  ! {} ({}): nothing would change until it is fixed", e, e.reason());
+            }
+        }
+    }
+    rules_plan(aws, settings, &asks, &mut out).await?;
+    let _ = writeln!(out.text, "\nPlan: {} change(s).", out.changes);
+    Ok(out)
+}
+
+/// Prints one binding's target changes; returns its ask of the security groups, if any.
+async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
+    client: &Client,
+    aws: &super::AwsPorts<T, N, S>,
+    records: &OwnershipRecords,
+    tgb: &TargetGroupBinding,
+    all: &[std::sync::Arc<TargetGroupBinding>],
+    cluster: &str,
+    out: &mut Plan,
+) -> Result<Option<Ask>, ReconcileError> {
+    let id = binding_id(tgb);
+    let shared = tgb.spec.multi_cluster_target_group == Some(true);
+    let record = records.read(&id).await?.unwrap_or_default();
+    let key = BackendKey { namespace: id.namespace.clone(), service: tgb.spec.service_ref.name.clone() };
+    if tgb.metadata.deletion_timestamp.is_some() {
+        let _ = writeln!(out.text, "  being deleted: everything this cluster registered goes");
+        let mut groups: Vec<(String, bool)> = record.groups.keys().map(|a| (a.clone(), true)).collect();
+        if !shared && let Some(arn) = bound_arn(tgb) {
+            groups.push((arn, false));
+        }
+        let ours_now = live_addresses(client, tgb, &key).await?;
+        for (arn, claimed) in groups {
+            group_plan(aws, records, &record, tgb, all, &arn, Want::Nothing, claimed, &ours_now, out).await?;
+        }
+        return Ok(None);
+    }
+    let (tg_ref, port) = check_spec(&tgb.spec)?;
+    let tg = aws.target_groups.describe(&tg_ref).await?;
+    let resolved = check_against(&tgb.spec, &tg)?;
+    siblings_of(tgb, &tg.arn, all)?;
+    let live = read_backend(client, &key).await.map_err(ReconcileError::kube("read the backend"))?;
+    let instance = resolved.target_type == TargetType::Instance;
+    let (wanted, ours_now): (Result<Wanted, _>, BTreeSet<String>) = if instance {
+        let nodes = read_nodes(client).await.map_err(ReconcileError::kube("read the nodes"))?;
+        let node_selector = match &tgb.spec.node_selector {
+            Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
+            None => None,
+        };
+        let wanted = wanted_instance(live.service.as_ref(), &key.to_string(), &port, &nodes, node_selector.as_ref());
+        (wanted, instance_ids(&nodes))
+    } else {
+        let cidrs: Option<Vec<Cidr>> = match tg.vpc_id.as_deref() {
+            Some(vpc) => Some(aws.network.vpc_cidrs(vpc).await?),
+            None => None,
+        };
+        let wanted =
+            wanted_ip(live.service.as_ref(), &key.to_string(), &port, &live.slices, resolved.family, cidrs.as_deref());
+        (wanted, endpoint_addresses(&live.slices, resolved.family))
+    };
+    for (old, claimed) in previous_groups(tgb, &tg.arn, &record, shared, all) {
+        let _ = writeln!(out.text, "  previous target group {old} (the spec names another now): cleaned first");
+        group_plan(aws, records, &record, tgb, all, &old, Want::Nothing, claimed, &ours_now, out).await?;
+    }
+    let wanted = match wanted {
+        Ok(wanted) => wanted,
+        Err(problem) => {
+            let _ = writeln!(out.text, "  ! {problem} ({}): fail static, targets kept as they are", problem.reason());
+            return Ok(None);
+        }
+    };
+    let want = Want::Targets { targets: &wanted.targets, confirmed: true };
+    group_plan(aws, records, &record, tgb, all, &tg.arn, want, shared, &ours_now, out).await?;
+
+    let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else { return Ok(None) };
+    let names_a_port = networking
+        .ingress
+        .iter()
+        .flat_map(|i| &i.ports)
+        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
+    let pods = if instance { BTreeSet::new() } else { serving_pods(&live.slices, resolved.family) };
+    let named = if names_a_port && !instance {
+        named_container_ports(client, &id.namespace, &pods).await.map_err(ReconcileError::kube("read the pods"))?
+    } else {
+        BTreeMap::new()
+    };
+    let rules = rules_for_binding(networking, !instance, &named)?;
+    let ids: Vec<String> =
+        wanted.targets.iter().map(|t| t.id.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let enis = if instance {
+        aws.security_groups.instance_enis(&ids).await
+    } else {
+        match tg.vpc_id.as_deref() {
+            Some(vpc) => aws.security_groups.enis_for_ips(vpc, &ids).await,
+            None => Ok(BTreeMap::new()),
+        }
+    };
+    let groups = match enis {
+        Ok(enis) if enis.len() == ids.len() => select_groups(enis.values(), cluster).map_err(|e| e.to_string()),
+        Ok(enis) => Err(format!("no network interface found for {} of {} targets", ids.len() - enis.len(), ids.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(Some(Ask { binding: id.to_string(), rules, groups }))
+}
+
+/// Groups a changed spec left behind: other groups in the record, and for an exclusive binding the
+/// group its status still names (unless another binding is bound to it now).
+fn previous_groups(
+    tgb: &TargetGroupBinding,
+    current: &str,
+    record: &Record,
+    shared: bool,
+    all: &[std::sync::Arc<TargetGroupBinding>],
+) -> Vec<(String, bool)> {
+    let mut previous: Vec<(String, bool)> = record.previous_groups(current).map(|a| (a.to_owned(), true)).collect();
+    if !shared
+        && let Some(old) = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())
+        && old != current
+        && bound_to(tgb, &old, all).is_empty()
+        && !previous.iter().any(|(a, _)| *a == old)
+    {
+        previous.push((old, false));
+    }
+    previous
+}
+
+async fn live_addresses(
+    client: &Client,
+    tgb: &TargetGroupBinding,
+    key: &BackendKey,
+) -> Result<BTreeSet<String>, ReconcileError> {
+    if tgb.spec.target_type == Some(TargetType::Instance) {
+        let nodes = read_nodes(client).await.map_err(ReconcileError::kube("read the nodes"))?;
+        return Ok(instance_ids(&nodes));
+    }
+    let live = read_backend(client, key).await.map_err(ReconcileError::kube("read the backend"))?;
+    let family = match tgb.spec.ip_address_type {
+        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
+        _ => AddressFamily::Ipv4,
+    };
+    Ok(endpoint_addresses(&live.slices, family))
+}
+
+/// Observes and decides one group exactly as a reconcile would, and prints the decision.
+#[allow(clippy::too_many_arguments)]
+async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
+    aws: &super::AwsPorts<T, N, S>,
+    records: &OwnershipRecords,
+    record: &Record,
+    tgb: &TargetGroupBinding,
+    all: &[std::sync::Arc<TargetGroupBinding>],
+    arn: &str,
+    want: Want<'_>,
+    shared: bool,
+    ours_now: &BTreeSet<String>,
+    out: &mut Plan,
+) -> Result<(), ReconcileError> {
+    let id = binding_id(tgb);
+    let siblings = bound_to(tgb, arn, all);
+    let task = GroupTask { binding: &id, arn, want, shared, siblings: &siblings, ours_now, now: unix_now() };
+    let observed = match observe(&aws.target_groups, records, record, &task).await {
+        Ok(observed) => observed,
+        Err(e) if matches!(want, Want::Nothing) && e.means_group_gone() => {
+            let _ = writeln!(out.text, "  target group {arn}: gone; nothing left in it to remove");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mode = if shared {
+        "shared: only this cluster's claimed targets may go"
+    } else {
+        "exclusive: the binding owns the group"
+    };
+    let _ = writeln!(out.text, "  target group {arn} ({mode})");
+    describe(&observed, shared, out);
+    Ok(())
+}
+
+fn describe(observed: &Observed, shared: bool, out: &mut Plan) {
+    let Observed { current, claims, decision } = observed;
+    let state: BTreeMap<_, _> = current.iter().map(|t: &RegisteredTarget| (&t.target.id, t.state)).collect();
+    let GroupDecision { deregister, register, uncertain_kept, released, recheck_in, .. } = decision;
+    for t in register {
+        let why = match state.get(&t.id) {
+            Some(s) if s.is_draining() => "endpoint serving, target draining: registered again",
+            _ => "endpoint serving, not in the group",
+        };
+        let _ = writeln!(out.text, "    + register   {:<24} {why}", t.id.to_string());
+    }
+    for t in deregister {
+        let why = match (shared, claims.get(&t.id)) {
+            (false, _) => "not wanted by the binding (exclusive group)".to_owned(),
+            (true, Some(c)) if c.is_certain() => "registered by this cluster, endpoint gone".to_owned(),
+            (true, Some(_)) => {
+                "uncertain claim, but the address is this cluster's or unhealthy past the grace".to_owned()
+            }
+            (true, None) => "claimed".to_owned(),
+        };
+        let _ = writeln!(out.text, "    - deregister {:<24} {why}", t.id.to_string());
+    }
+    for id in uncertain_kept {
+        let _ = writeln!(
+            out.text,
+            "    ~ keep       {:<24} uncertain claim (a lost AWS answer) on a serving target: left alone",
+            id.to_string()
+        );
+    }
+    for id in released {
+        let _ = writeln!(
+            out.text,
+            "    ~ release    {:<24} uncertain claim on a serving target: left in place on deletion",
+            id.to_string()
+        );
+    }
+    if let Some(secs) = recheck_in {
+        let _ = writeln!(out.text, "    (a target under an uncertain claim is unhealthy; looked at again in {secs}s)");
+    }
+    let foreign =
+        current.iter().filter(|t| !t.state.is_draining() && shared && !claims.contains_key(&t.target.id)).count();
+    let unchanged = current
+        .iter()
+        .filter(|t| t.state != TargetState::Draining && !deregister.iter().any(|d| d.id == t.target.id))
+        .count()
+        .saturating_sub(foreign);
+    let _ = writeln!(out.text, "    = {unchanged} unchanged; {foreign} registered by others, left alone");
+    out.changes += register.len() + deregister.len();
+}
+
+/// The security-group part: per group, what the loop would authorize, claim and release.
+async fn rules_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
+    aws: &super::AwsPorts<T, N, S>,
+    settings: &PlanSettings,
+    asks: &[Ask],
+    out: &mut Plan,
+) -> Result<(), ReconcileError> {
+    let mut desired: BTreeMap<String, BTreeMap<IngressRule, Vec<&str>>> = BTreeMap::new();
+    for ask in asks {
+        match &ask.groups {
+            Ok(groups) => {
+                for group in groups {
+                    for rule in &ask.rules {
+                        desired.entry(group.clone()).or_default().entry(rule.clone()).or_default().push(&ask.binding);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ =
+                    writeln!(out.text, "binding {}: security groups unknown ({e}): its rules are kept", ask.binding);
+            }
+        }
+    }
+    let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
+    if !asks.is_empty() {
+        groups.extend(aws.security_groups.groups_with_rules_of(&settings.cluster_name).await?);
+    }
+    let no_rules = BTreeMap::new();
+    for group in groups {
+        let wanted = desired.get(&group).unwrap_or(&no_rules);
+        let existing = aws.security_groups.ingress_rules(&group).await?;
+        let rules: BTreeSet<IngressRule> = wanted.keys().cloned().collect();
+        let plan = plan_group(GroupInputs {
+            cluster: &settings.cluster_name,
+            desired: &rules,
+            protected: &BTreeSet::new(),
+            existing: &existing,
+            unclaimed_since: &BTreeMap::new(),
+            may_release: true,
+            grace: unclaimed_grace(settings.drift_interval_secs),
+            now: unix_now(),
+        });
+        let _ = writeln!(out.text, "security group {group}");
+        let by_id: BTreeMap<&str, &IngressRule> = existing.iter().map(|e| (e.rule_id.as_str(), &e.rule)).collect();
+        for rule in &plan.authorize {
+            let who = wanted.get(rule).map(|b| b.join(", ")).unwrap_or_default();
+            let _ = writeln!(out.text, "    + authorize  {rule}   (wanted by {who})");
+        }
+        for id in &plan.claim {
+            let _ = writeln!(
+                out.text,
+                "    + claim      {id} {}   (another cluster's agent created it)",
+                by_id.get(id.as_str()).map(|r| r.to_string()).unwrap_or_default()
+            );
+        }
+        for id in &plan.release {
+            let _ = writeln!(
+                out.text,
+                "    - release    {id} {}   (no binding of this cluster needs it)",
+                by_id.get(id.as_str()).map(|r| r.to_string()).unwrap_or_default()
+            );
+        }
+        for id in plan.unclaimed_since.keys() {
+            let _ = writeln!(
+                out.text,
+                "    - revoke     {id} {}   (claimed by nobody; revoked once that lasts the grace)",
+                by_id.get(id.as_str()).map(|r| r.to_string()).unwrap_or_default()
+            );
+        }
+        out.changes += plan.authorize.len() + plan.claim.len() + plan.release.len() + plan.unclaimed_since.len();
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! End to end: `tgb-agent plan` on a cluster seeded with drift shows exactly the changes `run` then
+//! makes, writes nothing, and exits 2 while there are changes, 0 once there are none.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+use tgb_sandbox::{Agent, Sandbox, register_directly};
+
+/// Runs `tgb-agent plan` as the agent's ServiceAccount; returns (exit code, output).
+fn plan(sandbox: &Sandbox) -> (i32, String) {
+    let out = Command::new(AGENT)
+        .args(["plan", "--cluster-name", "e2e", "--namespace", "tgb-system"])
+        .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
+        .output()
+        .expect("tgb-agent plan");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The `+ register` / `- deregister` lines of a plan as "+id:port" / "-id:port", sorted.
+fn target_changes(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (sign, rest) = if let Some(r) = l.strip_prefix("+ register") {
+                ("+", r)
+            } else if let Some(r) = l.strip_prefix("- deregister") {
+                ("-", r)
+            } else {
+                return None;
+            };
+            rest.split_whitespace().next().map(|id| format!("{sign}{id}"))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_exactly_what_run_then_does() {
+    let (sandbox, aws, kube) = world("plan", &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    let arn = aws.ip_target_group_arn.clone();
+    let shared_arn = tgb_sandbox::create_ip_target_group(&sandbox, &aws, "plan-shared").await.expect("tg");
+    // Drift: a stranger in the exclusive group, one target already there; another cluster's target
+    // in the shared group.
+    register_directly(&sandbox, &arn, &[("10.0.9.9", 8080), ("10.0.0.10", 8080)]).await.expect("seed");
+    register_directly(&sandbox, &shared_arn, &[("10.0.8.8", 8080)]).await.expect("seed");
+    binding(&kube, "demo", "web", ip_binding(&arn)).await;
+    let mut shared = ip_binding(&shared_arn);
+    shared["multiClusterTargetGroup"] = json!(true);
+    binding(&kube, "demo", "shared", shared).await;
+
+    let before = (sandbox.aws_call_count("RegisterTargets").await, sandbox.aws_call_count("DeregisterTargets").await);
+    let (code, text) = plan(&sandbox);
+    assert_eq!(code, 2, "changes pending:\n{text}");
+    // 10.0.0.11 into the exclusive group, the stranger out; both into the shared group; the other
+    // cluster's target there untouched (counted as left alone).
+    let web = text.split("binding demo/web").nth(1).unwrap_or_default();
+    let shared_part =
+        text.split("binding demo/shared").nth(1).and_then(|t| t.split("binding ").next()).unwrap_or_default();
+    assert_eq!(target_changes(web), vec!["+10.0.0.11:8080", "-10.0.9.9:8080"], "{text}");
+    assert_eq!(target_changes(shared_part), vec!["+10.0.0.10:8080", "+10.0.0.11:8080"], "{text}");
+    assert!(text.contains("Plan: 4 change(s)."), "{text}");
+    assert!(text.contains("1 registered by others, left alone"), "{text}");
+    let after = (sandbox.aws_call_count("RegisterTargets").await, sandbox.aws_call_count("DeregisterTargets").await);
+    assert_eq!(before.0.ok(), after.0.ok(), "plan wrote nothing");
+    assert_eq!(before.1.ok(), after.1.ok(), "plan wrote nothing");
+
+    // run makes exactly those changes.
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "e2e"]).expect("agent");
+    wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080", "10.0.0.11:8080"]).await;
+    wait_for_targets(&sandbox, &shared_arn, &["10.0.0.10:8080", "10.0.0.11:8080", "10.0.8.8:8080"]).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    wait_for_condition(&kube, "demo", "shared", "True", "Reconciled").await;
+    let (code, text) = plan(&sandbox);
+    assert_eq!(code, 0, "nothing left to change:\n{text}");
+    assert!(text.contains("Plan: 0 change(s)."), "{text}");
+}
