@@ -101,7 +101,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &ours_now, &mut record).await;
 
     let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
-    let mut wanted = how.from_watches(ctx, &backend, nodes.as_ref()).await??;
+    let mut wanted = how.watched(ctx, &backend, nodes.as_ref()).await??;
     // The security-group loop works from this on its own; a failure here never holds targets back.
     let pods =
         if instance_mode { Default::default() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
@@ -234,7 +234,7 @@ struct How<'a> {
 }
 
 impl How<'_> {
-    async fn from_watches<T: TargetGroups, N: Network, S: SecurityGroups>(
+    async fn watched<T: TargetGroups, N: Network, S: SecurityGroups>(
         &self,
         ctx: &Context<T, N, S>,
         backend: &Backend,

@@ -46,7 +46,7 @@ pub enum GroupResult {
     /// The decision would empty the group on the watches' word: read the backend live, then call
     /// again with `Want::Targets { confirmed: true, .. }`. Nothing was written.
     NeedsConfirmation,
-    Done(GroupReport),
+    Done(Box<GroupReport>),
 }
 
 /// Runs `task`. `record` is the binding's persisted record (shared bindings) and is kept equal to
@@ -94,7 +94,7 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
     };
     match deregistered.error.or(registered.error) {
         Some(error) => Err(ReconcileError::GroupWrite { report: Box::new(report), source: error }),
-        None => Ok(GroupResult::Done(report)),
+        None => Ok(GroupResult::Done(Box::new(report))),
     }
 }
 
