@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
+use super::gates;
 use super::group::{GroupReport, GroupResult, GroupTask, reconcile_group};
 use super::networking;
 use super::report::{refused_note, report_group, uncertain_note};
@@ -24,7 +25,7 @@ use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
 use crate::model::{BindingId, TargetGroupInfo};
 use crate::plan::decide::Want;
-use crate::plan::desired::{PortRef, endpoint_addresses, serving_pods};
+use crate::plan::desired::{PortRef, SliceView, endpoint_addresses, serving_pods};
 use crate::plan::instance::{Selector, instance_ids};
 use crate::plan::ownership::Record;
 use crate::plan::validate::{Resolved, check_against, check_spec};
@@ -35,6 +36,9 @@ const RECHECK_SOON: Duration = Duration::from_secs(2);
 /// How often AWS is read while some desired target is not healthy yet: one DescribeTargetHealth
 /// per binding per interval, well inside the describe budget (50/s).
 const HEALTH_POLL: Duration = Duration::from_secs(5);
+/// How often AWS is read while a pod's readiness gate is closed (pods must turn Ready within about
+/// two seconds of their target turning healthy).
+const GATE_POLL: Duration = Duration::from_secs(1);
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -100,7 +104,20 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
     let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &ours_now, &mut record).await;
 
-    let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
+    let no_gates = BTreeSet::new();
+    let how = How {
+        key: &key,
+        port: &port_ref,
+        tg: &tg,
+        resolved: &resolved,
+        selector: node_selector.as_ref(),
+        gated: &no_gates,
+    };
+    // Pods held back only by this binding's readiness gate are registered so that the gate can open.
+    let slices: Vec<&SliceView> = backend.slices.by_name.values().collect();
+    let gated =
+        if instance_mode { BTreeSet::new() } else { gates::held_back(ctx, tgb, &slices, resolved.family).await? };
+    let how = How { gated: &gated, ..how };
     let mut wanted = how.watched(ctx, &backend, nodes.as_ref()).await??;
     // The security-group loop works from this on its own; a failure here never holds targets back.
     let pods =
@@ -163,7 +180,11 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // Until every target is healthy, AWS is read again soon (for `TargetsHealthy`); after that
     // only at drift checks.
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
-    let check_within = report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).min();
+    // A closed readiness gate holds a rollout: health is read every second until it opens.
+    let gates_closed = !instance_mode && gates::update(ctx, tgb, &slices, resolved.family, &report.states).await?;
+    let gate_poll = gates_closed.then_some(GATE_POLL);
+    let check_within =
+        report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min();
     let next_check = ctx.converged(&uid, inputs, check_within);
     Ok(Action::requeue(next_check))
 }
@@ -231,6 +252,8 @@ struct How<'a> {
     tg: &'a TargetGroupInfo,
     resolved: &'a Resolved,
     selector: Option<&'a Selector>,
+    /// Pods held back only by the binding's readiness gate.
+    gated: &'a BTreeSet<String>,
 }
 
 impl How<'_> {
@@ -248,7 +271,8 @@ impl How<'_> {
             None => {
                 let cidrs = self.vpc_cidrs(ctx).await?;
                 let slices = backend.slices.by_name.values();
-                Ok(wanted_ip(backend.service(), &name, self.port, slices, self.resolved.family, cidrs.as_deref()))
+                let family = self.resolved.family;
+                Ok(wanted_ip(backend.service(), &name, self.port, slices, family, cidrs.as_deref(), self.gated))
             }
         }
     }
@@ -265,7 +289,8 @@ impl How<'_> {
             return Ok(wanted_instance(live.service.as_ref(), &name, self.port, &nodes, self.selector));
         }
         let cidrs = self.vpc_cidrs(ctx).await?;
-        Ok(wanted_ip(live.service.as_ref(), &name, self.port, &live.slices, self.resolved.family, cidrs.as_deref()))
+        let family = self.resolved.family;
+        Ok(wanted_ip(live.service.as_ref(), &name, self.port, &live.slices, family, cidrs.as_deref(), self.gated))
     }
 
     async fn vpc_cidrs<T: TargetGroups, N: Network, S: SecurityGroups>(

@@ -36,6 +36,7 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
         if let Some(wait) = deregister_everything(tgb, ctx).await? {
             return Ok(Action::requeue(wait));
         }
+        open_readiness_gates(tgb, ctx).await?;
         // The security-group loop releases its rules on its own; the binding never waits for EC2.
         ctx.networking.withdraw(&tgb.uid().unwrap_or_default());
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
@@ -135,6 +136,24 @@ async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
         _ => AddressFamily::Ipv4,
     };
     Ok(endpoint_addresses(&live.slices, family))
+}
+
+/// Opens the binding's readiness gates on its endpoint pods, so that no pod stays unready for a
+/// binding that is gone.
+async fn open_readiness_gates<T: TargetGroups, N: Network, S: SecurityGroups>(
+    tgb: &TargetGroupBinding,
+    ctx: &Context<T, N, S>,
+) -> Result<(), ReconcileError> {
+    if tgb.spec.target_type == Some(TargetType::Instance) {
+        return Ok(());
+    }
+    let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
+    let live = read_backend(&ctx.kube.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let family = match tgb.spec.ip_address_type {
+        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
+        _ => AddressFamily::Ipv4,
+    };
+    super::gates::open_all(ctx, tgb, &live.slices, family).await
 }
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`

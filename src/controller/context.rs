@@ -46,6 +46,8 @@ pub struct Context<T, N, S> {
     pub locks: KeyedLocks,
     /// Each binding's part of the security-group rules, for the networking reconcile.
     pub networking: super::networking::Contributions,
+    /// Pods that declare a binding's readiness gate.
+    pub gates: super::gates::GateMemory,
     memory: Mutex<Memory>,
 }
 
@@ -80,6 +82,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
             metrics,
             locks: KeyedLocks::default(),
             networking,
+            gates: Default::default(),
             memory: Mutex::default(),
         }
     }

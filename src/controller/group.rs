@@ -8,7 +8,7 @@ use super::error::ReconcileError;
 use super::execute::{Sent, Write, send};
 use crate::aws::TargetGroups;
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::{BindingId, RegisteredTarget, Target, TargetId};
+use crate::model::{BindingId, RegisteredTarget, Target, TargetId, TargetState};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
 use crate::plan::health::{HealthSummary, summarize};
 use crate::plan::ownership::{Claim, Record};
@@ -40,6 +40,8 @@ pub struct GroupReport {
     pub wanted_registered: usize,
     /// The wanted targets' health as just read (new registrations count as initial).
     pub health: Option<HealthSummary>,
+    /// Each wanted target's state and ELBv2 reason as just read (new registrations: initial).
+    pub states: BTreeMap<TargetId, (TargetState, Option<String>)>,
 }
 
 pub enum GroupResult {
@@ -75,18 +77,27 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
         persist(store, record, task.binding, task.arn, after).await?;
     }
     let registered_now = registered.applied(&decision.register);
-    let (wanted_registered, health) = match task.want {
+    let (wanted_registered, health, states) = match task.want {
         Want::Targets { targets, .. } => {
             let active: BTreeSet<&TargetId> =
                 current.iter().filter(|t| !t.state.is_draining()).map(|t| &t.target.id).collect();
             let registered = targets.iter().filter(|t| active.contains(&t.id)).count() + registered_now.len();
-            (registered, Some(summarize(targets, &current, &registered_now)))
+            let mut states: BTreeMap<TargetId, (TargetState, Option<String>)> = current
+                .iter()
+                .filter(|t| targets.iter().any(|w| w.id == t.target.id))
+                .map(|t| (t.target.id.clone(), (t.state, t.reason.clone())))
+                .collect();
+            for t in &registered_now {
+                states.insert(t.id.clone(), (TargetState::Initial, Some("Elb.RegistrationInProgress".to_owned())));
+            }
+            (registered, Some(summarize(targets, &current, &registered_now)), states)
         }
-        Want::Nothing => (0, None),
+        Want::Nothing => (0, None, BTreeMap::new()),
     };
     let report = GroupReport {
         wanted_registered,
         health,
+        states,
         deregistered: deregistered.applied(&decision.deregister),
         registered: registered_now,
         refused: registered.refused,

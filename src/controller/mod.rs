@@ -6,6 +6,7 @@ mod cleanup;
 mod context;
 mod error;
 mod execute;
+mod gates;
 mod group;
 mod locks;
 #[cfg(test)]

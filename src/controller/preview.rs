@@ -131,8 +131,15 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
             Some(vpc) => Some(aws.network.vpc_cidrs(vpc).await?),
             None => None,
         };
-        let wanted =
-            wanted_ip(live.service.as_ref(), &key.to_string(), &port, &live.slices, resolved.family, cidrs.as_deref());
+        let wanted = wanted_ip(
+            live.service.as_ref(),
+            &key.to_string(),
+            &port,
+            &live.slices,
+            resolved.family,
+            cidrs.as_deref(),
+            &BTreeSet::new(),
+        );
         (wanted, endpoint_addresses(&live.slices, resolved.family))
     };
     for (old, claimed) in previous_groups(tgb, &tg.arn, &record, shared, all) {

@@ -30,3 +30,72 @@ pub async fn named_container_ports(
     }
     Ok(named)
 }
+
+/// A pod that declares a readiness gate, as much of it as the gate needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatedPod {
+    pub name: String,
+    pub uid: String,
+    /// Its containers are ready: only the gate holds the pod back.
+    pub containers_ready: bool,
+    /// The gate condition's status on the pod now.
+    pub gate: Option<String>,
+}
+
+/// Reads `pods` by name and keeps those whose spec declares the readiness gate `gate`.
+/// Pods already gone are skipped.
+pub async fn gated_pods(
+    client: &Client,
+    namespace: &str,
+    pods: &BTreeSet<String>,
+    gate: &str,
+) -> Result<BTreeMap<String, GatedPod>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut found = BTreeMap::new();
+    for name in pods {
+        let Some(pod) = api.get_opt(name).await? else { continue };
+        if let Some(gated) = gated_pod(&pod, gate) {
+            found.insert(name.clone(), gated);
+        }
+    }
+    Ok(found)
+}
+
+fn gated_pod(pod: &Pod, gate: &str) -> Option<GatedPod> {
+    let declares = pod.spec.as_ref()?.readiness_gates.iter().flatten().any(|g| g.condition_type == gate);
+    if !declares {
+        return None;
+    }
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let status_of = |type_: &str| conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone());
+    Some(GatedPod {
+        name: pod.metadata.name.clone()?,
+        uid: pod.metadata.uid.clone()?,
+        containers_ready: status_of("ContainersReady").as_deref() == Some("True"),
+        gate: status_of(gate),
+    })
+}
+
+/// Sets the gate condition on `pod`. A strategic merge patch (conditions merge by type, so no other
+/// condition is touched) carrying the pod's UID, which the API server checks: a re-created pod of
+/// the same name refuses it.
+pub async fn set_gate(
+    client: &Client,
+    namespace: &str,
+    pod: &GatedPod,
+    gate: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    use kube::api::{Patch, PatchParams};
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "metadata": {"uid": pod.uid},
+        "status": {"conditions": [{
+            "type": gate, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+        }]},
+    });
+    api.patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(patch)).await.map(drop)
+}

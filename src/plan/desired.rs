@@ -1,6 +1,6 @@
 //! Desired targets of an ip-mode binding, from its Service port and EndpointSlices.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::model::{Cidr, Target, TargetId};
@@ -71,6 +71,13 @@ impl EndpointView {
     fn serves_traffic(&self) -> bool {
         self.ready != Some(false) && self.terminating != Some(true)
     }
+
+    /// Serving, or waiting only for this binding's readiness gate (its pod is in `gated`): such a
+    /// pod turns Ready only once its target is healthy, so it must be registered first.
+    fn to_register(&self, gated: &BTreeSet<String>) -> bool {
+        self.serves_traffic()
+            || (self.terminating != Some(true) && self.pod.as_ref().is_some_and(|p| gated.contains(p)))
+    }
 }
 
 /// Every `ip:port` the target group should hold for `service_port`.
@@ -82,6 +89,17 @@ pub fn ip_targets<'a>(
     service_port: &ServicePortView,
     slices: impl IntoIterator<Item = &'a SliceView>,
     family: AddressFamily,
+) -> BTreeSet<TargetId> {
+    ip_targets_gated(service_port, slices, family, &BTreeSet::new())
+}
+
+/// [`ip_targets`], also taking the not-yet-ready endpoints of pods in `gated` (pods whose only
+/// missing readiness is this binding's readiness gate).
+pub fn ip_targets_gated<'a>(
+    service_port: &ServicePortView,
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: AddressFamily,
+    gated: &BTreeSet<String>,
 ) -> BTreeSet<TargetId> {
     let wanted_name = service_port.name.as_deref().filter(|n| !n.is_empty());
     slices
@@ -97,7 +115,7 @@ pub fn ip_targets<'a>(
                 slice
                     .endpoints
                     .iter()
-                    .filter(|e| e.serves_traffic())
+                    .filter(|e| e.to_register(gated))
                     .filter_map(|e| e.addresses.first())
                     .map(move |ip| TargetId::new(ip.clone(), port))
             })
@@ -114,6 +132,32 @@ pub fn serving_pods<'a>(slices: impl IntoIterator<Item = &'a SliceView>, family:
         .flat_map(|slice| slice.endpoints.iter())
         .filter(|e| e.serves_traffic())
         .filter_map(|e| e.pod.clone())
+        .collect()
+}
+
+/// The pods of endpoints that are neither ready nor terminating: the only ones whose readiness gate
+/// can hold them back, so the only ones read to look for it.
+pub fn not_ready_pods<'a>(slices: impl IntoIterator<Item = &'a SliceView>, family: AddressFamily) -> BTreeSet<String> {
+    slices
+        .into_iter()
+        .filter(|slice| slice.family == family)
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter(|e| e.ready == Some(false) && e.terminating != Some(true))
+        .filter_map(|e| e.pod.clone())
+        .collect()
+}
+
+/// Pod → its endpoint address, for the pods in `pods`.
+pub fn pod_addresses<'a>(
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: AddressFamily,
+    pods: &BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    slices
+        .into_iter()
+        .filter(|slice| slice.family == family)
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter_map(|e| Some((e.pod.clone().filter(|p| pods.contains(p))?, e.addresses.first()?.clone())))
         .collect()
 }
 
@@ -185,6 +229,29 @@ mod tests {
         assert_eq!(
             ip_targets(&port(Some("http")), &[s], AddressFamily::Ipv4),
             ids(&[("10.0.0.1", 8080), ("10.0.0.2", 8080)])
+        );
+    }
+
+    #[test]
+    fn a_pod_held_back_only_by_its_readiness_gate_is_registered() {
+        let s = slice(
+            AddressFamily::Ipv4,
+            &[(Some("http"), 8080)],
+            vec![
+                ep("10.0.0.1", Some(false), None),
+                ep("10.0.0.2", Some(false), None),
+                ep("10.0.0.3", Some(false), Some(true)),
+            ],
+        );
+        let gated: BTreeSet<String> = ["pod-10.0.0.1".to_string(), "pod-10.0.0.3".to_string()].into();
+        let slices = [s];
+        assert_eq!(
+            ip_targets_gated(&port(Some("http")), &slices, AddressFamily::Ipv4, &gated),
+            ids(&[("10.0.0.1", 8080)])
+        );
+        assert_eq!(
+            not_ready_pods(&slices, AddressFamily::Ipv4),
+            ["pod-10.0.0.1".to_string(), "pod-10.0.0.2".to_string()].into()
         );
     }
 

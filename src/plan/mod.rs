@@ -3,6 +3,7 @@
 
 pub mod decide;
 pub mod desired;
+pub mod gates;
 pub mod health;
 pub mod instance;
 pub mod ownership;

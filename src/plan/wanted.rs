@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::desired::{
-    AddressFamily, PortRef, ServicePortView, ServiceView, SliceView, ip_targets, with_availability_zones,
+    AddressFamily, PortRef, ServicePortView, ServiceView, SliceView, ip_targets_gated, with_availability_zones,
 };
 use super::instance::{NodeView, Selector, SkippedNode, instance_targets};
 use crate::model::{Cidr, Target};
@@ -66,9 +66,10 @@ pub fn wanted_ip<'a>(
     slices: impl IntoIterator<Item = &'a SliceView>,
     family: AddressFamily,
     vpc_cidrs: Option<&[Cidr]>,
+    gated: &BTreeSet<String>,
 ) -> Result<Wanted, BackendProblem> {
     let (_, port) = service_port(service, service_name, port)?;
-    let ids = ip_targets(port, slices, family);
+    let ids = ip_targets_gated(port, slices, family, gated);
     Ok(Wanted { targets: with_availability_zones(ids, vpc_cidrs), skipped: Vec::new() })
 }
 
@@ -117,13 +118,22 @@ mod tests {
     #[test]
     fn mistakes_are_problems_not_empty_backends() {
         let slices = [slice(&["10.0.0.1"])];
-        let missing = wanted_ip(None, "ns/web", &PortRef::Number(80), &slices, AddressFamily::Ipv4, None);
+        let missing =
+            wanted_ip(None, "ns/web", &PortRef::Number(80), &slices, AddressFamily::Ipv4, None, &BTreeSet::new());
         assert_eq!(missing.map_err(|e| e.reason()), Err("ServiceNotFound"));
         let svc = service("ClusterIP", None);
-        let wrong_port = wanted_ip(Some(&svc), "ns/web", &PortRef::Number(81), &slices, AddressFamily::Ipv4, None);
+        let wrong_port =
+            wanted_ip(Some(&svc), "ns/web", &PortRef::Number(81), &slices, AddressFamily::Ipv4, None, &BTreeSet::new());
         assert_eq!(wrong_port.map_err(|e| e.to_string()), Err("Service ns/web has no port 81".into()));
-        let no_endpoints =
-            wanted_ip(Some(&svc), "ns/web", &PortRef::Name("http".into()), &[], AddressFamily::Ipv4, None);
+        let no_endpoints = wanted_ip(
+            Some(&svc),
+            "ns/web",
+            &PortRef::Name("http".into()),
+            &[],
+            AddressFamily::Ipv4,
+            None,
+            &BTreeSet::new(),
+        );
         assert_eq!(no_endpoints, Ok(Wanted::default()), "a Service without endpoints really wants nothing");
     }
 

@@ -96,6 +96,8 @@ CLUSTER_RULES = {
     ("", "services"): ["get", "list", "watch"],
     ("discovery.k8s.io", "endpointslices"): ["get", "list", "watch"],
     ("", "pods"): ["get"],
+    # Readiness gates target-health.elbv2.k8s.aws/<binding>: the condition on pods that declare it.
+    ("", "pods/status"): ["patch"],
     ("", "nodes"): ["get", "list", "watch"],
     # Events on the bindings, in the bindings' namespaces (both event APIs, by client version).
     ("", "events"): ["create", "patch"],

@@ -353,6 +353,18 @@ fn commit_update(
     {
         return Err(ApiError::stale_resource_version(loc.target(name)));
     }
+    // As a real API server's store does: a UID in the new object is a precondition.
+    if let Some(uid) = meta::uid(&candidate)
+        && Some(uid) != meta::uid(current)
+    {
+        return Err(ApiError::conflict(
+            loc.target(name),
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta::uid(current).unwrap_or_default()
+            ),
+        ));
+    }
     let mut object = match part {
         Part::Status => {
             let mut object = present(rt, current);
