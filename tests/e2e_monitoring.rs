@@ -299,3 +299,37 @@ async fn dashboard_and_alerts_name_only_what_a_running_agent_exports() {
     .await;
     assert!(after.contains("tgb_binding_ready{namespace=\"demo\",name=\"broken\"} 0"), "{after}");
 }
+
+/// The PodMonitor scrapes the pods deploy/ runs, on the port that serves `/metrics`.
+#[test]
+fn pod_monitor_selects_the_agents_metrics_port() {
+    let root = tgb_sandbox::repo_root();
+    let read = |path: &str| -> serde_yaml::Value {
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(path)).expect(path)).expect(path)
+    };
+    let monitor = read("deploy/monitoring/podmonitor.yaml");
+    let deployment = read("deploy/deployment.yaml");
+    let template = &deployment["spec"]["template"];
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_mapping().expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(&template["metadata"]["labels"][key], value, "pod label {key:?}");
+    }
+    let ports: Vec<&serde_yaml::Value> = template["spec"]["containers"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_sequence().into_iter().flatten())
+        .collect();
+    for endpoint in monitor["spec"]["podMetricsEndpoints"].as_sequence().expect("podMetricsEndpoints") {
+        let port = ports.iter().find(|p| p["name"] == endpoint["port"]).expect("a container port of that name");
+        let listens = template["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str()?.strip_prefix("--metrics-addr=")?.rsplit_once(':')?.1.parse::<u64>().ok())
+            .next();
+        assert_eq!(port["containerPort"].as_u64(), listens, "the port --metrics-addr listens on");
+        assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    }
+}
