@@ -86,6 +86,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         sdk = sdk.into_builder().timeout_config(timeouts.build()).build();
     }
     let metrics = Arc::new(Metrics::default());
+    metrics.leader(leader.is_none()); // a standby exports 0 until it holds the lease
     let limits = Arc::new(RateLimits::fenced(fence.clone()));
     let target_groups = Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone());
     let network = Ec2Network::new(&sdk, limits.clone(), metrics.clone());
@@ -111,6 +112,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         health.ready.store(false, Ordering::Relaxed);
         tracing::info!(identity = leader.identity(), "leading");
+        metrics.leader(true);
     }
     let lost_leadership = async {
         match (&leader, acquired_at, heartbeat) {
@@ -128,7 +130,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let aws = AwsPorts { target_groups, network, security_groups };
     tokio::select! {
-        () = controller::run(client, aws, settings, metrics, health.ready.clone(), health.clone(), shutdown_signal()) => {}
+        () = controller::run(client, aws, settings, metrics.clone(), health.ready.clone(), health.clone(), shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
         result = health_server => result.context("health server task")?.context("health server")?,
         // The fence is already closed; exiting drops the reconciles in flight, and the pod
@@ -137,6 +139,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(leader) = &leader {
         fence.revoke();
+        metrics.leader(false);
         leader.release().await;
     }
     tracing::info!("tgb-agent stopped");

@@ -51,6 +51,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let namespace = tgb.namespace().unwrap_or_default();
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &namespace);
     let uid = tgb.uid().unwrap_or_default();
+    let started = std::time::Instant::now(); // for tgb_time_to_register_seconds
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
 
     // Observe: the spec (checked before any AWS call), the backend and nodes from the watches.
@@ -164,6 +165,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
         }
     };
+    ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
     report_group(ctx, tgb, &tg.arn, &report).await;
     if !report.refused.is_empty() {
         // A stale CIDR cache sends AZ `all` for an address now inside the VPC: look again next time.
@@ -176,6 +178,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     };
     let observed = observed(ctx, tgb, &tg, &wanted, &report, left_behind.as_deref(), networking).await;
     ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
+    ctx.metrics.binding_observed(&namespace, &tgb.name_any(), observed.ready.is_ok(), report.health.as_ref());
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
     // Until every target is healthy, AWS is read again soon (for `TargetsHealthy`); after that
     // only at drift checks.

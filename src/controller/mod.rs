@@ -171,6 +171,7 @@ async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
         tracing::warn!(error = %e, "could not write the failure into the status");
     }
     ctx.kube.events.warning(tgb, reason, error.to_string()).await;
+    ctx.metrics.binding_ready(&tgb.namespace().unwrap_or_default(), &tgb.name_any(), false);
 }
 
 fn error_policy<T: TargetGroups, N: Network, S: SecurityGroups>(
