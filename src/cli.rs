@@ -30,22 +30,13 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
-    /// Name of this cluster, as `run` is given it (whose claims count as this cluster's).
-    #[arg(long, env = "TGB_CLUSTER_NAME", value_parser = parse_cluster_name)]
-    pub cluster_name: String,
-    /// Only plan TargetGroupBindings in this namespace (default: all namespaces).
-    #[arg(long, env = "TGB_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
-    /// The agent's own namespace (its ownership records); the same default as `run`.
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// The drift interval `run` uses (it sets the grace of unclaimed security-group rules).
-    #[arg(long, env = "TGB_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
-    pub drift_interval: Duration,
+    #[command(flatten)]
+    pub scope: Scope,
 }
 
+/// Which cluster, bindings and records the agent works with: the same for `run` and `plan`.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub struct Scope {
     /// Name of this cluster (required, unique per cluster): marks what this cluster owns in shared
     /// AWS resources. `default` is refused: two clusters left at a default would own each other's.
     #[arg(long, env = "TGB_CLUSTER_NAME", value_parser = parse_cluster_name)]
@@ -61,6 +52,12 @@ pub struct RunArgs {
     /// How often each target group is re-checked against AWS to repair drift (e.g. 300s, 5m, 1h).
     #[arg(long, env = "TGB_DRIFT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub drift_interval: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub scope: Scope,
     /// Bindings reconciled in parallel (work on one target group is always serialized).
     #[arg(long, env = "TGB_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -186,8 +183,8 @@ mod tests {
         else {
             panic!("a named cluster parses")
         };
-        assert_eq!(args.cluster_name, "blue");
-        assert_eq!(args.namespace, None);
+        assert_eq!(args.scope.cluster_name, "blue");
+        assert_eq!(args.scope.namespace, None);
     }
 
     #[test]

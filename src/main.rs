@@ -33,14 +33,8 @@ async fn main() -> anyhow::Result<()> {
 /// `tgb-agent plan`: the AWS clients sit behind a fence that never opens, so nothing can be
 /// written even by mistake; prints the plan and returns how many changes it holds.
 async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
-    let service_account_namespace = std::fs::read_to_string(cli::SERVICE_ACCOUNT_NAMESPACE).ok();
-    let (namespace, _) = cli::own_namespace(
-        args.namespace.as_deref(),
-        service_account_namespace.as_deref(),
-        kubeconfig_namespace().as_deref(),
-    );
-    let client =
-        kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let (namespace, _) = own_namespace(&args.scope);
+    let client = connect().await?;
     let sdk = tgb_agent::aws::sdk_config().await;
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
@@ -50,10 +44,10 @@ async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
         security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics),
     };
     let settings = PlanSettings {
-        cluster_name: args.cluster_name,
-        watch_namespace: args.watch_namespace,
+        cluster_name: args.scope.cluster_name,
+        watch_namespace: args.scope.watch_namespace,
         agent_namespace: namespace,
-        drift_interval_secs: args.drift_interval.as_secs(),
+        drift_interval_secs: args.scope.drift_interval.as_secs(),
     };
     let plan = controller::preview::plan(client, &aws, &settings).await.context("making the plan")?;
     print!("{}", plan.text);
@@ -62,14 +56,8 @@ async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    let service_account_namespace = std::fs::read_to_string(cli::SERVICE_ACCOUNT_NAMESPACE).ok();
-    let (namespace, namespace_source) = cli::own_namespace(
-        args.namespace.as_deref(),
-        service_account_namespace.as_deref(),
-        kubeconfig_namespace().as_deref(),
-    );
-    let client =
-        kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let (namespace, namespace_source) = own_namespace(&args.scope);
+    let client = connect().await?;
     let leader = args.leader_elect.then(|| {
         let identity = leader::identity(std::env::var("POD_NAME").ok(), hostname());
         LeaderElection::new(client.clone(), &namespace, "tgb-agent", identity, args.lease_duration)
@@ -97,7 +85,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
     let health_server = tokio::spawn(server::serve_health(args.health_addr, health.clone()));
     tracing::info!(
-        cluster = %args.cluster_name, %namespace, namespace_from = ?namespace_source,
+        cluster = %args.scope.cluster_name, %namespace, namespace_from = ?namespace_source,
         metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting"
     );
 
@@ -121,10 +109,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let settings = Settings {
-        cluster_name: args.cluster_name.clone(),
-        watch_namespace: args.watch_namespace,
+        cluster_name: args.scope.cluster_name.clone(),
+        watch_namespace: args.scope.watch_namespace,
         agent_namespace: namespace,
-        drift_interval: args.drift_interval,
+        drift_interval: args.scope.drift_interval,
         concurrency: args.concurrency.max(1),
         instance: std::env::var("POD_NAME").ok(),
     };
@@ -144,6 +132,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("tgb-agent stopped");
     Ok(())
+}
+
+/// The agent's own namespace (flag, ServiceAccount, kubeconfig context, or the install's default).
+fn own_namespace(scope: &cli::Scope) -> (String, cli::NamespaceSource) {
+    let service_account_namespace = std::fs::read_to_string(cli::SERVICE_ACCOUNT_NAMESPACE).ok();
+    cli::own_namespace(
+        scope.namespace.as_deref(),
+        service_account_namespace.as_deref(),
+        kubeconfig_namespace().as_deref(),
+    )
+}
+
+async fn connect() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default().await.context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")
 }
 
 /// The current kubeconfig context's namespace, if it names one.

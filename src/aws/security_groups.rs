@@ -233,18 +233,30 @@ impl Ec2SecurityGroups {
     }
 
     async fn revoke_call(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
-        const OP: &str = "RevokeSecurityGroupIngress";
-        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
-        let result = self
+        let request = self
             .ec2
             .revoke_security_group_ingress()
             .group_id(group)
-            .set_security_group_rule_ids(Some(rule_ids.to_vec()))
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
-        self.record(OP, &result);
+            .set_security_group_rule_ids(Some(rule_ids.to_vec()));
+        self.write("RevokeSecurityGroupIngress", group, request.send()).await
+    }
+
+    /// Sends a write on `group` under the write limit and fence (the request only goes out when
+    /// awaited), classified and counted.
+    async fn write<T, E, R>(
+        &self,
+        op: &'static str,
+        group: &str,
+        request: impl std::future::Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
+    ) -> Result<(), SecurityGroupError>
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        self.limits.target_writes.acquire(op).await.map_err(SecurityGroupError::Aws)?;
+        let result =
+            request.await.map(drop).map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(op, group, e)));
+        self.record(op, &result);
         result
     }
 }
@@ -322,19 +334,13 @@ impl SecurityGroups for Ec2SecurityGroups {
             .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build())
             .tags(Tag::builder().key(MANAGED_TAG).value("true").build())
             .build();
-        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
-        let result = self
+        let request = self
             .ec2
             .authorize_security_group_ingress()
             .group_id(group)
             .ip_permissions(permission(rule, &description))
-            .tag_specifications(tags)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
-        self.record(OP, &result);
-        result
+            .tag_specifications(tags);
+        self.write(OP, group, request.send()).await
     }
 
     async fn claim(&self, group: &str, rule_ids: &[String], cluster: &str) -> Result<(), SecurityGroupError> {
@@ -342,18 +348,12 @@ impl SecurityGroups for Ec2SecurityGroups {
         if rule_ids.is_empty() {
             return Ok(());
         }
-        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
-        let result = self
+        let request = self
             .ec2
             .create_tags()
             .set_resources(Some(rule_ids.to_vec()))
-            .tags(Tag::builder().key(format!("{CLAIM_TAG_PREFIX}{cluster}")).value("true").build())
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
-        self.record(OP, &result);
-        result
+            .tags(Tag::builder().key(format!("{CLAIM_TAG_PREFIX}{cluster}")).value("true").build());
+        self.write(OP, group, request.send()).await
     }
 
     async fn release(&self, group: &str, rule_ids: &[String], cluster: &str) -> Result<(), SecurityGroupError> {
@@ -361,20 +361,14 @@ impl SecurityGroups for Ec2SecurityGroups {
         if rule_ids.is_empty() {
             return Ok(());
         }
-        self.limits.target_writes.acquire(OP).await.map_err(SecurityGroupError::Aws)?;
         // With a value, EC2 deletes a tag only when its value matches: another creator's tag stays.
-        let result = self
+        let request = self
             .ec2
             .delete_tags()
             .set_resources(Some(rule_ids.to_vec()))
             .tags(Tag::builder().key(format!("{CLAIM_TAG_PREFIX}{cluster}")).build())
-            .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build())
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(OP, group, e)));
-        self.record(OP, &result);
-        result
+            .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build());
+        self.write(OP, group, request.send()).await
     }
 
     async fn revoke(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {

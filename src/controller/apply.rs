@@ -14,7 +14,7 @@ use super::gates;
 use super::group::{GroupReport, GroupResult, GroupTask, reconcile_group};
 use super::networking;
 use super::report::{refused_note, report_group, uncertain_note};
-use super::siblings::{binding_id, bound_to, siblings_of};
+use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
@@ -321,17 +321,8 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     record: &mut Record,
 ) -> Option<String> {
     let all = ctx.kube.bindings.state();
-    let mut previous: Vec<(String, bool)> = record.previous_groups(current).map(|arn| (arn.to_owned(), true)).collect();
-    if !shared
-        && let Some(old) = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())
-        && old != current
-        && bound_to(tgb, &old, &all).is_empty()
-        && !previous.iter().any(|(arn, _)| *arn == old)
-    {
-        previous.push((old, false));
-    }
     let mut left = Vec::new();
-    for (arn, claimed) in previous {
+    for (arn, claimed) in previous_groups(tgb, current, record, shared, &all) {
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
         let task = GroupTask {

@@ -11,7 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use super::apply::unix_now;
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, observe};
-use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
+use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
@@ -185,27 +185,6 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         Err(e) => Err(e.to_string()),
     };
     Ok(Some(Ask { binding: id.to_string(), rules, groups }))
-}
-
-/// Groups a changed spec left behind: other groups in the record, and for an exclusive binding the
-/// group its status still names (unless another binding is bound to it now).
-fn previous_groups(
-    tgb: &TargetGroupBinding,
-    current: &str,
-    record: &Record,
-    shared: bool,
-    all: &[std::sync::Arc<TargetGroupBinding>],
-) -> Vec<(String, bool)> {
-    let mut previous: Vec<(String, bool)> = record.previous_groups(current).map(|a| (a.to_owned(), true)).collect();
-    if !shared
-        && let Some(old) = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())
-        && old != current
-        && bound_to(tgb, &old, all).is_empty()
-        && !previous.iter().any(|(a, _)| *a == old)
-    {
-        previous.push((old, false));
-    }
-    previous
 }
 
 async fn live_addresses(

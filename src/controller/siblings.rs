@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
 use crate::model::BindingId;
+use crate::plan::ownership::Record;
 
 pub fn binding_id(tgb: &TargetGroupBinding) -> BindingId {
     BindingId {
@@ -19,6 +20,28 @@ pub fn binding_id(tgb: &TargetGroupBinding) -> BindingId {
 /// The other bindings of this cluster bound to `arn`, whatever their sharing mode.
 pub fn bound_to(tgb: &TargetGroupBinding, arn: &str, all: &[Arc<TargetGroupBinding>]) -> Vec<BindingId> {
     all.iter().filter(|o| o.uid() != tgb.uid() && bound_arn(o).as_deref() == Some(arn)).map(|o| binding_id(o)).collect()
+}
+
+/// Groups a changed spec left behind, each with whether this binding has claims there: the other
+/// groups in its ownership record, and for an exclusive binding the group its status still names
+/// (unless another binding is bound to it now, which then owns it).
+pub fn previous_groups(
+    tgb: &TargetGroupBinding,
+    current: &str,
+    record: &Record,
+    shared: bool,
+    all: &[Arc<TargetGroupBinding>],
+) -> Vec<(String, bool)> {
+    let mut previous: Vec<(String, bool)> = record.previous_groups(current).map(|a| (a.to_owned(), true)).collect();
+    if !shared
+        && let Some(old) = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())
+        && old != current
+        && bound_to(tgb, &old, all).is_empty()
+        && !previous.iter().any(|(a, _)| *a == old)
+    {
+        previous.push((old, false));
+    }
+    previous
 }
 
 /// The target group ARN a binding is bound to: from its spec, or as resolved into its status.
@@ -78,6 +101,31 @@ mod tests {
         let t = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age_secs).expect("valid time");
         b.metadata.creation_timestamp = Some(Time(t));
         Arc::new(b)
+    }
+
+    #[test]
+    fn groups_left_behind_are_the_records_others_and_an_exclusive_bindings_old_one() {
+        use crate::model::TargetId;
+        use crate::plan::ownership::Claim;
+        let mut moved = binding("a", "1", 0, false);
+        Arc::make_mut(&mut moved).status = Some(crate::api::TargetGroupBindingStatus {
+            target_group_arn: Some("arn:old".into()),
+            ..Default::default()
+        });
+        let record = Record::default()
+            .with_group("arn:tg", [(TargetId::new("10.0.0.1", 80), Claim::Registered)].into())
+            .with_group("arn:older", [(TargetId::new("10.0.0.2", 80), Claim::Registered)].into());
+        let all = [moved.clone()];
+        assert_eq!(
+            previous_groups(&moved, "arn:tg", &record, false, &all),
+            vec![("arn:older".to_string(), true), ("arn:old".to_string(), false)]
+        );
+        assert_eq!(previous_groups(&moved, "arn:tg", &record, true, &all), vec![("arn:older".to_string(), true)]);
+        // Another binding is bound to the old group now: it is that binding's, not to be cleaned.
+        let mut other = binding("b", "2", 5, false);
+        Arc::make_mut(&mut other).spec.target_group_arn = Some("arn:old".into());
+        let all = [moved.clone(), other];
+        assert_eq!(previous_groups(&moved, "arn:tg", &Record::default(), false, &all), vec![]);
     }
 
     #[test]
