@@ -238,3 +238,57 @@ async fn registration_without_networking_does_not_wait_for_ec2() {
     }
     eprintln!("EC2 security-group calls throttled or slowed meanwhile: {injected}");
 }
+
+/// At the rules-per-group quota (60 in the emulator, as in EC2 by default), a port change still
+/// converges: the rule no longer needed is released and revoked first, and the condition says why
+/// the new one waits meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_change_at_the_rules_quota_converges() {
+    let (sandbox, aws, kube) = world("sg-quota", &[Ep::Ready("10.0.0.50")]).await;
+    let (lb_sg, node_sg) = (aws.lb_security_group.clone(), aws.node_security_group.clone());
+    pod_eni(&sandbox, &aws.subnet_ids[0], "10.0.0.50", &node_sg).await;
+    let mut web = ip_binding(&aws.ip_target_group_arn);
+    web["networking"] = networking(&lb_sg, 9090);
+    binding(&kube, "demo", "web", web).await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "2s", "--cluster-name", "quota"]).expect("agent");
+    let rule = |port: u16| format!("tcp {port}-{port} {lb_sg}");
+    eventually("the first rule", Duration::from_secs(30), || async {
+        rules(&sandbox, &node_sg).await.contains_key(&rule(9090)).then_some(())
+    })
+    .await;
+    // Fill the group to its quota with rules made by hand.
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
+    for port in 1000u16.. {
+        let added = ec2
+            .authorize_security_group_ingress()
+            .group_id(&node_sg)
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(i32::from(port))
+                    .to_port(i32::from(port))
+                    .ip_ranges(IpRange::builder().cidr_ip("192.168.0.0/16").build())
+                    .build(),
+            )
+            .send()
+            .await;
+        if added.is_err() {
+            break;
+        }
+        assert!(port < 1100, "the emulator enforces no quota");
+    }
+    let full = rules(&sandbox, &node_sg).await.len();
+
+    let api: kube::Api<tgb_agent::api::TargetGroupBinding> = kube::Api::namespaced(kube.clone(), "demo");
+    let patch = json!({"spec": {"networking": networking(&lb_sg, 9091)}});
+    api.patch("web", &Default::default(), &kube::api::Patch::Merge(patch)).await.expect("port change");
+    eventually("9090 replaced by 9091 at the quota", Duration::from_secs(40), || async {
+        let now = rules(&sandbox, &node_sg).await;
+        (now.contains_key(&rule(9091)) && !now.contains_key(&rule(9090))).then_some(())
+    })
+    .await;
+    assert_eq!(rules(&sandbox, &node_sg).await.len(), full, "still at the quota, one rule replaced");
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    let warnings = warning_reasons(&kube, "demo", "web").await;
+    assert!(warnings.contains(&"SecurityGroupRulesLimitExceeded".to_string()), "the wait was reported: {warnings:?}");
+}
