@@ -39,8 +39,10 @@ pub struct PlanArgs {
 pub struct Scope {
     /// Name of this cluster (required, unique per cluster): marks what this cluster owns in shared
     /// AWS resources. `default` is refused: two clusters left at a default would own each other's.
+    /// Unset: the name the agent installed from deploy/ runs with (its Deployment's CLUSTER_NAME, in
+    /// the agent's namespace); with neither, the agent refuses to start.
     #[arg(long, env = "TGB_CLUSTER_NAME", value_parser = parse_cluster_name)]
-    pub cluster_name: String,
+    pub cluster_name: Option<String>,
     /// Only watch TargetGroupBindings in this namespace (default: all namespaces).
     #[arg(long, env = "TGB_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -172,8 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn cluster_name_is_required_and_not_default() {
-        assert!(Cli::try_parse_from(["tgb-agent", "run"]).is_err());
+    fn cluster_name_is_not_default() {
         for bad in ["default", " ", ""] {
             let error = Cli::try_parse_from(["tgb-agent", "run", "--cluster-name", bad]).expect_err(bad);
             assert!(error.to_string().contains("cannot name a cluster"), "{error}");
@@ -183,7 +184,7 @@ mod tests {
         else {
             panic!("a named cluster parses")
         };
-        assert_eq!(args.scope.cluster_name, "blue");
+        assert_eq!(args.scope.cluster_name.as_deref(), Some("blue"));
         assert_eq!(args.scope.namespace, None);
     }
 

@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
 async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
     let (namespace, _) = own_namespace(&args.scope);
     let client = connect().await?;
+    let cluster_name = cluster_name(&client, &namespace, args.scope.cluster_name).await?;
     let sdk = tgb_agent::aws::sdk_config().await;
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
@@ -44,7 +45,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
         security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics),
     };
     let settings = PlanSettings {
-        cluster_name: args.scope.cluster_name,
+        cluster_name,
         watch_namespace: args.scope.watch_namespace,
         agent_namespace: namespace,
         drift_interval_secs: args.scope.drift_interval.as_secs(),
@@ -58,6 +59,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
     let (namespace, namespace_source) = own_namespace(&args.scope);
     let client = connect().await?;
+    let cluster_name = cluster_name(&client, &namespace, args.scope.cluster_name.clone()).await?;
     let leader = args.leader_elect.then(|| {
         let identity = leader::identity(std::env::var("POD_NAME").ok(), hostname());
         LeaderElection::new(client.clone(), &namespace, "tgb-agent", identity, args.lease_duration)
@@ -85,7 +87,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
     let health_server = tokio::spawn(server::serve_health(args.health_addr, health.clone()));
     tracing::info!(
-        cluster = %args.scope.cluster_name, %namespace, namespace_from = ?namespace_source,
+        cluster = %cluster_name, %namespace, namespace_from = ?namespace_source,
         metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting"
     );
 
@@ -109,7 +111,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let settings = Settings {
-        cluster_name: args.scope.cluster_name.clone(),
+        cluster_name,
         watch_namespace: args.scope.watch_namespace,
         agent_namespace: namespace,
         drift_interval: args.scope.drift_interval,
@@ -142,6 +144,26 @@ fn own_namespace(scope: &cli::Scope) -> (String, cli::NamespaceSource) {
         service_account_namespace.as_deref(),
         kubeconfig_namespace().as_deref(),
     )
+}
+
+/// `--cluster-name`, else the name the installed agent runs with (its Deployment's CLUSTER_NAME,
+/// as deploy/ sets it), so a run by hand against an installed cluster needs no flag and claims
+/// exactly what the installed agent claims.
+async fn cluster_name(client: &kube::Client, namespace: &str, flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(name) = flag {
+        return Ok(name);
+    }
+    let installed = tgb_agent::k8s::install::cluster_name(client, namespace).await;
+    match installed {
+        Ok(Some(name)) => cli::parse_cluster_name(&name).map_err(anyhow::Error::msg),
+        Ok(None) => Err(anyhow::anyhow!(
+            "no --cluster-name (TGB_CLUSTER_NAME), and no agent installed in namespace {namespace} to take it from; {}",
+            cli::parse_cluster_name("").err().unwrap_or_default()
+        )),
+        Err(e) => {
+            Err(anyhow::anyhow!("no --cluster-name (TGB_CLUSTER_NAME), and reading the installed agent's failed: {e}"))
+        }
+    }
 }
 
 async fn connect() -> anyhow::Result<kube::Client> {

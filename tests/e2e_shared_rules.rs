@@ -250,7 +250,8 @@ async fn a_port_change_at_the_rules_quota_converges() {
     let mut web = ip_binding(&aws.ip_target_group_arn);
     web["networking"] = networking(&lb_sg, 9090);
     binding(&kube, "demo", "web", web).await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "2s", "--cluster-name", "quota"]).expect("agent");
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "2s", "--cluster-name", "quota"]).expect("agent");
     let rule = |port: u16| format!("tcp {port}-{port} {lb_sg}");
     eventually("the first rule", Duration::from_secs(30), || async {
         rules(&sandbox, &node_sg).await.contains_key(&rule(9090)).then_some(())

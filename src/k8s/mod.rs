@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod finalizer;
+pub mod install;
 pub mod leader;
 pub mod live;
 pub mod ownership;
