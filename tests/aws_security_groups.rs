@@ -103,7 +103,7 @@ async fn rule_lifecycle_with_claims() {
         .expect("raw read");
     let cidr_rule =
         raw.security_group_rules().iter().find(|r| r.cidr_ipv4() == Some("10.0.0.0/16")).expect("9090 rule");
-    assert_eq!(cidr_rule.description(), Some("tgb-agent: prod"));
+    assert_eq!(cidr_rule.description(), Some("managed by tgb-agent"));
     let tags: BTreeSet<(String, String)> = cidr_rule
         .tags()
         .iter()

@@ -328,7 +328,9 @@ impl SecurityGroups for Ec2SecurityGroups {
 
     async fn authorize(&self, group: &str, rule: &IngressRule, cluster: &str) -> Result<(), SecurityGroupError> {
         const OP: &str = "AuthorizeSecurityGroupIngress";
-        let description = format!("tgb-agent: {cluster}");
+        // The same for every cluster: two clusters authorizing one rule at once must collide
+        // (Duplicate) rather than, where an emulator tells descriptions apart, leave two copies.
+        let description = "managed by tgb-agent";
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::SecurityGroupRule)
             .tags(Tag::builder().key(CLUSTER_TAG).value(cluster).build())
@@ -338,7 +340,7 @@ impl SecurityGroups for Ec2SecurityGroups {
             .ec2
             .authorize_security_group_ingress()
             .group_id(group)
-            .ip_permissions(permission(rule, &description))
+            .ip_permissions(permission(rule, description))
             .tag_specifications(tags);
         self.write(OP, group, request.send()).await
     }

@@ -411,6 +411,19 @@ def set_target_health(arn: str, target_id: str, port: Any, state: str | None, re
         return {"key": key, "override": override}
 
 
+def _rule_identity(rule: Any) -> tuple[Any, ...]:
+    """What EC2 tells security-group rules apart by: protocol, ports, and one peer. Not the
+    description: EC2 refuses a second rule that differs only there (InvalidPermission.Duplicate)."""
+    peer_group = rule.source_group.get("GroupId") if isinstance(rule.source_group, dict) else rule.source_group
+    ports = None if rule.ip_protocol == "-1" else (rule.from_port, rule.to_port)
+    return (rule.ip_protocol, ports, rule.ip_range.get("CidrIp"), rule.ip_range.get("CidrIpv6"), peer_group,
+            rule.prefix_list_id)
+
+
+def _same_rule(self: Any, other: Any) -> bool:
+    return _rule_identity(self) == _rule_identity(other)
+
+
 def apply() -> None:
     """Install the patches (idempotent). Fails loudly on any moto version but the pinned one."""
     global _applied
@@ -433,4 +446,8 @@ def apply() -> None:
     models.FakeTargetGroup.deregister_terminated_instances = _deregister_terminated_instances
     models.FakeTargetGroup.health_for = _health_for
     models.ELBv2Backend.describe_target_health = _describe_target_health
+    from moto.ec2.models import security_groups
+
+    assert hasattr(security_groups, "SecurityGroupRule"), "moto changed: SecurityGroupRule is gone"
+    security_groups.SecurityGroupRule.__eq__ = _same_rule
     _applied = True

@@ -280,6 +280,25 @@ def test_default_quota_is_1000(aws: Any) -> None:
 # --- throttling and counters --------------------------------------------------------------------------
 
 
+def test_a_rule_differing_only_in_description_is_a_duplicate(aws: Any) -> None:
+    # EC2 identifies a rule by protocol, ports and peer; stock moto also compares a peer group's
+    # description and would keep a second copy.
+    sg = aws.ec2.create_security_group(GroupName="nodes", Description="d", VpcId=aws.vpc)["GroupId"]
+    peer = aws.ec2.create_security_group(GroupName="lb", Description="d", VpcId=aws.vpc)["GroupId"]
+
+    def authorize(description: str) -> None:
+        aws.ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
+            "UserIdGroupPairs": [{"GroupId": peer, "Description": description}]}])
+
+    authorize("blue")
+    with pytest.raises(ClientError) as exc:
+        authorize("green")
+    assert error_of(exc)[0] == "InvalidPermission.Duplicate"
+    rules = aws.ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [sg]}])
+    assert len([r for r in rules["SecurityGroupRules"] if not r["IsEgress"]]) == 1
+
+
 def test_elbv2_throttling_injection(aws: Any) -> None:
     aws.moto.control("POST", "throttle", {"operation": "RegisterTargets", "count": 2})
     for _ in range(2):
