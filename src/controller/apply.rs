@@ -27,7 +27,7 @@ use crate::plan::decide::Want;
 use crate::plan::desired::{PortRef, endpoint_addresses, serving_pods};
 use crate::plan::instance::{Selector, instance_ids};
 use crate::plan::ownership::Record;
-use crate::plan::validate::{Resolved, check_against, check_spec};
+use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
 use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
 
 /// How soon to look again when the inputs are not known yet.
@@ -67,7 +67,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Ok(Action::requeue(until_drift_check));
     }
 
-    let tg = ctx.target_group(&tg_ref).await?;
+    let account = account_of(&tgb.spec)?;
+    let tg = ctx.target_group(&tg_ref, &account).await?;
     let resolved = check_against(&tgb.spec, &tg)?;
     let instance_mode = resolved.target_type == TargetType::Instance;
     ctx.set_instance_mode(&uid, instance_mode);
@@ -98,9 +99,16 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         None => endpoint_addresses(backend.slices.by_name.values(), resolved.family),
     };
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &ours_now, &mut record).await;
+    let left_behind = clean_previous_groups(ctx, tgb, &account, &id, &tg.arn, shared, &ours_now, &mut record).await;
 
-    let how = How { key: &key, port: &port_ref, tg: &tg, resolved: &resolved, selector: node_selector.as_ref() };
+    let how = How {
+        key: &key,
+        port: &port_ref,
+        tg: &tg,
+        resolved: &resolved,
+        selector: node_selector.as_ref(),
+        account: &account,
+    };
     let mut wanted = how.watched(ctx, &backend, nodes.as_ref()).await??;
     // The security-group loop works from this on its own; a failure here never holds targets back.
     let pods =
@@ -115,6 +123,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     if publish_error.is_some() {
         networking::mark_broken(ctx, tgb);
     }
+    let target_groups = ctx.aws.target_groups.in_account(&account).await?;
     let report = {
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
@@ -128,7 +137,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 ours_now: &ours_now,
                 now: unix_now(),
             };
-            match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, &mut record, task).await {
+            match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {
                 Ok(GroupResult::Done(report)) => break report,
                 Ok(GroupResult::NeedsConfirmation) => {
                     let live = how.live(ctx).await??;
@@ -231,6 +240,7 @@ struct How<'a> {
     tg: &'a TargetGroupInfo,
     resolved: &'a Resolved,
     selector: Option<&'a Selector>,
+    account: &'a crate::model::Account,
 }
 
 impl How<'_> {
@@ -273,7 +283,7 @@ impl How<'_> {
         ctx: &Context<T, N, S>,
     ) -> Result<Option<Vec<crate::model::Cidr>>, ReconcileError> {
         match self.tg.vpc_id.as_deref() {
-            Some(vpc) => Ok(Some(ctx.vpc_cidrs(vpc).await?)),
+            Some(vpc) => Ok(Some(ctx.vpc_cidrs(vpc, self.account).await?)),
             None => Ok(None),
         }
     }
@@ -286,6 +296,7 @@ impl How<'_> {
 async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
+    account: &crate::model::Account,
     id: &BindingId,
     current: &str,
     shared: bool,
@@ -303,6 +314,11 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
         previous.push((old, false));
     }
     let mut left = Vec::new();
+    // The binding's current account: a group fed through another role is refused, never taken for gone.
+    let target_groups = match ctx.aws.target_groups.in_account(account).await {
+        Ok(t) => t,
+        Err(e) => return (!previous.is_empty()).then(|| format!("previous target groups not cleaned yet: {e}")),
+    };
     for (arn, claimed) in previous {
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
@@ -315,7 +331,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, record, task).await {
+        match reconcile_group(&*target_groups, &ctx.kube.records, record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if record.claims(&arn).is_some_and(|c| !c.is_empty()) {

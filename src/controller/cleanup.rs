@@ -25,7 +25,7 @@ use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, endpoint_addresses};
 use crate::plan::instance::instance_ids;
-use crate::plan::validate::check_spec;
+use crate::plan::validate::{account_of, check_spec};
 
 pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
@@ -69,6 +69,9 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
     }
     let ours_now = if groups.iter().any(|(_, claimed)| *claimed) { ours_now(tgb, ctx).await? } else { BTreeSet::new() };
+    // Through the binding's role when it has one; a group of another account is refused, never taken for gone.
+    let account = account_of(&tgb.spec).map_err(|e| ReconcileError::CleanupFailed(e.to_string()))?;
+    let target_groups = ctx.aws.target_groups.in_account(&account).await?;
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
     for (arn, claimed) in groups {
@@ -83,7 +86,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now: &ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, &mut record, task).await {
+        match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if let Some(r) = report.decision.recheck_in {
@@ -147,7 +150,8 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Ok(Some(arn));
     }
     let Ok((tg_ref, _)) = check_spec(&tgb.spec) else { return Ok(None) };
-    match ctx.target_group(&tg_ref).await {
+    let account = account_of(&tgb.spec)?;
+    match ctx.target_group(&tg_ref, &account).await {
         Ok(tg) => Ok(Some(tg.arn)),
         Err(e) => {
             let e = ReconcileError::from(e);
