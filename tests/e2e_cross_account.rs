@@ -111,11 +111,12 @@ async fn a_binding_in_account_a_registers_into_a_group_of_account_b_through_the_
     )
     .await;
     // An instance binding with a role: refused before any AWS call (ELB takes only its own account's instances).
+    let instance_group_b = target_group_in(&b, "xa-nodes", "10.2.0.0/16").await.expect("second group in B");
     binding(
         &kube,
         "demo",
         "nodes",
-        json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn_b, "targetType": "instance",
+        json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": instance_group_b, "targetType": "instance",
                "iamRoleArnToAssume": ROLE_B}),
     )
     .await;
