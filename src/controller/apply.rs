@@ -99,7 +99,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         None => endpoint_addresses(backend.slices.by_name.values(), resolved.family),
     };
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, &account, &id, &tg.arn, shared, &ours_now, &mut record).await;
+    let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &ours_now, &mut record).await;
 
     let how = How {
         key: &key,
@@ -296,7 +296,6 @@ impl How<'_> {
 async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
-    account: &crate::model::Account,
     id: &BindingId,
     current: &str,
     shared: bool,
@@ -315,7 +314,11 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     let mut left = Vec::new();
     // The binding's current account: a group fed through another role is refused, never taken for gone.
-    let target_groups = match ctx.aws.target_groups.in_account(account).await {
+    let target_groups = match account_of(&tgb.spec) {
+        Ok(account) => ctx.aws.target_groups.in_account(&account).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let target_groups = match target_groups {
         Ok(t) => t,
         Err(e) => return (!previous.is_empty()).then(|| format!("previous target groups not cleaned yet: {e}")),
     };
