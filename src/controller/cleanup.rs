@@ -23,7 +23,7 @@ use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
-use crate::plan::desired::{AddressFamily, endpoint_addresses};
+use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
 use crate::plan::validate::{account_of, check_spec};
 
@@ -133,11 +133,12 @@ async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
     let live = read_backend(&ctx.kube.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
-    let family = match tgb.spec.ip_address_type {
-        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
-        _ => AddressFamily::Ipv4,
-    };
-    Ok(endpoint_addresses(&live.slices, family))
+    // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
+    let family = tgb.spec.ip_address_type.map(|f| match f {
+        IpAddressType::Ipv6 => AddressFamily::Ipv6,
+        IpAddressType::Ipv4 => AddressFamily::Ipv4,
+    });
+    Ok(held_addresses(&live.slices, family))
 }
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`

@@ -22,7 +22,7 @@ use crate::k8s::pods::named_container_ports;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Cidr, RegisteredTarget, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
-use crate::plan::desired::{AddressFamily, endpoint_addresses, serving_pods};
+use crate::plan::desired::{AddressFamily, endpoint_addresses, held_addresses, serving_pods};
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, rules_for_binding, select_groups, unclaimed_grace};
@@ -216,11 +216,12 @@ async fn live_addresses(
         return Ok(instance_ids(&nodes));
     }
     let live = read_backend(client, key).await.map_err(ReconcileError::kube("read the backend"))?;
-    let family = match tgb.spec.ip_address_type {
-        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
-        _ => AddressFamily::Ipv4,
-    };
-    Ok(endpoint_addresses(&live.slices, family))
+    // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
+    let family = tgb.spec.ip_address_type.map(|f| match f {
+        IpAddressType::Ipv6 => AddressFamily::Ipv6,
+        IpAddressType::Ipv4 => AddressFamily::Ipv4,
+    });
+    Ok(held_addresses(&live.slices, family))
 }
 
 /// Observes and decides one group exactly as a reconcile would, and prints the decision.

@@ -132,6 +132,23 @@ pub fn endpoint_addresses<'a>(
         .collect()
 }
 
+/// [`endpoint_addresses`] for a binding whose family may not be known (`ipAddressType` unset, the
+/// group not read, as on deletion): then the addresses of both families, since an address this
+/// binding's endpoints hold in either family is no other pod's.
+pub fn held_addresses<'a>(
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: Option<AddressFamily>,
+) -> BTreeSet<String> {
+    let slices: Vec<&SliceView> = slices.into_iter().collect();
+    match family {
+        Some(family) => endpoint_addresses(slices, family),
+        None => [AddressFamily::Ipv4, AddressFamily::Ipv6]
+            .into_iter()
+            .flat_map(|family| endpoint_addresses(slices.iter().copied(), family))
+            .collect(),
+    }
+}
+
 /// Attaches the AvailabilityZone to send: `all` for an IP outside every CIDR of the target
 /// group's VPC (ELBv2 rejects such an IP otherwise), none when it is inside or the VPC is unknown.
 pub fn with_availability_zones(ids: BTreeSet<TargetId>, vpc_cidrs: Option<&[Cidr]>) -> BTreeSet<Target> {
@@ -312,5 +329,19 @@ mod tests {
         assert_eq!(TargetId::new("10.0.0.1", 80).id, "10.0.0.1");
         assert_eq!(TargetId::new("i-0123456789abcdef0", 80).id, "i-0123456789abcdef0");
         assert_eq!("2600:1F18::A:8080".parse::<TargetId>(), Ok(TargetId::new("2600:1f18::a", 8080)));
+    }
+
+    #[test]
+    fn held_addresses_of_an_unknown_family_are_both_families() {
+        let v4 = slice(AddressFamily::Ipv4, &[(None, 80)], vec![ep("10.0.0.1", Some(false), None)]);
+        let v6 = slice(AddressFamily::Ipv6, &[(None, 80)], vec![ep("2600:1F18::1", None, Some(true))]);
+        let fqdn = slice(AddressFamily::Fqdn, &[(None, 80)], vec![ep("web.example.com", None, None)]);
+        let slices = [v4, v6, fqdn];
+        assert_eq!(held_addresses(&slices, Some(AddressFamily::Ipv6)), ["2600:1f18::1".to_string()].into());
+        assert_eq!(
+            held_addresses(&slices, None),
+            ["10.0.0.1".to_string(), "2600:1f18::1".to_string()].into(),
+            "not ready and terminating endpoints still hold their addresses"
+        );
     }
 }
