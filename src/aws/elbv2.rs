@@ -236,3 +236,44 @@ fn descriptions(targets: &[Target]) -> Vec<TargetDescription> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client acting in account 222222222222 through a role, sending nowhere: every check below
+    /// must answer before a request would go out.
+    async fn assumed() -> Elbv2TargetGroups {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_elasticloadbalancingv2::config::Credentials::new("k", "s", None, None, "t"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        let mut client = Elbv2TargetGroups::new(&config, Arc::default(), Arc::default());
+        client.account = Some("222222222222".into());
+        client
+    }
+
+    #[tokio::test]
+    async fn an_assumed_role_client_refuses_other_accounts_groups_before_sending() {
+        let client = assumed().await;
+        let foreign = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+        let targets = [Target::new(TargetId::new("10.0.0.1", 80))];
+        let errors = [
+            client.targets(foreign).await.map(drop).expect_err("targets"),
+            client.register(foreign, &targets).await.expect_err("register"),
+            client.deregister(foreign, &targets).await.expect_err("deregister"),
+            client.describe(&TargetGroupRef::Arn(foreign.into())).await.map(drop).expect_err("describe"),
+        ];
+        for error in errors {
+            // Never TargetGroupNotFound: that would let a cleanup take the group for gone.
+            assert_eq!(error.reason(), "TargetGroupInOtherAccount", "{error}");
+            assert!(!error.may_have_taken_effect());
+        }
+        // Its own account's groups go out (and here fail to connect: nothing listens on port 9).
+        let own = "arn:aws:elasticloadbalancing:us-east-1:222222222222:targetgroup/web/0123456789abcdef";
+        assert_eq!(client.targets(own).await.map(drop).map_err(|e| e.reason()), Err("AWSUnreachable"));
+    }
+}
