@@ -160,3 +160,46 @@ async fn a_binding_in_account_a_registers_into_a_group_of_account_b_through_the_
     let status = agent.terminate().expect("terminate");
     assert!(status.success(), "{status:?}");
 }
+
+/// Dropping the role from a binding (the role is mutable, the ARN is not): the agent's own
+/// credentials cannot see account B's group (the emulator, like AWS, answers TargetGroupNotFound),
+/// which must never pass for "the group is gone": deleting the binding would then let it go and
+/// strand its targets in B. It is refused and reported instead, until the role is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_role_never_takes_the_other_accounts_group_for_gone() {
+    let sandbox = Sandbox::start().expect("sandbox");
+    seed_aws(&sandbox, "xb", 0).await.expect("fixture");
+    let b = account_b(&sandbox).await;
+    let arn_b = target_group_in(&b, "xb-web", "10.1.0.0/16").await.expect("group in B");
+    let kube = sandbox.kube().await.expect("kube");
+    namespace(&kube, "demo").await;
+    service(&kube, "demo", "web", 80, "http", 8080).await;
+    endpoint_slice(&kube, "demo", "web", "web-a", "http", 8080, &[Ep::Ready("10.0.0.10")]).await;
+    let with_role = json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn_b, "targetType": "ip",
+                           "iamRoleArnToAssume": ROLE_B});
+    binding(&kube, "demo", "web", with_role.clone()).await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "2s"]).expect("agent");
+    wait_for_targets_in(&b, &arn_b, &["10.0.0.10:8080"]).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+
+    // Without the role: refused with a reason naming the account, nothing written.
+    binding(&kube, "demo", "web", ip_binding(&arn_b)).await;
+    wait_for_condition(&kube, "demo", "web", "False", "TargetGroupInOtherAccount").await;
+    // Deleting it now cannot clean B's group: the finalizer stays, the target is kept.
+    delete_binding(&kube, "demo", "web").await;
+    wait_for_condition(&kube, "demo", "web", "False", "FailedCleanup").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        get_binding(&kube, "demo", "web").await.is_some(),
+        "the binding must not go while B's group holds its target"
+    );
+    let left: std::collections::BTreeSet<String> = targets_in(&b, &arn_b).await.into_keys().collect();
+    assert_eq!(left, set(&["10.0.0.10:8080"]));
+    // The role back: the cleanup goes through it, and the binding goes.
+    binding(&kube, "demo", "web", with_role).await;
+    wait_for_targets_in(&b, &arn_b, &[]).await;
+    eventually("binding gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web").await.is_none().then_some(())
+    })
+    .await;
+}
