@@ -173,6 +173,21 @@ async fn a_binding_in_account_a_registers_into_a_group_of_account_b_through_the_
         "{metrics}"
     );
 
+    // A role ARN with a typo is refused before any call, and the binding stays deletable (nothing to clean).
+    binding(
+        &kube,
+        "demo",
+        "typo",
+        json!({"serviceRef": {"name": "web", "port": 80}, "targetGroupName": "xa-web", "iamRoleArnToAssume": "tgb-agent-cross-account"}),
+    )
+    .await;
+    wait_for_condition(&kube, "demo", "typo", "False", "InvalidSpec").await;
+    delete_binding(&kube, "demo", "typo").await;
+    eventually("typo binding gone", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "typo").await.is_none().then_some(())
+    })
+    .await;
+
     // Deletion deregisters through the role too.
     delete_binding(&kube, "demo", "web").await;
     wait_for_targets_in(&b, &arn_b, &[]).await;

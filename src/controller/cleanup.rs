@@ -69,12 +69,17 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
     }
     let ours_now = if groups.iter().any(|(_, claimed)| *claimed) { ours_now(tgb, ctx).await? } else { BTreeSet::new() };
-    // Through the binding's role when it has one; a group of another account is refused, never taken for gone.
-    let account = account_of(&tgb.spec).map_err(|e| ReconcileError::CleanupFailed(e.to_string()))?;
-    let target_groups = ctx.aws.target_groups.in_account(&account).await?;
+    // Through the binding's role when it has one; a group of another account is refused, never taken
+    // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
+    let target_groups = match (account_of(&tgb.spec), groups.is_empty()) {
+        (_, true) => None,
+        (Ok(account), false) => Some(ctx.aws.target_groups.in_account(&account).await?),
+        (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
+    };
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
     for (arn, claimed) in groups {
+        let Some(target_groups) = target_groups.as_ref() else { break };
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
         let task = GroupTask {
@@ -86,7 +91,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now: &ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {
+        match reconcile_group(&**target_groups, &ctx.kube.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if let Some(r) = report.decision.recheck_in {
