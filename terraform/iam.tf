@@ -114,6 +114,18 @@ data "aws_iam_policy_document" "agent" {
     }
   }
 
+  # spec.iamRoleArnToAssume: target groups in other accounts, only through the listed roles.
+  # (GetCallerIdentity, which the agent also calls, needs no permission.)
+  dynamic "statement" {
+    for_each = length(var.cross_account_role_arns) > 0 ? [1] : []
+    content {
+      sid       = "AssumeCrossAccountRoles"
+      effect    = "Allow"
+      actions   = ["sts:AssumeRole"]
+      resources = var.cross_account_role_arns
+    }
+  }
+
   # Claim and release rules another cluster's agent created (blue/green sharing one security group):
   # only the agent's own claim and creator tag keys.
   dynamic "statement" {

@@ -227,6 +227,17 @@ variable "agent_security_group_ids" {
   default     = []
 }
 
+variable "cross_account_role_arns" {
+  description = "IAM roles in other accounts the agent may assume for TargetGroupBindings that set spec.iamRoleArnToAssume (ip targets only). Empty means the agent gets no sts:AssumeRole at all. Each role's own policy and trust policy (trusting the agent role, with the binding's external id if set) live in its account."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.cross_account_role_arns : can(regex("^arn:[a-z-]+:iam::[0-9]{12}:role/.+$", arn))])
+    error_message = "cross_account_role_arns must be IAM role ARNs (arn:<partition>:iam::<account>:role/<name>); no wildcards."
+  }
+}
+
 variable "agent_role_permissions_boundary" {
   description = "Optional permissions boundary policy ARN for the agent role."
   type        = string

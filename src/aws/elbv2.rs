@@ -7,24 +7,69 @@ use aws_sdk_elasticloadbalancingv2::types::{
     TargetDescription, TargetGroupIpAddressTypeEnum, TargetHealthStateEnum, TargetTypeEnum,
 };
 
-use super::{AwsError, RateLimits, TargetGroups};
+use super::accounts::{RoleCache, Sts, config_with};
+use super::{AwsError, RateLimits, Scoped, TargetGroups};
 use crate::metrics::Metrics;
 use crate::model::{
-    RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType, TargetId,
+    Account, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType, TargetId,
     TargetState,
 };
 
-/// [`TargetGroups`] over the ELBv2 API.
+/// [`TargetGroups`] over the ELBv2 API, in the agent's own account or, through an assumed role, in
+/// the role's account. Rate limits, metrics and the fence are shared by every account.
 #[derive(Clone)]
 pub struct Elbv2TargetGroups {
     elbv2: aws_sdk_elasticloadbalancingv2::Client,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
+    /// The account an assumed-role client acts in: it refuses ARNs of any other account, so a
+    /// `TargetGroupNotFound` from the wrong account can never pass for a deleted group.
+    account: Option<String>,
+    roles: Arc<Roles>,
+}
+
+/// How clients for other accounts are made and kept.
+struct Roles {
+    config: aws_config::SdkConfig,
+    sts: Sts,
+    clients: RoleCache<aws_sdk_elasticloadbalancingv2::Client>,
 }
 
 impl Elbv2TargetGroups {
     pub fn new(config: &aws_config::SdkConfig, limits: Arc<RateLimits>, metrics: Arc<Metrics>) -> Self {
-        Self { elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config), limits, metrics }
+        let roles = Roles { config: config.clone(), sts: Sts::new(config), clients: RoleCache::default() };
+        Self {
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            limits,
+            metrics,
+            account: None,
+            roles: Arc::new(roles),
+        }
+    }
+
+    /// Refuses an ARN outside the account this client acts in (assumed-role clients only).
+    fn check_account(&self, op: &'static str, arn: &str) -> Result<(), AwsError> {
+        match &self.account {
+            Some(account) if crate::model::arn_account(arn) != Some(account.as_str()) => {
+                Err(AwsError::OtherAccount { op, arn: arn.to_owned(), account: account.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A `TargetGroupNotFound` counts only from the ARN's own account: the agent's own client asks
+    /// STS which account it is (once) before letting a foreign ARN pass for a deleted group.
+    async fn not_found_here(&self, op: &'static str, arn: &str, error: AwsError) -> AwsError {
+        if !matches!(error, AwsError::TargetGroupNotFound(_)) || self.account.is_some() {
+            return error;
+        }
+        match self.roles.sts.own_account().await {
+            Ok(own) if crate::model::arn_account(arn).is_some_and(|a| a != own) => {
+                AwsError::OtherAccount { op, arn: arn.to_owned(), account: own.to_owned() }
+            }
+            Ok(_) => error,
+            Err(sts) => sts,
+        }
     }
 
     fn record<T>(&self, op: &'static str, result: &Result<T, AwsError>) {
@@ -37,20 +82,30 @@ impl TargetGroups for Elbv2TargetGroups {
         const OP: &str = "DescribeTargetGroups";
         self.limits.describes.acquire().await;
         let request = match tg {
-            TargetGroupRef::Arn(arn) => self.elbv2.describe_target_groups().target_group_arns(arn),
+            TargetGroupRef::Arn(arn) => {
+                self.check_account(OP, arn)?;
+                self.elbv2.describe_target_groups().target_group_arns(arn)
+            }
             TargetGroupRef::Name(name) => self.elbv2.describe_target_groups().names(name),
         };
         let resource = tg.to_string();
-        let result = request.send().await.map_err(|e| AwsError::from_sdk(OP, &resource, e)).and_then(|out| {
-            match out.target_groups() {
-                [one] => Ok(target_group_info(one)),
-                [] => Err(AwsError::TargetGroupNotFound(resource.clone())),
-                many => Err(AwsError::Api {
-                    op: OP,
-                    code: "Ambiguous".into(),
-                    message: format!("{} target groups match {resource}", many.len()),
-                }),
-            }
+        let sent = match request.send().await {
+            Ok(out) => Ok(out),
+            Err(e) => match tg {
+                TargetGroupRef::Arn(arn) => {
+                    Err(self.not_found_here(OP, arn, AwsError::from_sdk(OP, &resource, e)).await)
+                }
+                TargetGroupRef::Name(_) => Err(AwsError::from_sdk(OP, &resource, e)),
+            },
+        };
+        let result = sent.and_then(|out| match out.target_groups() {
+            [one] => Ok(target_group_info(one)),
+            [] => Err(AwsError::TargetGroupNotFound(resource.clone())),
+            many => Err(AwsError::Api {
+                op: OP,
+                code: "Ambiguous".into(),
+                message: format!("{} target groups match {resource}", many.len()),
+            }),
         });
         self.record(OP, &result);
         result
@@ -58,15 +113,12 @@ impl TargetGroups for Elbv2TargetGroups {
 
     async fn targets(&self, arn: &str) -> Result<Vec<RegisteredTarget>, AwsError> {
         const OP: &str = "DescribeTargetHealth";
+        self.check_account(OP, arn)?;
         self.limits.describes.acquire().await;
-        let result = self
-            .elbv2
-            .describe_target_health()
-            .target_group_arn(arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk(OP, arn, e))
-            .map(|out| out.target_health_descriptions().iter().filter_map(registered_target).collect());
+        let result = match self.elbv2.describe_target_health().target_group_arn(arn).send().await {
+            Ok(out) => Ok(out.target_health_descriptions().iter().filter_map(registered_target).collect()),
+            Err(e) => Err(self.not_found_here(OP, arn, AwsError::from_sdk(OP, arn, e)).await),
+        };
         self.record(OP, &result);
         result
     }
@@ -79,6 +131,33 @@ impl TargetGroups for Elbv2TargetGroups {
     async fn deregister(&self, arn: &str, targets: &[Target]) -> Result<(), AwsError> {
         let request = self.elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
         self.write("DeregisterTargets", arn, request.send()).await
+    }
+
+    async fn in_account(&self, account: &Account) -> Result<Scoped<'_, Self>, AwsError> {
+        let role = match account {
+            Account::Own => return Ok(Scoped::Own(self)),
+            Account::Role(role) => role,
+        };
+        let roles = &self.roles;
+        let result = roles
+            .clients
+            .get(role, std::time::SystemTime::now(), || async {
+                // Counted only when STS is asked: a cached client is no call.
+                let assumed = roles.sts.assume(role).await;
+                self.record("AssumeRole", &assumed);
+                let (credentials, expires) = assumed?;
+                let config = config_with(&roles.config, credentials);
+                Ok((aws_sdk_elasticloadbalancingv2::Client::new(&config), expires))
+            })
+            .await;
+        let elbv2 = result?;
+        Ok(Scoped::Assumed(Self {
+            elbv2,
+            limits: self.limits.clone(),
+            metrics: self.metrics.clone(),
+            account: role.account_id().map(str::to_owned),
+            roles: self.roles.clone(),
+        }))
     }
 }
 
@@ -94,6 +173,7 @@ impl Elbv2TargetGroups {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
+        self.check_account(op, arn)?;
         self.limits.target_writes.acquire(op).await?;
         let result = request.await.map(drop).map_err(|e| AwsError::from_sdk(op, arn, e));
         self.record(op, &result);
@@ -155,4 +235,45 @@ fn descriptions(targets: &[Target]) -> Vec<TargetDescription> {
                 .build()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client acting in account 222222222222 through a role, sending nowhere: every check below
+    /// must answer before a request would go out.
+    async fn assumed() -> Elbv2TargetGroups {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_elasticloadbalancingv2::config::Credentials::new("k", "s", None, None, "t"))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        let mut client = Elbv2TargetGroups::new(&config, Arc::default(), Arc::default());
+        client.account = Some("222222222222".into());
+        client
+    }
+
+    #[tokio::test]
+    async fn an_assumed_role_client_refuses_other_accounts_groups_before_sending() {
+        let client = assumed().await;
+        let foreign = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+        let targets = [Target::new(TargetId::new("10.0.0.1", 80))];
+        let errors = [
+            client.targets(foreign).await.map(drop).expect_err("targets"),
+            client.register(foreign, &targets).await.expect_err("register"),
+            client.deregister(foreign, &targets).await.expect_err("deregister"),
+            client.describe(&TargetGroupRef::Arn(foreign.into())).await.map(drop).expect_err("describe"),
+        ];
+        for error in errors {
+            // Never TargetGroupNotFound: that would let a cleanup take the group for gone.
+            assert_eq!(error.reason(), "TargetGroupInOtherAccount", "{error}");
+            assert!(!error.may_have_taken_effect());
+        }
+        // Its own account's groups go out (and here fail to connect: nothing listens on port 9).
+        let own = "arn:aws:elasticloadbalancing:us-east-1:222222222222:targetgroup/web/0123456789abcdef";
+        assert_eq!(client.targets(own).await.map(drop).map_err(|e| e.reason()), Err("AWSUnreachable"));
+    }
 }

@@ -21,6 +21,12 @@ pub enum AwsError {
     Api { op: &'static str, code: String, message: String },
     #[error("{op}: could not reach AWS: {message}")]
     Transport { op: &'static str, message: String },
+    /// Not sent: a client acting in one account was asked about another account's target group.
+    #[error("{op}: target group {arn} is not in account {account}, which this binding's role acts in")]
+    OtherAccount { op: &'static str, arn: String, account: String },
+    /// Not sent: no way to act through roles here.
+    #[error("cannot assume role {role} here")]
+    NoRoleAccess { role: String },
     /// Not sent: this replica is not (or no longer surely) the leader.
     #[error("{op}: not sent: this replica does not hold the leader lease")]
     Fenced { op: &'static str },
@@ -40,6 +46,8 @@ impl AwsError {
             Self::Api { .. } => "AWSError",
             Self::Transport { .. } => "AWSUnreachable",
             Self::Fenced { .. } => "NotLeader",
+            Self::OtherAccount { .. } => "TargetGroupInOtherAccount",
+            Self::NoRoleAccess { .. } => "Unsupported",
         }
     }
 
@@ -56,6 +64,8 @@ impl AwsError {
                 | Self::TooManyTargets { .. }
                 | Self::VpcNotFound(_)
                 | Self::Fenced { .. }
+                | Self::OtherAccount { .. }
+                | Self::NoRoleAccess { .. }
         )
     }
 

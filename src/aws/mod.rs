@@ -1,6 +1,7 @@
 //! AWS access behind narrow, domain-shaped traits. The SDK adapters are thin; rate limiting,
 //! retries and error classification live here so the rest of the agent never sees SDK types.
 
+pub mod accounts;
 mod ec2;
 mod elbv2;
 mod error;
@@ -14,7 +15,7 @@ pub use elbv2::Elbv2TargetGroups;
 pub use error::AwsError;
 pub use rate_limit::{RateLimits, TokenBucket};
 
-use crate::model::{Cidr, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef};
+use crate::model::{Account, Cidr, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef};
 
 /// Most targets ELBv2 accepts in one RegisterTargets/DeregisterTargets call.
 pub const MAX_TARGETS_PER_CALL: usize = 200;
@@ -29,6 +30,34 @@ pub trait TargetGroups: Send + Sync + 'static {
     fn register(&self, arn: &str, targets: &[Target]) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Deregisters at most [`MAX_TARGETS_PER_CALL`] targets.
     fn deregister(&self, arn: &str, targets: &[Target]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// These operations for target groups in `account`: this client for the agent's own account.
+    /// Without an implementation, no other account is reachable.
+    fn in_account(&self, account: &Account) -> impl Future<Output = Result<Scoped<'_, Self>, AwsError>> + Send
+    where
+        Self: Sized,
+    {
+        let result = match account {
+            Account::Own => Ok(Scoped::Own(self)),
+            Account::Role(role) => Err(AwsError::NoRoleAccess { role: role.role_arn.clone() }),
+        };
+        std::future::ready(result)
+    }
+}
+
+/// A client for one account: the agent's own (borrowed), or one acting through an assumed role.
+pub enum Scoped<'a, T> {
+    Own(&'a T),
+    Assumed(T),
+}
+
+impl<T> std::ops::Deref for Scoped<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            Self::Own(own) => own,
+            Self::Assumed(assumed) => assumed,
+        }
+    }
 }
 
 /// VPC facts needed to decide the AvailabilityZone of IP targets.

@@ -28,7 +28,7 @@ use crate::plan::decide::Want;
 use crate::plan::desired::{PortRef, SliceView, endpoint_addresses, serving_pods};
 use crate::plan::instance::{Selector, instance_ids};
 use crate::plan::ownership::Record;
-use crate::plan::validate::{Resolved, check_against, check_spec};
+use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
 use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
 
 /// How soon to look again when the inputs are not known yet.
@@ -72,7 +72,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Ok(Action::requeue(until_drift_check));
     }
 
-    let tg = ctx.target_group(&tg_ref).await?;
+    let account = account_of(&tgb.spec)?;
+    let tg = ctx.target_group(&tg_ref, &account).await?;
     let resolved = check_against(&tgb.spec, &tg)?;
     let instance_mode = resolved.target_type == TargetType::Instance;
     ctx.set_instance_mode(&uid, instance_mode);
@@ -113,6 +114,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         resolved: &resolved,
         selector: node_selector.as_ref(),
         gated: &no_gates,
+        account: &account,
     };
     // Pods held back only by this binding's readiness gate are registered so that the gate can open.
     let slices: Vec<&SliceView> = backend.slices.by_name.values().collect();
@@ -133,6 +135,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     if publish_error.is_some() {
         networking::mark_broken(ctx, tgb);
     }
+    let target_groups = ctx.aws.target_groups.in_account(&account).await?;
     let report = {
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
@@ -146,7 +149,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 ours_now: &ours_now,
                 now: unix_now(),
             };
-            match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, &mut record, task).await {
+            match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {
                 Ok(GroupResult::Done(report)) => break report,
                 Ok(GroupResult::NeedsConfirmation) => {
                     let live = how.live(ctx).await??;
@@ -257,6 +260,7 @@ struct How<'a> {
     selector: Option<&'a Selector>,
     /// Pods held back only by the binding's readiness gate.
     gated: &'a BTreeSet<String>,
+    account: &'a crate::model::Account,
 }
 
 impl How<'_> {
@@ -301,7 +305,7 @@ impl How<'_> {
         ctx: &Context<T, N, S>,
     ) -> Result<Option<Vec<crate::model::Cidr>>, ReconcileError> {
         match self.tg.vpc_id.as_deref() {
-            Some(vpc) => Ok(Some(ctx.vpc_cidrs(vpc).await?)),
+            Some(vpc) => Ok(Some(ctx.vpc_cidrs(vpc, self.account).await?)),
             None => Ok(None),
         }
     }
@@ -322,7 +326,17 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
 ) -> Option<String> {
     let all = ctx.kube.bindings.state();
     let mut left = Vec::new();
-    for (arn, claimed) in previous_groups(tgb, current, record, shared, &all) {
+    let previous = previous_groups(tgb, current, record, shared, &all);
+    // The binding's current account: a group fed through another role is refused, never taken for gone.
+    let target_groups = match account_of(&tgb.spec) {
+        Ok(account) => ctx.aws.target_groups.in_account(&account).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let target_groups = match target_groups {
+        Ok(t) => t,
+        Err(e) => return (!previous.is_empty()).then(|| format!("previous target groups not cleaned yet: {e}")),
+    };
+    for (arn, claimed) in previous {
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
         let task = GroupTask {
@@ -334,7 +348,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, record, task).await {
+        match reconcile_group(&*target_groups, &ctx.kube.records, record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if record.claims(&arn).is_some_and(|c| !c.is_empty()) {

@@ -23,9 +23,9 @@ use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
-use crate::plan::desired::{AddressFamily, endpoint_addresses};
+use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
-use crate::plan::validate::check_spec;
+use crate::plan::validate::{account_of, check_spec};
 
 pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
@@ -70,9 +70,17 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
     }
     let ours_now = if groups.iter().any(|(_, claimed)| *claimed) { ours_now(tgb, ctx).await? } else { BTreeSet::new() };
+    // Through the binding's role when it has one; a group of another account is refused, never taken
+    // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
+    let target_groups = match (account_of(&tgb.spec), groups.is_empty()) {
+        (_, true) => None,
+        (Ok(account), false) => Some(ctx.aws.target_groups.in_account(&account).await?),
+        (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
+    };
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
     for (arn, claimed) in groups {
+        let Some(target_groups) = target_groups.as_ref() else { break };
         let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
         let task = GroupTask {
@@ -84,7 +92,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             ours_now: &ours_now,
             now: unix_now(),
         };
-        match reconcile_group(&ctx.aws.target_groups, &ctx.kube.records, &mut record, task).await {
+        match reconcile_group(&**target_groups, &ctx.kube.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if let Some(r) = report.decision.recheck_in {
@@ -131,11 +139,12 @@ async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
     let live = read_backend(&ctx.kube.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
-    let family = match tgb.spec.ip_address_type {
-        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
-        _ => AddressFamily::Ipv4,
-    };
-    Ok(endpoint_addresses(&live.slices, family))
+    // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
+    let family = tgb.spec.ip_address_type.map(|f| match f {
+        IpAddressType::Ipv6 => AddressFamily::Ipv6,
+        IpAddressType::Ipv4 => AddressFamily::Ipv4,
+    });
+    Ok(held_addresses(&live.slices, family))
 }
 
 /// Opens the binding's readiness gates on its endpoint pods, so that no pod stays unready for a
@@ -166,7 +175,8 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Ok(Some(arn));
     }
     let Ok((tg_ref, _)) = check_spec(&tgb.spec) else { return Ok(None) };
-    match ctx.target_group(&tg_ref).await {
+    let account = account_of(&tgb.spec)?;
+    match ctx.target_group(&tg_ref, &account).await {
         Ok(tg) => Ok(Some(tg.arn)),
         Err(e) => {
             let e = ReconcileError::from(e);

@@ -15,7 +15,7 @@ use crate::index::{Backend, BackendIndex, NodeIndex, Nodes};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
 use crate::metrics::Metrics;
-use crate::model::{Cidr, TargetGroupInfo, TargetGroupRef};
+use crate::model::{Account, Cidr, TargetGroupInfo, TargetGroupRef};
 
 /// How long VPC CIDRs are trusted; they change only when someone associates a new block.
 const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
@@ -54,7 +54,8 @@ pub struct Context<T, N, S> {
 /// What the agent remembers between reconciles. Losing it (a restart) only costs AWS calls.
 #[derive(Default)]
 struct Memory {
-    target_groups: HashMap<TargetGroupRef, (TargetGroupInfo, Instant)>,
+    /// Per account: a name means another group in another account.
+    target_groups: HashMap<(Account, TargetGroupRef), (TargetGroupInfo, Instant)>,
     vpc_cidrs: HashMap<String, (Vec<Cidr>, Instant)>,
     /// Per binding UID: the inputs last applied successfully and when to check AWS again.
     converged: HashMap<String, (u64, Instant)>,
@@ -93,21 +94,22 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
 
     /// The target group, described at most once per half drift interval, so a drift check
     /// always sees a re-created or renamed group.
-    pub async fn target_group(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
+    pub async fn target_group(&self, tg: &TargetGroupRef, account: &Account) -> Result<TargetGroupInfo, AwsError> {
         let ttl = self.drift_interval / 2;
-        if let Some((info, at)) = self.memory().target_groups.get(tg)
+        let key = (account.clone(), tg.clone());
+        if let Some((info, at)) = self.memory().target_groups.get(&key)
             && at.elapsed() < ttl
         {
             return Ok(info.clone());
         }
-        let result = self.aws.target_groups.describe(tg).await;
+        let result = self.aws.target_groups.in_account(account).await?.describe(tg).await;
         let mut memory = self.memory();
         match &result {
             Ok(info) => {
-                memory.target_groups.insert(tg.clone(), (info.clone(), Instant::now()));
+                memory.target_groups.insert(key, (info.clone(), Instant::now()));
             }
             Err(_) => {
-                memory.target_groups.remove(tg);
+                memory.target_groups.remove(&key);
             }
         }
         result
@@ -117,7 +119,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
     pub fn forget_target_group_arn(&self, arn: &str) {
         self.memory()
             .target_groups
-            .retain(|name, (info, _)| info.arn != arn && *name != TargetGroupRef::Arn(arn.to_owned()));
+            .retain(|(_, name), (info, _)| info.arn != arn && *name != TargetGroupRef::Arn(arn.to_owned()));
     }
 
     /// Forgets the VPC CIDRs: a target AWS refused may have been sent with a stale AZ `all`.
@@ -125,14 +127,24 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         self.memory().vpc_cidrs.clear();
     }
 
-    pub async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<Cidr>, AwsError> {
-        if let Some((cidrs, at)) = self.memory().vpc_cidrs.get(vpc_id)
+    /// The CIDRs of the target group's VPC, read with the agent's own credentials: the pods' account
+    /// sees its own VPCs and those shared with it. For a group in another account (`account`), a VPC
+    /// it cannot see is that account's own (peered): every pod address is outside it.
+    pub async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, AwsError> {
+        let key = match account {
+            Account::Own => vpc_id.to_owned(),
+            Account::Role(role) => format!("{vpc_id} for {}", role.role_arn),
+        };
+        if let Some((cidrs, at)) = self.memory().vpc_cidrs.get(&key)
             && at.elapsed() < VPC_CIDR_TTL
         {
             return Ok(cidrs.clone());
         }
-        let cidrs = self.aws.network.vpc_cidrs(vpc_id).await?;
-        self.memory().vpc_cidrs.insert(vpc_id.to_owned(), (cidrs.clone(), Instant::now()));
+        let cidrs = match self.aws.network.vpc_cidrs(vpc_id).await {
+            Err(AwsError::VpcNotFound(_)) if *account != Account::Own => Vec::new(),
+            other => other?,
+        };
+        self.memory().vpc_cidrs.insert(key, (cidrs.clone(), Instant::now()));
         Ok(cidrs)
     }
 

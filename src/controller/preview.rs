@@ -22,11 +22,11 @@ use crate::k8s::pods::named_container_ports;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Cidr, RegisteredTarget, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
-use crate::plan::desired::{AddressFamily, endpoint_addresses, serving_pods};
+use crate::plan::desired::{AddressFamily, endpoint_addresses, held_addresses, serving_pods};
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, rules_for_binding, select_groups, unclaimed_grace};
-use crate::plan::validate::{check_against, check_spec};
+use crate::plan::validate::{account_of, check_against, check_spec};
 use crate::plan::wanted::{Wanted, wanted_instance, wanted_ip};
 
 /// Where `plan` reads from.
@@ -113,7 +113,8 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Ok(None);
     }
     let (tg_ref, port) = check_spec(&tgb.spec)?;
-    let tg = aws.target_groups.describe(&tg_ref).await?;
+    let account = account_of(&tgb.spec)?;
+    let tg = aws.target_groups.in_account(&account).await?.describe(&tg_ref).await?;
     let resolved = check_against(&tgb.spec, &tg)?;
     siblings_of(tgb, &tg.arn, all)?;
     let live = read_backend(client, &key).await.map_err(ReconcileError::kube("read the backend"))?;
@@ -128,7 +129,11 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         (wanted, instance_ids(&nodes))
     } else {
         let cidrs: Option<Vec<Cidr>> = match tg.vpc_id.as_deref() {
-            Some(vpc) => Some(aws.network.vpc_cidrs(vpc).await?),
+            // As `run` reads it: another account's VPC the agent cannot see holds no pod address.
+            Some(vpc) => Some(match aws.network.vpc_cidrs(vpc).await {
+                Err(crate::aws::AwsError::VpcNotFound(_)) if account != crate::model::Account::Own => Vec::new(),
+                other => other?,
+            }),
             None => None,
         };
         let wanted = wanted_ip(
@@ -197,11 +202,12 @@ async fn live_addresses(
         return Ok(instance_ids(&nodes));
     }
     let live = read_backend(client, key).await.map_err(ReconcileError::kube("read the backend"))?;
-    let family = match tgb.spec.ip_address_type {
-        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
-        _ => AddressFamily::Ipv4,
-    };
-    Ok(endpoint_addresses(&live.slices, family))
+    // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
+    let family = tgb.spec.ip_address_type.map(|f| match f {
+        IpAddressType::Ipv6 => AddressFamily::Ipv6,
+        IpAddressType::Ipv4 => AddressFamily::Ipv4,
+    });
+    Ok(held_addresses(&live.slices, family))
 }
 
 /// Observes and decides one group exactly as a reconcile would, and prints the decision.
@@ -221,7 +227,8 @@ async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
     let id = binding_id(tgb);
     let siblings = bound_to(tgb, arn, all);
     let task = GroupTask { binding: &id, arn, want, shared, siblings: &siblings, ours_now, now: unix_now() };
-    let observed = match observe(&aws.target_groups, records, record, &task).await {
+    let target_groups = aws.target_groups.in_account(&account_of(&tgb.spec)?).await?;
+    let observed = match observe(&*target_groups, records, record, &task).await {
         Ok(observed) => observed,
         Err(e) if matches!(want, Want::Nothing) && e.means_group_gone() => {
             let _ = writeln!(out.text, "  target group {arn}: gone; nothing left in it to remove");

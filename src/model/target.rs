@@ -8,8 +8,22 @@ pub struct TargetId {
 }
 
 impl TargetId {
+    /// An IP address is kept in its canonical text form (RFC 5952 for IPv6: lower case, zeros
+    /// compressed), so an address spelled differently by Kubernetes and by AWS is one target.
     pub fn new(id: impl Into<String>, port: u16) -> Self {
-        Self { id: id.into(), port }
+        Self { id: canonical_address(id.into()), port }
+    }
+}
+
+/// `id` in canonical form when it is an IP address (`2600:1F18:0:0::0A` → `2600:1f18::a`); any
+/// other id (an instance id) as it is.
+pub fn canonical_address(id: String) -> String {
+    match id.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            let canonical = ip.to_string();
+            if canonical == id { id } else { canonical }
+        }
+        Err(_) => id,
     }
 }
 

@@ -172,7 +172,25 @@ pub fn endpoint_addresses<'a>(
         .filter(|slice| slice.family == family)
         .flat_map(|slice| slice.endpoints.iter())
         .filter_map(|e| e.addresses.first().cloned())
+        .map(crate::model::canonical_address)
         .collect()
+}
+
+/// [`endpoint_addresses`] for a binding whose family may not be known (`ipAddressType` unset, the
+/// group not read, as on deletion): then the addresses of both families, since an address this
+/// binding's endpoints hold in either family is no other pod's.
+pub fn held_addresses<'a>(
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: Option<AddressFamily>,
+) -> BTreeSet<String> {
+    let slices: Vec<&SliceView> = slices.into_iter().collect();
+    match family {
+        Some(family) => endpoint_addresses(slices, family),
+        None => [AddressFamily::Ipv4, AddressFamily::Ipv6]
+            .into_iter()
+            .flat_map(|family| endpoint_addresses(slices.iter().copied(), family))
+            .collect(),
+    }
 }
 
 /// Attaches the AvailabilityZone to send: `all` for an IP outside every CIDR of the target
@@ -332,5 +350,65 @@ mod tests {
         assert_eq!(all, vec!["192.168.0.1".to_string(), "2001:db8::1".to_string()]);
         let unknown_vpc = with_availability_zones(ids(&[("192.168.0.1", 80)]), None);
         assert!(unknown_vpc.iter().all(|t| t.availability_zone.is_none()));
+    }
+
+    #[test]
+    fn ipv6_endpoints_of_a_dual_stack_service_with_named_ports_and_readiness() {
+        // A dual-stack Service has one slice per family; an ipv6 binding takes only the IPv6 one.
+        let v4 = slice(AddressFamily::Ipv4, &[(Some("http"), 8080)], vec![ep("10.0.0.1", Some(true), None)]);
+        let v6 = slice(
+            AddressFamily::Ipv6,
+            &[(Some("http"), 8080), (Some("metrics"), 9090)],
+            vec![
+                ep("2600:1f18:0:0::a", Some(true), None),
+                ep("2600:1F18::B", None, None),
+                ep("2600:1f18::c", Some(false), None),
+                ep("2600:1f18::d", Some(true), Some(true)),
+            ],
+        );
+        let slices = [v4, v6];
+        // Spelled the canonical way (RFC 5952), as AWS answers: one target, not two.
+        assert_eq!(
+            ip_targets(&port(Some("http")), &slices, AddressFamily::Ipv6),
+            ids(&[("2600:1f18::a", 8080), ("2600:1f18::b", 8080)])
+        );
+        assert_eq!(ip_targets(&port(Some("http")), &slices, AddressFamily::Ipv4), ids(&[("10.0.0.1", 8080)]));
+        assert_eq!(
+            endpoint_addresses(&slices, AddressFamily::Ipv6),
+            ["2600:1f18::a", "2600:1f18::b", "2600:1f18::c", "2600:1f18::d"].map(String::from).into()
+        );
+        // AZ `all` only for IPv6 addresses outside the VPC's IPv6 CIDRs.
+        let cidrs: Vec<Cidr> = vec!["10.0.0.0/16".parse().expect("cidr"), "2600:1f18:0:0::/56".parse().expect("cidr")];
+        let targets = with_availability_zones(ids(&[("2600:1f18::a", 80), ("2600:1f18:0:100::1", 80)]), Some(&cidrs));
+        let zones: Vec<(String, Option<String>)> =
+            targets.into_iter().map(|t| (t.id.id, t.availability_zone)).collect();
+        assert_eq!(
+            zones,
+            vec![("2600:1f18:0:100::1".into(), Some("all".into())), ("2600:1f18::a".into(), None)],
+            "a /56 ends at 2600:1f18:0:ff::"
+        );
+    }
+
+    #[test]
+    fn addresses_are_canonical_and_other_ids_untouched() {
+        assert_eq!(TargetId::new("2600:1F18:0000:0:0:0:0:0A", 80).id, "2600:1f18::a");
+        assert_eq!(TargetId::new("::ffff:10.0.0.1", 80).id, "::ffff:10.0.0.1");
+        assert_eq!(TargetId::new("10.0.0.1", 80).id, "10.0.0.1");
+        assert_eq!(TargetId::new("i-0123456789abcdef0", 80).id, "i-0123456789abcdef0");
+        assert_eq!("2600:1F18::A:8080".parse::<TargetId>(), Ok(TargetId::new("2600:1f18::a", 8080)));
+    }
+
+    #[test]
+    fn held_addresses_of_an_unknown_family_are_both_families() {
+        let v4 = slice(AddressFamily::Ipv4, &[(None, 80)], vec![ep("10.0.0.1", Some(false), None)]);
+        let v6 = slice(AddressFamily::Ipv6, &[(None, 80)], vec![ep("2600:1F18::1", None, Some(true))]);
+        let fqdn = slice(AddressFamily::Fqdn, &[(None, 80)], vec![ep("web.example.com", None, None)]);
+        let slices = [v4, v6, fqdn];
+        assert_eq!(held_addresses(&slices, Some(AddressFamily::Ipv6)), ["2600:1f18::1".to_string()].into());
+        assert_eq!(
+            held_addresses(&slices, None),
+            ["10.0.0.1".to_string(), "2600:1f18::1".to_string()].into(),
+            "not ready and terminating endpoints still hold their addresses"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Checks a binding against its target group before anything is written to AWS.
 
 use crate::api::{IpAddressType, TargetGroupBindingSpec, TargetType};
-use crate::model::{TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType};
+use crate::model::{
+    Account, AssumeRole, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType, arn_account, role_account,
+};
 
 use super::desired::{AddressFamily, PortRef};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,8 +15,16 @@ pub enum InvalidBinding {
     NoTargetGroup,
     #[error("spec.nodeSelector is only valid with targetType instance")]
     NodeSelectorWithIp,
-    #[error("spec.iamRoleArnToAssume (cross-account target groups) is not supported by this version of tgb-agent")]
-    CrossAccountUnsupported,
+    #[error("spec.iamRoleArnToAssume {0:?} is not an IAM role ARN (arn:<partition>:iam::<account>:role/<name>)")]
+    MalformedRoleArn(String),
+    #[error(
+        "spec.iamRoleArnToAssume needs targetType ip: ELB cannot register the instances of one account in another account's target group"
+    )]
+    CrossAccountInstance,
+    #[error(
+        "spec.targetGroupARN is in account {group}, but spec.iamRoleArnToAssume acts in account {role}: a role can only reach its own account's target groups"
+    )]
+    RoleAccountMismatch { group: String, role: String },
     #[error("spec.serviceRef.port {0:?} is neither a port number (1-65535) nor a port name")]
     BadServicePort(String),
     #[error(
@@ -47,9 +57,11 @@ impl InvalidBinding {
             | Self::NodeSelectorWithIp
             | Self::BadServicePort(_)
             | Self::MalformedArn(_)
-            | Self::ArnNameMismatch { .. } => "InvalidSpec",
+            | Self::ArnNameMismatch { .. }
+            | Self::MalformedRoleArn(_)
+            | Self::RoleAccountMismatch { .. } => "InvalidSpec",
+            Self::CrossAccountInstance => "CrossAccountInstance",
             Self::Networking(e) => e.reason(),
-            Self::CrossAccountUnsupported => "Unsupported",
         }
     }
 }
@@ -74,9 +86,17 @@ pub fn check_spec(spec: &TargetGroupBindingSpec) -> Result<(TargetGroupRef, Port
     if spec.target_type == Some(TargetType::Ip) && spec.node_selector.is_some() {
         return Err(InvalidBinding::NodeSelectorWithIp);
     }
-    // Acting on the agent's own account instead would touch the wrong target group or fail late.
-    if non_empty(&spec.iam_role_arn_to_assume).is_some() {
-        return Err(InvalidBinding::CrossAccountUnsupported);
+    // ELB takes instance targets only from the target group's own account: refused before any call.
+    if let Account::Role(role) = account_of(spec)? {
+        if spec.target_type == Some(TargetType::Instance) {
+            return Err(InvalidBinding::CrossAccountInstance);
+        }
+        if let (TargetGroupRef::Arn(arn), Some(role)) = (&tg, role.account_id())
+            && let Some(group) = arn_account(arn)
+            && group != role
+        {
+            return Err(InvalidBinding::RoleAccountMismatch { group: group.to_owned(), role: role.to_owned() });
+        }
     }
     let port = match &spec.service_ref.port {
         IntOrString::Int(n) => PortRef::Number(*n),
@@ -95,6 +115,17 @@ pub fn check_spec(spec: &TargetGroupBindingSpec) -> Result<(TargetGroupRef, Port
         super::sg_rules::check_networking(networking, spec.target_type != Some(TargetType::Instance))?;
     }
     Ok((tg, port))
+}
+
+/// The account the binding's target group lives in: its own, or the one `spec.iamRoleArnToAssume`
+/// reaches. `spec.assumeRoleExternalId` counts only when non-empty (an empty one is never sent).
+pub fn account_of(spec: &TargetGroupBindingSpec) -> Result<Account, InvalidBinding> {
+    let Some(role_arn) = non_empty(&spec.iam_role_arn_to_assume) else { return Ok(Account::Own) };
+    if role_account(role_arn).is_none() {
+        return Err(InvalidBinding::MalformedRoleArn(role_arn.to_owned()));
+    }
+    let external_id = spec.assume_role_external_id.as_deref().filter(|id| !id.is_empty()).map(str::to_owned);
+    Ok(Account::Role(AssumeRole { role_arn: role_arn.to_owned(), external_id }))
 }
 
 /// The `<name>` of `arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>`.
@@ -140,6 +171,10 @@ pub fn check_against(spec: &TargetGroupBindingSpec, tg: &TargetGroupInfo) -> Res
     }
     if target_type == TargetType::Ip && spec.node_selector.is_some() {
         return Err(InvalidBinding::NodeSelectorWithIp);
+    }
+    // An unset targetType resolved to instance from the group: refused before any write.
+    if target_type == TargetType::Instance && non_empty(&spec.iam_role_arn_to_assume).is_some() {
+        return Err(InvalidBinding::CrossAccountInstance);
     }
     if let (Some(spec_vpc), Some(actual)) = (non_empty(&spec.vpc_id), tg.vpc_id.as_deref())
         && spec_vpc != actual
@@ -222,13 +257,51 @@ mod tests {
         assert_eq!(check_spec(&s), Err(InvalidBinding::NoTargetGroup));
     }
 
+    const ROLE: &str = "arn:aws:iam::123456789012:role/tgb";
+
     #[test]
-    fn cross_account_is_refused_before_any_aws_call() {
+    fn the_account_comes_from_the_role_and_an_empty_external_id_is_none() {
         let mut s = spec();
-        s.iam_role_arn_to_assume = Some("arn:aws:iam::222222222222:role/tgb".into());
-        assert_eq!(check_spec(&s).map(|_| ()).map_err(|e| e.reason()), Err("Unsupported"));
-        s.iam_role_arn_to_assume = Some(String::new());
+        assert_eq!(account_of(&s), Ok(Account::Own));
+        s.iam_role_arn_to_assume = Some(" ".into());
+        s.assume_role_external_id = Some("ignored without a role".into());
+        assert_eq!(account_of(&s), Ok(Account::Own));
+        s.iam_role_arn_to_assume = Some(ROLE.into());
+        let role = |external_id: Option<&str>| {
+            Account::Role(AssumeRole { role_arn: ROLE.into(), external_id: external_id.map(str::to_owned) })
+        };
+        assert_eq!(account_of(&s), Ok(role(Some("ignored without a role"))));
+        s.assume_role_external_id = Some(String::new());
+        assert_eq!(account_of(&s), Ok(role(None)));
+        s.assume_role_external_id = None;
+        assert_eq!(account_of(&s), Ok(role(None)));
         assert!(check_spec(&s).is_ok());
+    }
+
+    #[test]
+    fn cross_account_mistakes_are_refused_before_any_aws_call() {
+        let mut s = spec();
+        s.iam_role_arn_to_assume = Some("tgb-role".into());
+        assert_eq!(check_spec(&s).map(|_| ()), Err(InvalidBinding::MalformedRoleArn("tgb-role".into())));
+        // ELB cannot register another account's instances.
+        s.iam_role_arn_to_assume = Some(ROLE.into());
+        s.target_type = Some(TargetType::Instance);
+        let err = check_spec(&s).map(|_| ()).expect_err("instance with a role");
+        assert_eq!((err.reason(), err.clone()), ("CrossAccountInstance", InvalidBinding::CrossAccountInstance));
+        // Unset targetType resolved to instance from the group: refused before any write.
+        s.target_type = None;
+        assert_eq!(check_against(&s, &tg(TargetGroupType::Instance)), Err(InvalidBinding::CrossAccountInstance));
+        assert!(check_against(&s, &tg(TargetGroupType::Ip)).is_ok());
+        // A role reaches only its own account's groups.
+        s.iam_role_arn_to_assume = Some("arn:aws:iam::222222222222:role/tgb".into());
+        assert_eq!(
+            check_spec(&s).map(|_| ()).map_err(|e| e.reason()),
+            Err("InvalidSpec"),
+            "group in 123456789012, role in 222222222222"
+        );
+        s.target_group_arn = None;
+        s.target_group_name = Some("web".into());
+        assert!(check_spec(&s).is_ok(), "by name: looked up in the role's account");
     }
 
     #[test]

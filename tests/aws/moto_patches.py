@@ -21,7 +21,9 @@ What changes (stock moto 5.2.5 behaviour in brackets):
   ip TG: Id must be an IP of the TG's family, an IP outside the TG's VPC needs an
   AvailabilityZone (``all`` or a zone of the region), an IP inside it must not use ``all``;
   instance TG: Id must look like an instance id, the instance must exist in the TG's VPC and run;
-  Port 1..65535; the per-TG quota -> ``TooManyTargets`` [almost nothing validated].
+  Port 1..65535; the per-TG quota -> ``TooManyTargets`` [almost nothing validated];
+- DescribeNetworkInterfaces takes the filter ``ipv6-addresses.ipv6-address`` (the ENIs holding an
+  IPv6 pod address) [not implemented: the call fails with ``FilterNotImplementedError``].
 
 Error codes/messages follow what AWS returns (messages as quoted in public bug reports where
 the API reference gives none; see tests/aws/README.md).
@@ -424,6 +426,18 @@ def _same_rule(self: Any, other: Any) -> bool:
     return _rule_identity(self) == _rule_identity(other)
 
 
+def _eni_filter_value(original: Any) -> Any:
+    """NetworkInterface.get_filter_value, plus the IPv6-address filter AWS has (addresses compared
+    in canonical form, as the agent sends them)."""
+
+    def get_filter_value(self: Any, filter_name: str, method_name: str | None = None) -> Any:
+        if filter_name == "ipv6-addresses.ipv6-address":
+            return [str(ipaddress.ip_address(ip)) for ip in self.ipv6_addresses if ip]
+        return original(self, filter_name, method_name)
+
+    return get_filter_value
+
+
 def apply() -> None:
     """Install the patches (idempotent). Fails loudly on any moto version but the pinned one."""
     global _applied
@@ -450,4 +464,8 @@ def apply() -> None:
 
     assert hasattr(security_groups, "SecurityGroupRule"), "moto changed: SecurityGroupRule is gone"
     security_groups.SecurityGroupRule.__eq__ = _same_rule
+    from moto.ec2.models import elastic_network_interfaces as enis
+
+    assert hasattr(enis.NetworkInterface, "get_filter_value"), "moto changed: NetworkInterface.get_filter_value"
+    enis.NetworkInterface.get_filter_value = _eni_filter_value(enis.NetworkInterface.get_filter_value)
     _applied = True

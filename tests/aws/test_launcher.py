@@ -5,6 +5,7 @@ Run: .venv-moto/bin/python -m pytest tests/aws
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -219,6 +220,52 @@ def test_secondary_vpc_cidr_counts_as_in_the_vpc(aws: Any) -> None:
     with pytest.raises(ClientError) as exc:
         aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "100.64.3.4", "Port": 80}])
     assert error_of(exc)[0] == "ValidationError"
+
+
+def test_ipv6_target_group_takes_ipv6_addresses_with_az_all_outside_the_vpc(aws: Any) -> None:
+    vpc = aws.ec2.create_vpc(CidrBlock="10.9.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    v6 = vpc["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"]
+    tg = aws.elb.create_target_group(Name="v6-tg", Protocol="HTTP", Port=80, VpcId=vpc["VpcId"], TargetType="ip",
+                                     IpAddressType="ipv6")["TargetGroups"][0]
+    assert tg["IpAddressType"] == "ipv6"
+    described = aws.elb.describe_target_groups(TargetGroupArns=[tg["TargetGroupArn"]])["TargetGroups"][0]
+    assert described["IpAddressType"] == "ipv6"
+    inside = str(ipaddress.ip_network(v6).network_address + 0x10)
+    arn = tg["TargetGroupArn"]
+    for wrong in ("10.9.0.5", "not-an-ip"):
+        with pytest.raises(ClientError) as exc:
+            aws.elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": wrong, "Port": 80}])
+        assert error_of(exc)[0] == "ValidationError" and "IPv6" in error_of(exc)[1]
+    with pytest.raises(ClientError) as exc:
+        aws.elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": "2001:db8::5", "Port": 80}])
+    assert "Availability Zone is required" in error_of(exc)[1]
+    aws.elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": inside, "Port": 80},
+                                                           {"Id": "2001:db8::5", "Port": 80, "AvailabilityZone": "all"}])
+    assert set(health(aws, arn)) == {(inside, 80), ("2001:db8::5", 80)}
+
+
+def test_network_interfaces_can_be_found_by_ipv6_address(aws: Any) -> None:
+    vpc = aws.ec2.create_vpc(CidrBlock="10.8.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    v6 = ipaddress.ip_network(vpc["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"])
+    subnet_v6 = next(v6.subnets(new_prefix=64))
+    subnet = aws.ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.8.1.0/24", Ipv6CidrBlock=str(subnet_v6),
+                                   AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    pod = subnet_v6.network_address + 0xA
+    eni = aws.ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.8.1.10",
+                                           Ipv6Addresses=[{"Ipv6Address": str(pod)}])["NetworkInterface"]
+    aws.ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.8.1.11")
+
+    def found(value: str) -> list[str]:
+        out = aws.ec2.describe_network_interfaces(Filters=[
+            {"Name": "ipv6-addresses.ipv6-address", "Values": [value]},
+            {"Name": "vpc-id", "Values": [vpc["VpcId"]]}])
+        return [e["NetworkInterfaceId"] for e in out["NetworkInterfaces"]]
+
+    assert found(str(pod)) == [eni["NetworkInterfaceId"]]
+    assert found(str(pod + 1)) == []
+    # The IPv4 filters are unchanged.
+    out = aws.ec2.describe_network_interfaces(Filters=[{"Name": "addresses.private-ip-address", "Values": ["10.8.1.10"]}])
+    assert [e["NetworkInterfaceId"] for e in out["NetworkInterfaces"]] == [eni["NetworkInterfaceId"]]
 
 
 def test_instance_id_in_ip_target_group_is_rejected(aws: Any) -> None:

@@ -3,11 +3,12 @@
 Extraction rule (a convention the agent's code keeps, checked by the tests below):
 
 * Every AWS SDK call lives under src/aws/ and is written on a client field named for its
-  service: ``self.elbv2.<operation>()`` (aws_sdk_elasticloadbalancingv2::Client) or
-  ``self.ec2.<operation>()`` (aws_sdk_ec2::Client). Whitespace and line breaks between the
+  service: ``self.elbv2.<operation>()`` (aws_sdk_elasticloadbalancingv2::Client),
+  ``self.ec2.<operation>()`` (aws_sdk_ec2::Client) or ``self.sts.<operation>()``
+  (aws_sdk_sts::Client). Whitespace and line breaks between the
   parts are allowed (rustfmt splits long chains); comments are ignored.
 * No other file in src/ names an SDK client type, and inside src/aws a client of those types is
-  stored only in a field named ``elbv2`` or ``ec2`` and never used other than as above
+  stored only in a field named ``elbv2``, ``ec2`` or ``sts`` and never used other than as above
   (no ``let c = &self.ec2``, no passing the client around).
 * The SDK's snake_case operation name maps to the IAM action by capitalising each word:
   ``describe_target_health`` -> ``elasticloadbalancing:DescribeTargetHealth``;
@@ -30,10 +31,11 @@ AWS_SRC = REPO / "src" / "aws"
 SRC = REPO / "src"
 IAM_TF = REPO / "terraform" / "iam.tf"
 
-SERVICE_PREFIX = {"elbv2": "elasticloadbalancing", "ec2": "ec2"}
+SERVICE_PREFIX = {"elbv2": "elasticloadbalancing", "ec2": "ec2", "sts": "sts"}
 SDK_CLIENT_FIELD = {
     "aws_sdk_elasticloadbalancingv2::Client": "elbv2",
     "aws_sdk_ec2::Client": "ec2",
+    "aws_sdk_sts::Client": "sts",
 }
 # snake_case SDK operation -> IAM action name, where plain capitalisation is wrong.
 SPELLING_EXCEPTIONS: dict[str, str] = {}
@@ -49,8 +51,11 @@ IMPLIED = {
     "ec2:CreateTags": "ec2:AuthorizeSecurityGroupIngress",
 }
 
-CALL = re.compile(r"\bself\s*\.\s*(elbv2|ec2)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
-FIELD_USE = re.compile(r"\bself\s*\.\s*(elbv2|ec2)\b(?!\s*\.\s*[a-z][a-z0-9_]*\s*\(\s*\))")
+# Calls IAM never denies: the policy must not list them (nothing to grant), and the code may make them.
+NO_PERMISSION_NEEDED = {"sts:GetCallerIdentity"}
+
+CALL = re.compile(r"\bself\s*\.\s*(elbv2|ec2|sts)\s*\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")
+FIELD_USE = re.compile(r"\bself\s*\.\s*(elbv2|ec2|sts)\b(?!\s*\.\s*[a-z][a-z0-9_]*\s*\(\s*\))")
 
 
 def strip_comments(rust: str) -> str:
@@ -168,13 +173,16 @@ def test_sdk_calls_live_only_in_src_aws_on_conventional_fields():
 
 def test_extraction_finds_calls():
     found = extracted_actions()
-    # Guards against a regex that silently stops matching: target registration is the core.
+    # Guards against a regex that silently stops matching: target registration is the core,
+    # and cross-account access goes through AssumeRole.
     assert "elasticloadbalancing:RegisterTargets" in found, found
+    assert "sts:AssumeRole" in found, found
 
 
 def test_policy_allows_exactly_the_called_operations():
-    called = extracted_actions()
+    called = {a: w for a, w in extracted_actions().items() if a not in NO_PERMISSION_NEEDED}
     allowed = policy_actions()
+    assert not allowed & NO_PERMISSION_NEEDED, f"nothing to grant for {sorted(allowed & NO_PERMISSION_NEEDED)}"
     missing = {a: called[a] for a in sorted(set(called) - allowed)}
     implied = {action for action, by in IMPLIED.items() if by in called}
     unused = sorted(allowed - set(called) - PLANNED - implied)
@@ -204,6 +212,7 @@ def test_policy_allows_exactly_the_called_operations():
         ("elbv2", "describe_target_health", "elasticloadbalancing:DescribeTargetHealth"),
         ("ec2", "describe_security_group_rules", "ec2:DescribeSecurityGroupRules"),
         ("ec2", "create_tags", "ec2:CreateTags"),
+        ("sts", "assume_role", "sts:AssumeRole"),
     ],
 )
 def test_name_mapping(service, op, action):
@@ -250,6 +259,9 @@ def test_policy_scoping():
             assert unquote(cond["test"]) == "ForAllValues:StringLike" and unquote(cond["variable"]) == "aws:TagKeys"
             assert sorted(unquote(v) for v in cond["values"]) == [
                 "tgb-agent.elbv2.k8s.aws/claim/*", "tgb-agent.elbv2.k8s.aws/cluster"]
+        elif actions == ["sts:AssumeRole"]:
+            # Exactly the listed roles: never "*", never a pattern.
+            assert resources == "${var.cross_account_role_arns}" or text == "var.cross_account_role_arns", s
         elif verbs == {"CreateTags"}:
             assert "local.security_group_rule_arns" in text, s
             cond = s["condition"][0]
@@ -278,3 +290,13 @@ def test_role_gets_no_other_policy():
                     role_policies.extend(by_name.values())
     assert len(role_policies) == 1
     assert "data.aws_iam_policy_document.agent.json" in role_policies[0]["policy"]
+
+
+def test_cross_account_roles_are_listed_arns_without_wildcards():
+    """sts:AssumeRole reaches only var.cross_account_role_arns, whose validation refuses patterns."""
+    doc = hcl2.load((REPO / "terraform" / "variables.tf").open())
+    variables = {unquote(k): v for block in doc.get("variable", []) for k, v in block.items()}
+    var = variables["cross_account_role_arns"]
+    assert unquote(var["default"]) == [] or var["default"] == []
+    condition = str(var["validation"][0]["condition"])
+    assert "iam::[0-9]{12}:role/" in condition and "*" not in condition.replace(".+", ""), condition
