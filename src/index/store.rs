@@ -142,8 +142,7 @@ impl<V: Clone + PartialEq> Table<V> {
     pub fn fill_done(&mut self, key: &BackendKey, listed: Vec<Change<V>>, list_version: Option<u64>) -> bool {
         let Some(slot) = self.slots.get_mut(key) else { return false };
         let Some(kept) = slot.fill.take() else { return false };
-        let mut fresh: BTreeMap<String, V> =
-            listed.into_iter().filter_map(|c| Some(c.name).zip(c.view)).collect();
+        let mut fresh: BTreeMap<String, V> = listed.into_iter().filter_map(|c| Some(c.name).zip(c.view)).collect();
         for change in kept {
             let newer = match (change.version, list_version) {
                 (Some(seen), Some(listed)) => seen > listed,
