@@ -245,7 +245,7 @@ def main():
 
     # A relist of every watch (dropped streams, then 410 Expired), while the agent is in steady state.
     kube.call("DELETE", "/_double/stats")
-    kube.call("POST", "/_double/faults", {"dropWatches": True, "expireNextWatch": 3})
+    kube.call("POST", "/_double/faults", {"dropWatches": True, "expireNextWatch": 4})
     time.sleep(5)
     relist_pages = kube.call("GET", "/_double/stats")["byResource"].get("endpointslices.discovery.k8s.io", {})
     relist_hwm, relist_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
