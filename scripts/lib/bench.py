@@ -152,7 +152,30 @@ def seed(kube, env):
                     slice_obj(f"noise-{u}", f"noise-{u}", [noise_ip(u * 5 + e) for e in range(5)], NOISE_NS))
     log(f"Kubernetes seeded in {time.monotonic() - t0:.0f} s: {K} nodes, {N} Services, slices and bindings, "
         f"{U} unrelated slices")
-    return targets
+    return targets, lambda name: elbv2.create_target_group(
+        Name=name, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+
+
+def late_binding(kube, create_group):
+    """A Service, its slice and a binding created while the agent runs: seconds until Ready."""
+    arn, name = create_group("bench-late"), "svc-late"
+    kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+    })
+    kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
+                slice_obj(f"{name}-a", name, [ip_of(N * M + j) for j in range(M)], NS))
+    path = f"/apis/elbv2.k8s.aws/v1beta1/namespaces/{NS}/targetgroupbindings"
+    t0 = time.monotonic()
+    kube.create(path, {"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+                       "metadata": {"name": "tgb-late", "namespace": NS},
+                       "spec": {"serviceRef": {"name": name, "port": 80}, "targetGroupARN": arn, "targetType": "ip"}})
+    while time.monotonic() - t0 < 60:
+        conditions = (kube.call("GET", f"{path}/tgb-late").get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return float("nan")
 
 
 class Agent:
@@ -222,7 +245,7 @@ def main():
     env = read_env(os.path.join(sandbox, "env"))
     kube = Kube(open(os.path.join(sandbox, "apiserver.url")).readline().strip())
     aws_url = env["AWS_ENDPOINT_URL"].rstrip("/")
-    targets = seed(kube, env)
+    targets, create_group = seed(kube, env)
     endpoints = N * M
     calls = sum(math.ceil(t / BATCH) for t in targets if t)
     floor = max(0.0, (calls - WRITE_BURST) / WRITE_RATE)
@@ -242,6 +265,8 @@ def main():
     cold_calls = settle(aws_url)
     open_w, peak_w, by_resource = watches(kube)
     cold_hwm, cold_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
+    late = late_binding(kube, create_group)
+    settle(aws_url)
 
     # A relist of every watch (dropped streams, then 410 Expired), while the agent is in steady state.
     kube.call("DELETE", "/_double/stats")
@@ -278,6 +303,7 @@ def main():
     print(f"| cold start to all Ready | {cold:.1f} s |")
     print(f"| write-budget floor ({calls} RegisterTargets at {WRITE_RATE:g}/s burst {WRITE_BURST}) | {floor:.1f} s"
           f" ({f'{(cold / floor - 1) * 100:+.0f}%' if floor else 'within the burst'}) |")
+    print(f"| a binding of a new Service created after start: to Ready | {late:.2f} s |")
     print(f"| peak RSS (VmHWM) after cold start | {mib(cold_hwm):.1f} MiB ({per_k(cold_hwm):.2f} MiB per 1,000 "
           f"endpoints) |")
     print(f"| RSS after cold start (VmRSS) | {mib(cold_rss):.1f} MiB |")
