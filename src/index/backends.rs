@@ -8,7 +8,8 @@ use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
 
 use super::relist::Views;
 use super::store::{Change, Table, version_of};
@@ -70,13 +71,24 @@ pub struct BackendIndex {
     namespace: Option<String>,
     state: Mutex<State>,
     started: Once,
+    /// Wake the fill workers (see [`fill_worker`]).
+    service_fills: Arc<Notify>,
+    slice_fills: Arc<Notify>,
     wake: mpsc::UnboundedSender<BindingRef>,
 }
 
 impl BackendIndex {
     /// `namespace`: watch only there (`--watch-namespace`), else the whole cluster.
     pub fn new(client: Client, namespace: Option<String>, wake: mpsc::UnboundedSender<BindingRef>) -> Arc<Self> {
-        Arc::new(Self { client, namespace, state: Mutex::default(), started: Once::new(), wake })
+        Arc::new(Self {
+            client,
+            namespace,
+            state: Mutex::default(),
+            started: Once::new(),
+            service_fills: Arc::default(),
+            slice_fills: Arc::default(),
+            wake,
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -88,8 +100,12 @@ impl BackendIndex {
     /// Records that `binding` reads `key` and returns what is known of it.
     pub fn track(self: &Arc<Self>, binding: &BindingRef, key: &BackendKey) -> Backend {
         self.started.call_once(|| {
-            tokio::spawn(watch::<Services>(self.client.clone(), self.namespace.clone(), Arc::downgrade(self)));
-            tokio::spawn(watch::<Slices>(self.client.clone(), self.namespace.clone(), Arc::downgrade(self)));
+            let (client, namespace) = (&self.client, &self.namespace);
+            tokio::spawn(watch::<Services>(client.clone(), namespace.clone(), Arc::downgrade(self)));
+            tokio::spawn(watch::<Slices>(client.clone(), namespace.clone(), Arc::downgrade(self)));
+            let (services, slices) = (self.service_fills.clone(), self.slice_fills.clone());
+            tokio::spawn(fill_worker::<Services>(client.clone(), namespace.clone(), services, Arc::downgrade(self)));
+            tokio::spawn(fill_worker::<Slices>(client.clone(), namespace.clone(), slices, Arc::downgrade(self)));
         });
         let mut state = self.state();
         if let Some(old) = state.backend_of.insert(binding.clone(), key.clone())
@@ -102,10 +118,10 @@ impl BackendIndex {
         bindings.insert(binding.clone());
         if new {
             if state.services.reference(key) {
-                tokio::spawn(fill::<Services>(self.client.clone(), key.clone(), Arc::downgrade(self)));
+                self.service_fills.notify_one();
             }
             if state.slices.reference(key) {
-                tokio::spawn(fill::<Slices>(self.client.clone(), key.clone(), Arc::downgrade(self)));
+                self.slice_fills.notify_one();
             }
         }
         Backend { services: state.services.views(key), slices: state.slices.views(key) }
@@ -226,37 +242,107 @@ async fn watch<K: Kind>(client: Client, namespace: Option<String>, index: Weak<B
     }
 }
 
-/// Lists one backend that was first referenced after the watch's list began, until it succeeds or
-/// is no longer wanted.
-async fn fill<K: Kind>(client: Client, key: BackendKey, index: Weak<BackendIndex>) {
-    let api: Api<K::Object> = Api::namespaced(client, &key.namespace);
-    let mut delay = std::time::Duration::from_millis(200);
+/// Fills the backends first referenced after their watch's list began, one batch at a time: a narrow
+/// list each when a few wait, else one paginated list of the kind filtered to them (after a
+/// restart most bindings are tracked while the watch lists: one list, not a request per backend).
+async fn fill_worker<K: Kind>(
+    client: Client,
+    namespace: Option<String>,
+    notify: Arc<Notify>,
+    index: Weak<BackendIndex>,
+) {
+    let mut delay = Duration::from_millis(200);
     loop {
-        let wanted = index.upgrade().is_some_and(|index| K::table(&mut index.state()).fill_pending(&key));
-        if !wanted {
-            return;
+        let pending = match index.upgrade() {
+            Some(index) => K::table(&mut index.state()).pending_fills(),
+            None => return,
+        };
+        if pending.is_empty() {
+            notify.notified().await;
+            continue;
         }
-        match api.list(&K::one(&key)).await {
-            Ok(list) => {
-                let version = list.metadata.resource_version.as_deref().and_then(|v| v.parse().ok());
-                let listed = list
-                    .items
-                    .iter()
-                    .filter(|o| K::key(o).as_ref() == Some(&key))
-                    .map(|o| Change { name: o.name_any(), version: version_of(o), view: K::view(o) })
-                    .collect();
-                let Some(index) = index.upgrade() else { return };
-                let mut state = index.state();
-                if K::table(&mut state).fill_done(&key, listed, version) {
-                    index.wake_bindings_of(&state, std::slice::from_ref(&key));
-                }
-                return;
-            }
+        let filled = if pending.len() <= NARROW_FILLS {
+            fill_each::<K>(&client, pending, &index).await
+        } else {
+            fill_from_one_list::<K>(&client, namespace.as_deref(), pending, &index).await
+        };
+        match filled {
+            Ok(()) => delay = Duration::from_millis(200),
             Err(error) => {
-                tracing::warn!(kind = K::NAME, backend = %key, %error, "listing a newly referenced backend failed; retrying");
+                tracing::warn!(kind = K::NAME, %error, "listing newly referenced backends failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
+}
+
+/// At most this many backends are filled by a narrow list each; more share one list of the kind.
+const NARROW_FILLS: usize = 8;
+
+fn change_of<K: Kind>(object: &K::Object) -> Change<K::View> {
+    Change { name: object.name_any(), version: version_of(object), view: K::view(object) }
+}
+
+fn list_version(meta: &kube::core::ListMeta) -> Option<u64> {
+    meta.resource_version.as_deref().and_then(|v| v.parse().ok())
+}
+
+fn complete<K: Kind>(
+    index: &Weak<BackendIndex>,
+    listed: HashMap<BackendKey, Vec<Change<K::View>>>,
+    version: Option<u64>,
+) {
+    let Some(index) = index.upgrade() else { return };
+    let mut state = index.state();
+    let changed: Vec<BackendKey> = listed
+        .into_iter()
+        .filter_map(|(key, objects)| K::table(&mut state).fill_done(&key, objects, version).then_some(key))
+        .collect();
+    index.wake_bindings_of(&state, &changed);
+}
+
+async fn fill_each<K: Kind>(
+    client: &Client,
+    keys: Vec<BackendKey>,
+    index: &Weak<BackendIndex>,
+) -> Result<(), kube::Error> {
+    for key in keys {
+        let list = Api::<K::Object>::namespaced(client.clone(), &key.namespace).list(&K::one(&key)).await?;
+        let objects = list.items.iter().filter(|o| K::key(o).as_ref() == Some(&key)).map(change_of::<K>).collect();
+        complete::<K>(index, HashMap::from([(key, objects)]), list_version(&list.metadata));
+    }
+    Ok(())
+}
+
+/// One paginated list (a consistent snapshot), keeping only the objects of `keys`.
+async fn fill_from_one_list<K: Kind>(
+    client: &Client,
+    namespace: Option<&str>,
+    keys: Vec<BackendKey>,
+    index: &Weak<BackendIndex>,
+) -> Result<(), kube::Error> {
+    let api: Api<K::Object> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut listed: HashMap<BackendKey, Vec<Change<K::View>>> = keys.into_iter().map(|k| (k, Vec::new())).collect();
+    let mut params = ListParams::default().limit(PAGE_SIZE);
+    let mut version = None;
+    loop {
+        let page = api.list(&params).await?;
+        // Every page is read at the first one's resourceVersion.
+        version = version.or_else(|| list_version(&page.metadata));
+        for object in &page.items {
+            if let Some(kept) = K::key(object).and_then(|key| listed.get_mut(&key)) {
+                kept.push(change_of::<K>(object));
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    complete::<K>(index, listed, version);
+    Ok(())
 }

@@ -76,9 +76,9 @@ impl<V: Clone + PartialEq> Table<V> {
         self.slots.get(key).map(|s| s.views.clone()).unwrap_or_default()
     }
 
-    /// Whether `key` still waits for its fill.
-    pub fn fill_pending(&self, key: &BackendKey) -> bool {
-        self.slots.get(key).is_some_and(|s| s.fill.is_some())
+    /// The backends waiting for a fill.
+    pub fn pending_fills(&self) -> Vec<BackendKey> {
+        self.slots.iter().filter(|(_, s)| s.fill.is_some()).map(|(k, _)| k.clone()).collect()
     }
 
     /// Applies one watch event, keeping only referenced backends. Returns the synced backends whose
@@ -264,6 +264,7 @@ mod tests {
         apply(&mut t, watcher::Event::InitApply(cm("web-1", "web", "a", 1)));
         apply(&mut t, watcher::Event::InitDone);
         assert!(t.reference(&key("web")), "the list dropped its objects: a fill is needed");
+        assert_eq!(t.pending_fills(), vec![key("web")]);
         assert!(!t.views(&key("web")).synced());
 
         // Watch changes during the fill: one older than the fill's list, two newer.
@@ -276,7 +277,7 @@ mod tests {
         ];
         assert!(t.fill_done(&key("web"), listed, Some(10)));
         assert_eq!(names(&t, "web"), ["web-1=listed", "web-2=new"]);
-        assert!(!t.fill_pending(&key("web")));
+        assert!(t.pending_fills().is_empty());
         assert!(!t.fill_done(&key("web"), Vec::new(), Some(20)), "a second answer changes nothing");
     }
 
