@@ -57,6 +57,8 @@ const PAGE_SIZE: u32 = 100;
 
 #[derive(Default)]
 struct State {
+    /// When a backend was last referenced for the first time (see [`gather`]).
+    last_new_reference: Option<std::time::Instant>,
     bindings: HashMap<BackendKey, HashSet<BindingRef>>,
     backend_of: HashMap<BindingRef, BackendKey>,
     services: Table<ServiceView>,
@@ -117,6 +119,7 @@ impl BackendIndex {
         let new = bindings.is_empty();
         bindings.insert(binding.clone());
         if new {
+            state.last_new_reference = Some(std::time::Instant::now());
             if state.services.reference(key) {
                 self.service_fills.notify_one();
             }
@@ -219,12 +222,28 @@ impl Kind for Slices {
     }
 }
 
+/// Waits, before the first list, until bindings stop referencing new backends (a quiet 250 ms, at
+/// most 5 s): at start every binding is tracked within moments, and backends referenced before the
+/// list begins are served by it; those referenced after it began each need a fill.
+async fn gather(index: &Weak<BackendIndex>) {
+    const QUIET: Duration = Duration::from_millis(250);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(QUIET).await;
+        let Some(index) = index.upgrade() else { return };
+        if index.state().last_new_reference.is_none_or(|at| at.elapsed() >= QUIET) {
+            return;
+        }
+    }
+}
+
 /// Runs one kind's watch until the index is gone, keeping the referenced backends current.
 async fn watch<K: Kind>(client: Client, namespace: Option<String>, index: Weak<BackendIndex>) {
     let api: Api<K::Object> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
+    gather(&index).await;
     let config = watcher::Config::default().page_size(PAGE_SIZE);
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(event) = events.next().await {
