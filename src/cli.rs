@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::aws::Rate;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tgb-agent",
@@ -81,6 +83,13 @@ pub struct RunArgs {
     /// restarts the agent).
     #[arg(long, env = "TGB_RECONCILE_STUCK_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub reconcile_stuck_after: Duration,
+    /// Client-side limit of AWS writes (RegisterTargets, DeregisterTargets, security-group rules and
+    /// tags), RATE:BURST. Raise it only for an account whose ELB API limits AWS raised.
+    #[arg(long, env = "TGB_AWS_WRITE_RATE", default_value_t = Rate::WRITES)]
+    pub aws_write_rate: Rate,
+    /// Client-side limit of AWS Describe* calls, RATE:BURST.
+    #[arg(long, env = "TGB_AWS_DESCRIBE_RATE", default_value_t = Rate::DESCRIBES)]
+    pub aws_describe_rate: Rate,
     /// Log format.
     #[arg(long, env = "TGB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -186,6 +195,22 @@ mod tests {
         };
         assert_eq!(args.scope.cluster_name.as_deref(), Some("blue"));
         assert_eq!(args.scope.namespace, None);
+        assert_eq!((args.aws_write_rate, args.aws_describe_rate), (Rate::WRITES, Rate::DESCRIBES));
+    }
+
+    #[test]
+    fn aws_rates_are_flags_checked_at_start() {
+        let parse =
+            |flags: &[&str]| Cli::try_parse_from([&["tgb-agent", "run", "--cluster-name", "blue"], flags].concat());
+        let Ok(Cli { command: Command::Run(args) }) =
+            parse(&["--aws-write-rate", "40:100", "--aws-describe-rate", "20:40"])
+        else {
+            panic!("valid rates parse")
+        };
+        assert_eq!(args.aws_write_rate, Rate { per_second: 40.0, burst: 100 });
+        assert_eq!(args.aws_describe_rate, Rate { per_second: 20.0, burst: 40 });
+        let error = parse(&["--aws-write-rate", "0:20"]).expect_err("a zero rate");
+        assert!(error.to_string().contains("RATE:BURST"), "{error}");
     }
 
     #[test]

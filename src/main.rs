@@ -77,7 +77,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(Metrics::default());
     metrics.leader(leader.is_none()); // a standby exports 0 until it holds the lease
-    let limits = Arc::new(RateLimits::fenced(fence.clone()));
+    let limits = Arc::new(RateLimits::new(fence.clone(), args.aws_write_rate, args.aws_describe_rate));
     let target_groups = Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone());
     let network = Ec2Network::new(&sdk, limits.clone(), metrics.clone());
     let security_groups = Ec2SecurityGroups::new(&sdk, limits, metrics.clone());

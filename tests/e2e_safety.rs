@@ -91,7 +91,11 @@ async fn configuration_mistakes_keep_the_targets_with_a_condition() {
     let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(kube.clone(), "demo");
     services.delete("web", &Default::default()).await.expect("delete service");
     wait_for_condition(&kube, "demo", "web", "False", "ServiceNotFound").await;
-    assert!(warning_reasons(&kube, "demo", "web").await.contains(&"ServiceNotFound".to_string()));
+    // The Warning is written just after the condition.
+    eventually("a ServiceNotFound Warning", Duration::from_secs(10), || async {
+        warning_reasons(&kube, "demo", "web").await.contains(&"ServiceNotFound".to_string()).then_some(())
+    })
+    .await;
     // Through a drift check or two, the target stays.
     for _ in 0..15 {
         assert_eq!(active_targets(&sandbox, &arn).await, set(&["10.0.0.10:8080"]), "a missing Service removed targets");

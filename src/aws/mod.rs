@@ -13,7 +13,7 @@ use std::future::Future;
 pub use ec2::Ec2Network;
 pub use elbv2::Elbv2TargetGroups;
 pub use error::AwsError;
-pub use rate_limit::{RateLimits, TokenBucket};
+pub use rate_limit::{Rate, RateLimits, TokenBucket};
 
 use crate::model::{Account, Cidr, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef};
 

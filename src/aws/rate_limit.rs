@@ -65,7 +65,42 @@ impl WriteLimit {
     }
 }
 
-/// Client-side limits per class of operation, no higher than the reference controller's defaults.
+/// A rate and a burst, written `RATE:BURST` (`4:20`: 4 calls a second, 20 saved up at most).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// The reference controller's defaults: writes 4/s burst 20, Describe* 50/s burst 200.
+    pub const WRITES: Rate = Rate { per_second: 4.0, burst: 20 };
+    pub const DESCRIBES: Rate = Rate { per_second: 50.0, burst: 200 };
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.per_second, self.burst)
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// Refuses what would stall the agent (a zero or negative rate, no burst) or is not a number.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not RATE:BURST, e.g. 4:20 (RATE calls a second > 0, BURST a whole number >= 1)");
+        let (rate, burst) = s.split_once(':').ok_or_else(bad)?;
+        let per_second: f64 = rate.trim().parse().map_err(|_| bad())?;
+        let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+        if !per_second.is_finite() || per_second <= 0.0 || burst == 0 {
+            return Err(bad());
+        }
+        Ok(Self { per_second, burst })
+    }
+}
+
+/// Client-side limits per class of operation; by default the reference controller's.
 #[derive(Debug)]
 pub struct RateLimits {
     /// Every write: RegisterTargets / DeregisterTargets, Authorize/RevokeSecurityGroupIngress,
@@ -78,9 +113,13 @@ pub struct RateLimits {
 impl RateLimits {
     /// Limits whose writes also wait on `fence` (leader election).
     pub fn fenced(fence: Arc<Fence>) -> Self {
+        Self::new(fence, Rate::WRITES, Rate::DESCRIBES)
+    }
+
+    pub fn new(fence: Arc<Fence>, writes: Rate, describes: Rate) -> Self {
         Self {
-            target_writes: WriteLimit::new(TokenBucket::new(4.0, 20), fence),
-            describes: TokenBucket::new(50.0, 200),
+            target_writes: WriteLimit::new(TokenBucket::new(writes.per_second, writes.burst), fence),
+            describes: TokenBucket::new(describes.per_second, describes.burst),
         }
     }
 }
@@ -95,6 +134,16 @@ impl Default for RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse_and_refuse_what_would_stall() {
+        assert_eq!("4:20".parse(), Ok(Rate::WRITES));
+        assert_eq!("0.5:1".parse(), Ok(Rate { per_second: 0.5, burst: 1 }));
+        assert_eq!(Rate::DESCRIBES.to_string().parse(), Ok(Rate::DESCRIBES));
+        for bad in ["", "4", "4:", ":20", "0:20", "-1:20", "4:0", "4:-1", "NaN:20", "inf:20", "4:2.5", "a:b"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn burst_then_rate() {

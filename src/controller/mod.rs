@@ -71,7 +71,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         None => Api::all(client.clone()),
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    let index = BackendIndex::new(client.clone(), wake_tx.clone());
+    let index = BackendIndex::new(client.clone(), settings.watch_namespace.clone(), wake_tx.clone());
     let nodes = NodeIndex::new(client.clone(), wake_tx.clone());
     let controller = Controller::new(bindings, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));

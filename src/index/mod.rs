@@ -1,11 +1,13 @@
-//! In-memory index of the inputs of each binding, fed by narrowly scoped watches: for every
-//! Service a binding references, that Service (by name) and its EndpointSlices (by the
-//! `kubernetes.io/service-name` label). No cluster-wide Service, EndpointSlice or Pod cache.
-//! Nodes are watched only once an instance-mode binding exists.
+//! In-memory index of the inputs of each binding: one Service watch and one EndpointSlice watch
+//! (cluster-wide, or in the watched namespace), filtered on receipt to the Services bindings
+//! reference and their slices (`kubernetes.io/service-name` label), kept as plain views. The
+//! number of watch streams does not grow with bindings; nothing else is cached. Nodes are watched
+//! only once an instance-mode binding exists.
 
 mod backends;
 mod nodes;
 mod relist;
+mod store;
 mod views;
 
 pub use backends::{Backend, BackendIndex, BackendKey};

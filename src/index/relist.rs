@@ -60,23 +60,34 @@ impl<V: PartialEq> Views<V> {
             }
             watcher::Event::InitDone => {
                 let fresh = self.relist.take().unwrap_or_default();
-                let changed = !self.synced || self.by_name != fresh;
-                self.by_name = fresh;
-                self.synced = true;
-                changed
+                self.swap_in(fresh)
             }
             watcher::Event::Apply(object) => {
-                let name = object.name_any();
-                match view(&object) {
-                    Some(v) if self.by_name.get(&name) == Some(&v) => false,
-                    Some(v) => {
-                        self.by_name.insert(name, v);
-                        true
-                    }
-                    None => self.by_name.remove(&name).is_some(),
-                }
+                let v = view(&object);
+                self.set(object.name_any(), v)
             }
-            watcher::Event::Delete(object) => self.by_name.remove(&object.name_any()).is_some(),
+            watcher::Event::Delete(object) => self.set(object.name_any(), None),
+        }
+    }
+
+    /// Replaces everything with a complete list and marks the views synced. Returns whether the
+    /// visible views changed.
+    pub fn swap_in(&mut self, fresh: BTreeMap<String, V>) -> bool {
+        let changed = !self.synced || self.by_name != fresh;
+        self.by_name = fresh;
+        self.synced = true;
+        changed
+    }
+
+    /// Sets (`Some`) or removes (`None`) one object's view. Returns whether the visible views changed.
+    pub fn set(&mut self, name: String, view: Option<V>) -> bool {
+        match view {
+            Some(v) if self.by_name.get(&name) == Some(&v) => false,
+            Some(v) => {
+                self.by_name.insert(name, v);
+                true
+            }
+            None => self.by_name.remove(&name).is_some(),
         }
     }
 }

@@ -174,8 +174,7 @@ fn verb_of(method: &Method, resolved: &Resolved, params: &Params) -> Result<&'st
 }
 
 fn stats_label(resolved: &Resolved) -> String {
-    let rt = &resolved.rt;
-    let base = if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) };
+    let base = resolved.rt.stats_label();
     match &resolved.subresource {
         Some(sub) => format!("{base}/{sub}"),
         None => base,

@@ -46,6 +46,11 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
+    /// How stats name the resource: `configmaps`, `targetgroupbindings.elbv2.k8s.aws`.
+    pub fn stats_label(&self) -> String {
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }

@@ -14,6 +14,10 @@ pub struct Stats {
     pub by_resource: BTreeMap<String, BTreeMap<String, u64>>,
     /// Watch connections currently open.
     pub open_watches: u64,
+    /// The same, per resource (labelled as in `by_resource`); resources with none are left out.
+    pub open_watches_by_resource: BTreeMap<String, u64>,
+    /// The most watch connections open at once since start or the last reset.
+    pub peak_open_watches: u64,
     pub injected_faults: u64,
 }
 
@@ -24,8 +28,30 @@ impl Stats {
         *self.by_resource.entry(resource.to_string()).or_default().entry(verb.to_string()).or_default() += 1;
     }
 
+    pub fn watch_opened(&mut self, resource: &str) {
+        self.open_watches += 1;
+        self.peak_open_watches = self.peak_open_watches.max(self.open_watches);
+        *self.open_watches_by_resource.entry(resource.to_string()).or_default() += 1;
+    }
+
+    pub fn watch_closed(&mut self, resource: &str) {
+        self.open_watches = self.open_watches.saturating_sub(1);
+        if let Some(open) = self.open_watches_by_resource.get_mut(resource) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.open_watches_by_resource.remove(resource);
+            }
+        }
+    }
+
+    /// Clears the counters; what is open stays, and the peak starts from it.
     pub fn reset(&mut self) {
-        let open = self.open_watches;
-        *self = Stats { open_watches: open, ..Stats::default() };
+        let open = std::mem::take(&mut self.open_watches_by_resource);
+        *self = Stats {
+            open_watches: self.open_watches,
+            peak_open_watches: self.open_watches,
+            open_watches_by_resource: open,
+            ..Stats::default()
+        };
     }
 }

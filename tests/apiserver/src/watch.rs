@@ -162,11 +162,12 @@ pub fn start(server: &Server, request: WatchRequest) -> Result<Response, ApiErro
     let config = server.config().clone();
     let timeout = request.timeout.unwrap_or(config.default_watch_timeout);
     let mut epoch = server.0.watch_epoch.subscribe();
-    let stats_server = server.clone();
-    stats_server.stats().open_watches += 1;
+    let resource = request.rt.stats_label();
+    server.stats().watch_opened(&resource);
+    let guard = OpenWatchGuard(server.clone(), resource);
 
     tokio::spawn(async move {
-        let _guard = OpenWatchGuard(stats_server);
+        let _guard = guard;
         for frame in initial {
             if tx.send(Ok(encoder.encode(frame))).await.is_err() {
                 return;
@@ -222,11 +223,10 @@ pub fn start(server: &Server, request: WatchRequest) -> Result<Response, ApiErro
 }
 
 /// Keeps the open-watch gauge right however the stream ends.
-struct OpenWatchGuard(Server);
+struct OpenWatchGuard(Server, String);
 
 impl Drop for OpenWatchGuard {
     fn drop(&mut self) {
-        let mut stats = self.0.stats();
-        stats.open_watches = stats.open_watches.saturating_sub(1);
+        self.0.stats().watch_closed(&self.1);
     }
 }

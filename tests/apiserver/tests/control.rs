@@ -83,6 +83,9 @@ async fn dropped_watches_end_their_streams() {
         })
         .await
     );
+    let stats = common::http(&server, "GET", "/_double/stats", None).await.json();
+    assert_eq!(stats["openWatchesByResource"], json!({"configmaps": 1}), "{stats}");
+    assert_eq!(stats["peakOpenWatches"], 1, "{stats}");
     common::http(&server, "POST", "/_double/faults", Some(r#"{"dropWatches": true}"#)).await;
     let ended =
         tokio::time::timeout(std::time::Duration::from_secs(5), async { while stream.next().await.is_some() {} }).await;
@@ -93,6 +96,11 @@ async fn dropped_watches_end_their_streams() {
         })
         .await
     );
+    let stats = common::http(&server, "GET", "/_double/stats", None).await.json();
+    assert_eq!(stats["openWatchesByResource"], json!({}), "{stats}");
+    assert_eq!(stats["peakOpenWatches"], 1, "the peak outlives the watch: {stats}");
+    let reset = common::http(&server, "DELETE", "/_double/stats", None).await.json();
+    assert_eq!(reset["peakOpenWatches"], 0, "a reset starts the peak from what is open: {reset}");
 }
 
 #[tokio::test]

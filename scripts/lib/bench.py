@@ -1,0 +1,331 @@
+"""The scale benchmark's driver (run by scripts/bench, which builds the agent and starts the sandbox).
+
+usage: bench.py SANDBOX_DIR AGENT_BINARY    (settings from the environment: N M K U INSTANCE_EVERY TIMEOUT)
+
+Seeds the sandbox with N target groups and N bindings of M endpoints each (every INSTANCE_EVERY-th
+binding in instance mode, on a pool of M nodes out of K), plus U EndpointSlices no binding
+references; runs the agent to all Ready, restarts it with nothing changed, forces a relist of its
+watches, and prints what it measured. Figures only: nothing here passes or fails on a timing.
+"""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+
+SERVICE_NAME = "kubernetes.io/service-name"
+NS, NOISE_NS = "bench", "bench-noise"
+WRITE_RATE, WRITE_BURST, BATCH = 4.0, 20, 200  # the agent's RegisterTargets budget and batch size
+
+
+def setting(name, default):
+    return int(os.environ.get(name) or default)
+
+
+N, M, K, U = setting("N", 40), setting("M", 10), setting("K", 20), setting("U", 2000)
+INSTANCE_EVERY = setting("INSTANCE_EVERY", 5)
+TIMEOUT = setting("TIMEOUT", 900)
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Kube:
+    """The API server double as a cluster admin (the sandbox's admin kubeconfig is token-only)."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def create(self, path, obj):
+        return self.call("POST", path, obj)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_env(path):
+    env = {}
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("export ") and "=" in line:
+            k, v = line[len("export "):].split("=", 1)
+            env[k] = v.strip("'\"")
+    return env
+
+
+def ip_of(n):
+    """The n-th endpoint address, inside the VPC's 10.0.0.0/16."""
+    return f"10.0.{n // 250}.{n % 250 + 1}"
+
+
+def noise_ip(n):
+    """Addresses of the unrelated slices, outside the bindings' range."""
+    return f"10.{1 + n // 62500 % 200}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+def slice_obj(name, service, ips, ns):
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_NAME: service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": f"{name}-{i}", "namespace": ns}}
+                      for i, ip in enumerate(ips)],
+    }
+
+
+def seed(kube, env):
+    aws = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env.get("AWS_REGION", "us-east-1"),
+               aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    ec2, elbv2 = boto3.client("ec2", **aws), boto3.client("elbv2", **aws)
+    t0 = time.monotonic()
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.128.0/17", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    instances = []
+    while len(instances) < K:
+        count = min(100, K - len(instances))
+        run = ec2.run_instances(ImageId="ami-12c6146b", MinCount=count, MaxCount=count, SubnetId=subnet)
+        instances += [i["InstanceId"] for i in run["Instances"]]
+    pools = max(1, K // M)
+    targets = []  # per binding: number of targets it should register
+    arns = []
+    for i in range(N):
+        instance = INSTANCE_EVERY > 0 and i % INSTANCE_EVERY == INSTANCE_EVERY - 1 and K > 0
+        tg = elbv2.create_target_group(Name=f"bench-{i}", Protocol="HTTP", Port=80, VpcId=vpc,
+                                       TargetType="instance" if instance else "ip")
+        arns.append((tg["TargetGroups"][0]["TargetGroupArn"], instance))
+    log(f"AWS seeded in {time.monotonic() - t0:.0f} s: {N} target groups, {K} instances")
+
+    t0 = time.monotonic()
+    for ns in (NS, NOISE_NS):
+        kube.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for k, instance_id in enumerate(instances):
+        kube.create("/api/v1/nodes", {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": f"node-{k}", "labels": {"pool": f"p{k % pools}"}},
+            "spec": {"providerID": f"aws:///us-east-1a/{instance_id}"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        })
+    for i, (arn, instance) in enumerate(arns):
+        name = f"svc-{i}"
+        port = {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
+        if instance:
+            port["nodePort"] = 30000 + i % 2000
+        kube.create(f"/api/v1/namespaces/{NS}/services", {
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+            "spec": {"type": "NodePort" if instance else "ClusterIP", "ports": [port]},
+        })
+        kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
+                    slice_obj(f"{name}-a", name, [ip_of(i * M + j) for j in range(M)], NS))
+        spec = {"serviceRef": {"name": name, "port": 80}, "targetGroupARN": arn,
+                "targetType": "instance" if instance else "ip"}
+        if instance:
+            spec["nodeSelector"] = {"matchLabels": {"pool": f"p{i % pools}"}}
+            targets.append(len([k for k in range(K) if k % pools == i % pools]))
+        else:
+            targets.append(M)
+        kube.create(f"/apis/elbv2.k8s.aws/v1beta1/namespaces/{NS}/targetgroupbindings", {
+            "apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+            "metadata": {"name": f"tgb-{i}", "namespace": NS}, "spec": spec,
+        })
+    for u in range(U):
+        kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{NOISE_NS}/endpointslices",
+                    slice_obj(f"noise-{u}", f"noise-{u}", [noise_ip(u * 5 + e) for e in range(5)], NOISE_NS))
+    log(f"Kubernetes seeded in {time.monotonic() - t0:.0f} s: {K} nodes, {N} Services, slices and bindings, "
+        f"{U} unrelated slices")
+    return targets, lambda name: elbv2.create_target_group(
+        Name=name, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+
+
+def late_binding(kube, create_group):
+    """A Service, its slice and a binding created while the agent runs: seconds until Ready."""
+    arn, name = create_group("bench-late"), "svc-late"
+    kube.create(f"/api/v1/namespaces/{NS}/services", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+    })
+    kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices",
+                slice_obj(f"{name}-a", name, [ip_of(N * M + j) for j in range(M)], NS))
+    path = f"/apis/elbv2.k8s.aws/v1beta1/namespaces/{NS}/targetgroupbindings"
+    t0 = time.monotonic()
+    kube.create(path, {"apiVersion": "elbv2.k8s.aws/v1beta1", "kind": "TargetGroupBinding",
+                       "metadata": {"name": "tgb-late", "namespace": NS},
+                       "spec": {"serviceRef": {"name": name, "port": 80}, "targetGroupARN": arn, "targetType": "ip"}})
+    while time.monotonic() - t0 < 60:
+        conditions = (kube.call("GET", f"{path}/tgb-late").get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return float("nan")
+
+
+class Agent:
+    def __init__(self, binary, sandbox, env, name):
+        self.metrics = f"127.0.0.1:{free_port()}"
+        self.log_path = os.path.join(sandbox, f"bench-agent-{name}.log")
+        agent_env = {**os.environ, **env, "KUBECONFIG": os.path.join(sandbox, "agent-kubeconfig"), "RUST_LOG": "info"}
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [binary, "run", "--cluster-name", "bench", "--drift-interval", "60m",
+             "--metrics-addr", self.metrics, "--health-addr", f"127.0.0.1:{free_port()}"],
+            env=agent_env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
+
+    def status_kib(self, field):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def ready_count(kube):
+    items = kube.call("GET", f"/apis/elbv2.k8s.aws/v1beta1/namespaces/{NS}/targetgroupbindings")["items"]
+    return sum(1 for b in items for c in (b.get("status") or {}).get("conditions") or []
+               if c.get("type") == "Ready" and c.get("status") == "True")
+
+
+def aws_calls(aws_url):
+    with urllib.request.urlopen(aws_url + "/_launcher/calls", timeout=30) as resp:
+        calls = json.loads(resp.read())
+    return {op: c["total"] for service in calls.values() for op, c in service.items()}
+
+
+def aws_reset(aws_url):
+    urllib.request.urlopen(urllib.request.Request(aws_url + "/_launcher/calls/reset", data=b"{}", method="POST"),
+                           timeout=30).read()
+
+
+def watches(kube):
+    stats = kube.call("GET", "/_double/stats")
+    return stats["openWatches"], stats["peakOpenWatches"], stats["openWatchesByResource"]
+
+
+def settle(aws_url, quiet=3.0):
+    """Waits until the AWS call counters have not moved for `quiet` seconds."""
+    last, since = None, time.monotonic()
+    while True:
+        now = aws_calls(aws_url)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+        time.sleep(0.5)
+
+
+def main():
+    sandbox, binary = sys.argv[1], sys.argv[2]
+    env = read_env(os.path.join(sandbox, "env"))
+    kube = Kube(open(os.path.join(sandbox, "apiserver.url")).readline().strip())
+    aws_url = env["AWS_ENDPOINT_URL"].rstrip("/")
+    targets, create_group = seed(kube, env)
+    endpoints = N * M
+    calls = sum(math.ceil(t / BATCH) for t in targets if t)
+    floor = max(0.0, (calls - WRITE_BURST) / WRITE_RATE)
+
+    # Cold start.
+    aws_reset(aws_url)
+    kube.call("DELETE", "/_double/stats")
+    agent = Agent(binary, sandbox, env, "cold")
+    poll = max(0.5, N / 500)
+    while (ready := ready_count(kube)) < N:
+        if agent.proc.poll() is not None:
+            sys.exit(f"bench: the agent exited ({agent.proc.returncode}); see {agent.log_path}")
+        if time.monotonic() - agent.started > TIMEOUT:
+            sys.exit(f"bench: only {ready}/{N} Ready after {TIMEOUT} s; see {agent.log_path}")
+        time.sleep(poll)
+    cold = time.monotonic() - agent.started
+    cold_calls = settle(aws_url)
+    open_w, peak_w, by_resource = watches(kube)
+    cold_hwm, cold_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
+    late = late_binding(kube, create_group)
+    settle(aws_url)
+
+    # A relist of every watch (dropped streams, then 410 Expired), while the agent is in steady state.
+    kube.call("DELETE", "/_double/stats")
+    kube.call("POST", "/_double/faults", {"dropWatches": True, "expireNextWatch": 4})
+    t0, since = time.monotonic(), None
+    while time.monotonic() - t0 < TIMEOUT:  # until every watch is open again (after its relist) for 3 s
+        time.sleep(0.5)
+        if watches(kube)[0] < open_w:
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        elif time.monotonic() - since >= 3:
+            break
+    relist = since - t0 if since else float("nan")
+    relist_pages = kube.call("GET", "/_double/stats")["byResource"].get("endpointslices.discovery.k8s.io", {})
+    relist_hwm, relist_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
+    kube.call("DELETE", "/_double/faults")
+    agent.stop()
+
+    # Restart with nothing changed.
+    aws_reset(aws_url)
+    agent = Agent(binary, sandbox, env, "restart")
+    # With no fingerprint of its inputs yet, the new agent reads every group's targets once.
+    while aws_calls(aws_url).get("DescribeTargetHealth", 0) < N:
+        if agent.proc.poll() is not None or time.monotonic() - agent.started > TIMEOUT:
+            sys.exit(f"bench: the restarted agent did not read every target group; see {agent.log_path}")
+        time.sleep(0.5)
+    restart = time.monotonic() - agent.started
+    restart_calls = settle(aws_url)
+    restart_hwm = agent.status_kib("VmHWM")
+    agent.stop()
+
+    mib = lambda kib: kib / 1024  # noqa: E731
+    per_k = lambda kib: mib(kib) / (endpoints / 1000) if endpoints else 0.0  # noqa: E731
+    mutating = {op: n for op, n in restart_calls.items() if not op.startswith("Describe") and n}
+    instance_bindings = sum(1 for i in range(N) if INSTANCE_EVERY > 0 and i % INSTANCE_EVERY == INSTANCE_EVERY - 1
+                            and K > 0)
+    print(f"\n## tgb-agent scale benchmark: N={N} M={M} K={K} U={U} INSTANCE_EVERY={INSTANCE_EVERY}\n")
+    print(f"{N} bindings ({N - instance_bindings} ip, {instance_bindings} instance), {endpoints} endpoints, "
+          f"{sum(targets)} targets, {K} nodes, {U} unrelated EndpointSlices\n")
+    print("| figure | measured |")
+    print("|---|---|")
+    print(f"| cold start to all Ready | {cold:.1f} s |")
+    print(f"| write-budget floor ({calls} RegisterTargets at {WRITE_RATE:g}/s burst {WRITE_BURST}) | {floor:.1f} s"
+          f" ({f'{(cold / floor - 1) * 100:+.0f}%' if floor else 'within the burst'}) |")
+    print(f"| a binding of a new Service created after start: to Ready | {late:.2f} s |")
+    print(f"| peak RSS (VmHWM) after cold start | {mib(cold_hwm):.1f} MiB ({per_k(cold_hwm):.2f} MiB per 1,000 "
+          f"endpoints) |")
+    print(f"| RSS after cold start (VmRSS) | {mib(cold_rss):.1f} MiB |")
+    print(f"| peak RSS through a forced relist of every watch | {mib(relist_hwm):.1f} MiB (VmRSS {mib(relist_rss):.1f});"
+          f" watches open again after {relist:.1f} s; EndpointSlice requests: {relist_pages} |")
+    print(f"| watch streams open at the API server | {open_w} ({', '.join(f'{r}: {n}' for r, n in sorted(by_resource.items()))});"
+          f" peak {peak_w} |")
+    print(f"| AWS calls, cold start | {', '.join(f'{op} {n}' for op, n in sorted(cold_calls.items()) if n)} |")
+    print(f"| restart, nothing changed: every group read once | {restart:.1f} s; peak RSS {mib(restart_hwm):.1f} MiB |")
+    print(f"| restart: mutating AWS calls | {sum(mutating.values())} {mutating if mutating else ''} |")
+    print(f"| restart: DescribeTargetGroups calls | {restart_calls.get('DescribeTargetGroups', 0)} |")
+    print(f"| restart: all AWS calls | {', '.join(f'{op} {n}' for op, n in sorted(restart_calls.items()) if n)} |")
+
+
+if __name__ == "__main__":
+    main()
