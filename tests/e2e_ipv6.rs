@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, InstanceIpv6Address, Tag};
+use aws_sdk_ec2::types::{InstanceIpv6Address, Tag};
 use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetGroupIpAddressTypeEnum, TargetTypeEnum};
 use common::*;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -42,27 +42,7 @@ async fn slice(kube: &Client, name: &str, family: &str, endpoints: &[(&str, bool
 
 /// Ingress rules of `group` as "proto from-to peer".
 async fn rules(sandbox: &Sandbox, group: &str) -> BTreeSet<String> {
-    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
-    let out = ec2
-        .describe_security_group_rules()
-        .filters(Filter::builder().name("group-id").values(group).build())
-        .send()
-        .await
-        .expect("DescribeSecurityGroupRules");
-    out.security_group_rules()
-        .iter()
-        .filter(|r| r.is_egress() == Some(false))
-        .map(|r| {
-            let peer = r.cidr_ipv4().or(r.cidr_ipv6()).unwrap_or("?");
-            format!(
-                "{} {}-{} {}",
-                r.ip_protocol().unwrap_or("?"),
-                r.from_port().unwrap_or(-1),
-                r.to_port().unwrap_or(-1),
-                peer
-            )
-        })
-        .collect()
+    ingress_rules(sandbox, group).await.into_iter().map(|(key, _)| key).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,42 +5,21 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
+use aws_sdk_ec2::types::{IpPermission, IpRange};
 use common::*;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 use tgb_sandbox::{Agent, Sandbox};
 
-/// Ingress rules of `group` as "proto from-to peer owner", owner being this cluster's tag or "-".
+/// Ingress rules of `group` as "proto from-to peer owner", owner being the creator tag or "-".
 async fn rules(sandbox: &Sandbox, group: &str) -> BTreeSet<String> {
-    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
-    let out = ec2
-        .describe_security_group_rules()
-        .filters(Filter::builder().name("group-id").values(group).build())
-        .send()
+    ingress_rules(sandbox, group)
         .await
-        .expect("DescribeSecurityGroupRules");
-    out.security_group_rules()
-        .iter()
-        .filter(|r| r.is_egress() == Some(false))
-        .map(|r| {
-            let peer =
-                r.referenced_group_info().and_then(|g| g.group_id()).or(r.cidr_ipv4()).or(r.cidr_ipv6()).unwrap_or("?");
-            let owner = r
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("tgb-agent.elbv2.k8s.aws/cluster"))
-                .and_then(|t| t.value())
-                .unwrap_or("-");
-            format!(
-                "{} {}-{} {} {}",
-                r.ip_protocol().unwrap_or("?"),
-                r.from_port().unwrap_or(-1),
-                r.to_port().unwrap_or(-1),
-                peer,
-                owner
-            )
+        .into_iter()
+        .map(|(key, tags)| {
+            let owner = tags.get("tgb-agent.elbv2.k8s.aws/cluster").map_or("-", String::as_str).to_owned();
+            format!("{key} {owner}")
         })
         .collect()
 }

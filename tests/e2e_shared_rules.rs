@@ -6,40 +6,22 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
+use aws_sdk_ec2::types::{IpPermission, IpRange};
 use common::*;
 use serde_json::json;
 use tgb_sandbox::{Agent, Sandbox, create_ip_target_group};
 
 /// The node group's ingress rules: "proto from-to peer" → the claim and creator tags on it.
 async fn rules(sandbox: &Sandbox, group: &str) -> BTreeMap<String, Vec<String>> {
-    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
-    let out = ec2
-        .describe_security_group_rules()
-        .filters(Filter::builder().name("group-id").values(group).build())
-        .send()
+    ingress_rules(sandbox, group)
         .await
-        .expect("DescribeSecurityGroupRules");
-    out.security_group_rules()
-        .iter()
-        .filter(|r| r.is_egress() == Some(false))
-        .map(|r| {
-            let peer =
-                r.referenced_group_info().and_then(|g| g.group_id()).or(r.cidr_ipv4()).or(r.cidr_ipv6()).unwrap_or("?");
-            let key = format!(
-                "{} {}-{} {}",
-                r.ip_protocol().unwrap_or("?"),
-                r.from_port().unwrap_or(-1),
-                r.to_port().unwrap_or(-1),
-                peer
-            );
-            let mut marks: Vec<String> = r
-                .tags()
+        .into_iter()
+        .map(|(key, tags)| {
+            let mut marks: Vec<String> = tags
                 .iter()
-                .filter_map(|t| match (t.key(), t.value()) {
-                    (Some("tgb-agent.elbv2.k8s.aws/cluster"), Some(v)) => Some(format!("created-by:{v}")),
-                    (Some(k), _) => k.strip_prefix("tgb-agent.elbv2.k8s.aws/claim/").map(|c| format!("claim:{c}")),
-                    _ => None,
+                .filter_map(|(k, v)| match k.as_str() {
+                    "tgb-agent.elbv2.k8s.aws/cluster" => Some(format!("created-by:{v}")),
+                    k => k.strip_prefix("tgb-agent.elbv2.k8s.aws/claim/").map(|c| format!("claim:{c}")),
                 })
                 .collect();
             marks.sort();

@@ -230,3 +230,38 @@ pub async fn node_port_service(client: &Client, name: &str, type_: &str, node_po
         .await
         .expect("service");
 }
+
+/// A security group's ingress rules, each as "proto from-to peer" and its tags.
+pub async fn ingress_rules(
+    sandbox: &Sandbox,
+    group: &str,
+) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
+    let out = ec2
+        .describe_security_group_rules()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(group).build())
+        .send()
+        .await
+        .expect("DescribeSecurityGroupRules");
+    out.security_group_rules()
+        .iter()
+        .filter(|r| r.is_egress() == Some(false))
+        .map(|r| {
+            let peer =
+                r.referenced_group_info().and_then(|g| g.group_id()).or(r.cidr_ipv4()).or(r.cidr_ipv6()).unwrap_or("?");
+            let key = format!(
+                "{} {}-{} {}",
+                r.ip_protocol().unwrap_or("?"),
+                r.from_port().unwrap_or(-1),
+                r.to_port().unwrap_or(-1),
+                peer
+            );
+            let tags = r
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                .collect();
+            (key, tags)
+        })
+        .collect()
+}
