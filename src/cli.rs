@@ -62,8 +62,11 @@ pub struct Scope {
 pub struct RunArgs {
     #[command(flatten)]
     pub scope: Scope,
-    /// Bindings reconciled in parallel (work on one target group is always serialized).
-    #[arg(long, env = "TGB_CONCURRENCY", default_value_t = 4)]
+    /// Bindings reconciled in parallel (work on one target group is always serialized). A
+    /// reconcile spends most of its time waiting for its turn at the AWS write budget, which goes
+    /// to the most urgent write first: only reconciles under way can be put in that order, and
+    /// only their describes batched. The AWS rate limits, not this, bound the load on AWS.
+    #[arg(long, env = "TGB_CONCURRENCY", default_value_t = 128)]
     pub concurrency: u16,
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, env = "TGB_METRICS_ADDR", default_value = "0.0.0.0:8080")]

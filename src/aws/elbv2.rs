@@ -8,7 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 
 use super::accounts::{RoleCache, Sts, config_with};
-use super::{AwsError, RateLimits, Scoped, TargetGroups};
+use super::{AwsError, RateLimits, Scoped, TargetGroups, Turn};
 use crate::metrics::Metrics;
 use crate::model::{
     Account, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType, TargetId,
@@ -123,14 +123,14 @@ impl TargetGroups for Elbv2TargetGroups {
         result
     }
 
-    async fn register(&self, arn: &str, targets: &[Target]) -> Result<(), AwsError> {
+    async fn register(&self, arn: &str, targets: &[Target], turn: &Turn) -> Result<(), AwsError> {
         let request = self.elbv2.register_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
-        self.write("RegisterTargets", arn, request.send()).await
+        self.write("RegisterTargets", arn, turn, request.send()).await
     }
 
-    async fn deregister(&self, arn: &str, targets: &[Target]) -> Result<(), AwsError> {
+    async fn deregister(&self, arn: &str, targets: &[Target], turn: &Turn) -> Result<(), AwsError> {
         let request = self.elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
-        self.write("DeregisterTargets", arn, request.send()).await
+        self.write("DeregisterTargets", arn, turn, request.send()).await
     }
 
     async fn in_account(&self, account: &Account) -> Result<Scoped<'_, Self>, AwsError> {
@@ -167,6 +167,7 @@ impl Elbv2TargetGroups {
         &self,
         op: &'static str,
         arn: &str,
+        turn: &Turn,
         request: impl Future<Output = Result<T, SdkError<E, R>>>,
     ) -> Result<(), AwsError>
     where
@@ -174,7 +175,7 @@ impl Elbv2TargetGroups {
         R: std::fmt::Debug,
     {
         self.check_account(op, arn)?;
-        self.limits.target_writes.acquire(op).await?;
+        self.limits.target_writes.acquire(op, turn).await?;
         let result = request.await.map(drop).map_err(|e| AwsError::from_sdk(op, arn, e));
         self.record(op, &result);
         result
@@ -240,6 +241,7 @@ fn descriptions(targets: &[Target]) -> Vec<TargetDescription> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::Urgency;
 
     /// A client acting in account 222222222222 through a role, sending nowhere: every check below
     /// must answer before a request would go out.
@@ -263,8 +265,8 @@ mod tests {
         let targets = [Target::new(TargetId::new("10.0.0.1", 80))];
         let errors = [
             client.targets(foreign).await.map(drop).expect_err("targets"),
-            client.register(foreign, &targets).await.expect_err("register"),
-            client.deregister(foreign, &targets).await.expect_err("deregister"),
+            client.register(foreign, &targets, &Turn::new(Urgency::Add)).await.expect_err("register"),
+            client.deregister(foreign, &targets, &Turn::new(Urgency::Remove)).await.expect_err("deregister"),
             client.describe(&TargetGroupRef::Arn(foreign.into())).await.map(drop).expect_err("describe"),
         ];
         for error in errors {

@@ -30,6 +30,9 @@ pub enum AwsError {
     /// Not sent: this replica is not (or no longer surely) the leader.
     #[error("{op}: not sent: this replica does not hold the leader lease")]
     Fenced { op: &'static str },
+    /// Not sent: the binding's inputs changed while the write waited for its turn.
+    #[error("{op}: not sent: the inputs it was decided from changed while it waited")]
+    Superseded { op: &'static str },
 }
 
 impl AwsError {
@@ -46,6 +49,7 @@ impl AwsError {
             Self::Api { .. } => "AWSError",
             Self::Transport { .. } => "AWSUnreachable",
             Self::Fenced { .. } => "NotLeader",
+            Self::Superseded { .. } => "Superseded",
             Self::OtherAccount { .. } => "TargetGroupInOtherAccount",
             Self::NoRoleAccess { .. } => "Unsupported",
         }
@@ -64,6 +68,7 @@ impl AwsError {
                 | Self::TooManyTargets { .. }
                 | Self::VpcNotFound(_)
                 | Self::Fenced { .. }
+                | Self::Superseded { .. }
                 | Self::OtherAccount { .. }
                 | Self::NoRoleAccess { .. }
         )

@@ -7,6 +7,7 @@ mod elbv2;
 mod error;
 mod rate_limit;
 pub mod security_groups;
+mod write_queue;
 
 use std::future::Future;
 
@@ -14,6 +15,7 @@ pub use ec2::Ec2Network;
 pub use elbv2::Elbv2TargetGroups;
 pub use error::AwsError;
 pub use rate_limit::{Rate, RateLimits, TokenBucket};
+pub use write_queue::{Turn, Urgency};
 
 use crate::model::{Account, Cidr, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef};
 
@@ -26,10 +28,16 @@ pub trait TargetGroups: Send + Sync + 'static {
     fn describe(&self, tg: &TargetGroupRef) -> impl Future<Output = Result<TargetGroupInfo, AwsError>> + Send;
     /// Every target in the group, draining ones included.
     fn targets(&self, arn: &str) -> impl Future<Output = Result<Vec<RegisteredTarget>, AwsError>> + Send;
-    /// Registers at most [`MAX_TARGETS_PER_CALL`] targets.
-    fn register(&self, arn: &str, targets: &[Target]) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// Deregisters at most [`MAX_TARGETS_PER_CALL`] targets.
-    fn deregister(&self, arn: &str, targets: &[Target]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Registers at most [`MAX_TARGETS_PER_CALL`] targets, once it is `turn`'s turn at the write budget.
+    fn register(&self, arn: &str, targets: &[Target], turn: &Turn)
+    -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Deregisters at most [`MAX_TARGETS_PER_CALL`] targets, once it is `turn`'s turn at the write budget.
+    fn deregister(
+        &self,
+        arn: &str,
+        targets: &[Target],
+        turn: &Turn,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// These operations for target groups in `account`: this client for the agent's own account.
     /// Without an implementation, no other account is reachable.
     fn in_account(&self, account: &Account) -> impl Future<Output = Result<Scoped<'_, Self>, AwsError>> + Send

@@ -2,6 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::AwsError;
+use super::write_queue::{Turn, WriteQueue};
 use crate::fence::Fence;
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
@@ -45,22 +46,23 @@ impl TokenBucket {
     }
 }
 
-/// The gate every AWS write passes: a token of the write bucket, then the leader fence, checked
-/// after the wait so that a replica deposed while it waited never sends.
+/// The gate every AWS write passes: its turn at the write budget (by urgency), then the leader
+/// fence, checked after the wait so that a replica deposed while it waited never sends.
 #[derive(Debug)]
 pub struct WriteLimit {
-    bucket: TokenBucket,
+    queue: WriteQueue,
     fence: Arc<Fence>,
 }
 
 impl WriteLimit {
-    pub fn new(bucket: TokenBucket, fence: Arc<Fence>) -> Self {
-        Self { bucket, fence }
+    pub fn new(queue: WriteQueue, fence: Arc<Fence>) -> Self {
+        Self { queue, fence }
     }
 
-    /// Call right before sending write `op`; `Err(AwsError::Fenced)` means: do not send it.
-    pub async fn acquire(&self, op: &'static str) -> Result<(), AwsError> {
-        self.bucket.acquire().await;
+    /// Call right before sending write `op`; an error means: do not send it (`Fenced`: not the
+    /// leader; `Superseded`: its inputs changed while it waited).
+    pub async fn acquire(&self, op: &'static str, turn: &Turn) -> Result<(), AwsError> {
+        self.queue.take(turn).await.map_err(|_| AwsError::Superseded { op })?;
         if self.fence.allows_writes() { Ok(()) } else { Err(AwsError::Fenced { op }) }
     }
 }
@@ -118,7 +120,7 @@ impl RateLimits {
 
     pub fn new(fence: Arc<Fence>, writes: Rate, describes: Rate) -> Self {
         Self {
-            target_writes: WriteLimit::new(TokenBucket::new(writes.per_second, writes.burst), fence),
+            target_writes: WriteLimit::new(WriteQueue::new(writes.per_second, writes.burst), fence),
             describes: TokenBucket::new(describes.per_second, describes.burst),
         }
     }
@@ -134,6 +136,7 @@ impl Default for RateLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::write_queue::Urgency;
 
     #[test]
     fn rates_parse_and_refuse_what_would_stall() {
@@ -162,15 +165,16 @@ mod tests {
     async fn a_closed_fence_refuses_writes_after_the_token() {
         let fence = Arc::new(Fence::closed());
         let limits = RateLimits::fenced(fence.clone());
+        let turn = Turn::new(Urgency::Add);
         assert!(matches!(
-            limits.target_writes.acquire("RegisterTargets").await,
+            limits.target_writes.acquire("RegisterTargets", &turn).await,
             Err(AwsError::Fenced { op: "RegisterTargets" })
         ));
         fence.open_until(Instant::now() + Duration::from_secs(60));
-        assert!(limits.target_writes.acquire("RegisterTargets").await.is_ok());
+        assert!(limits.target_writes.acquire("RegisterTargets", &turn).await.is_ok());
         fence.revoke();
-        assert!(limits.target_writes.acquire("CreateTags").await.is_err());
-        assert!(RateLimits::default().target_writes.acquire("DeregisterTargets").await.is_ok());
+        assert!(limits.target_writes.acquire("CreateTags", &turn).await.is_err());
+        assert!(RateLimits::default().target_writes.acquire("DeregisterTargets", &turn).await.is_ok());
     }
 
     #[test]

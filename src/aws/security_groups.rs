@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{
     UserIdGroupPair,
 };
 
-use super::{AwsError, RateLimits};
+use super::{AwsError, RateLimits, Turn, Urgency};
 use crate::metrics::Metrics;
 use crate::model::Cidr;
 use crate::model::sg_rule::{
@@ -253,7 +253,9 @@ impl Ec2SecurityGroups {
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        self.limits.target_writes.acquire(op).await.map_err(SecurityGroupError::Aws)?;
+        // Rules new targets need, and the claims that keep them, rank with registrations.
+        let turn = Turn::new(Urgency::Add);
+        self.limits.target_writes.acquire(op, &turn).await.map_err(SecurityGroupError::Aws)?;
         let result =
             request.await.map(drop).map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(op, group, e)));
         self.record(op, &result);

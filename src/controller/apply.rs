@@ -11,13 +11,13 @@ use kube::{Api, ResourceExt};
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
-use super::group::{GroupReport, GroupResult, GroupTask, reconcile_group};
+use super::group::{GroupReport, GroupResult, GroupTask, Why, reconcile_group};
 use super::networking;
 use super::report::{refused_note, report_group, uncertain_note};
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{Network, TargetGroups};
+use crate::aws::{AwsError, Network, TargetGroups};
 use crate::index::{Backend, BackendKey, Nodes, selector};
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
@@ -57,6 +57,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // Observe: the spec (checked before any AWS call), the backend and nodes from the watches.
     let (tg_ref, port_ref) = check_spec(&tgb.spec)?;
     let binding_ref = ObjectRef::from_obj(tgb);
+    // Before the inputs are read: any change after the read makes writes still waiting stale.
+    let input_changes = ctx.watches.wake.subscribe(&binding_ref);
     let key = BackendKey { namespace: namespace.clone(), service: tgb.spec.service_ref.name.clone() };
     let backend = ctx.watches.backends.track(&binding_ref, &key);
     let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&uid))
@@ -72,8 +74,11 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Ok(Action::requeue(until_drift_check));
     }
 
+    // Nothing changed since the last apply: this is a check against AWS (drift, health, gates).
+    let drift_check =
+        ctx.unchanged_since_converged(&uid, fingerprint(tgb, &backend, nodes.as_ref(), networking_version));
     let account = account_of(&tgb.spec)?;
-    let tg = ctx.target_group(&tg_ref, &account).await?;
+    let tg = ctx.target_group(&tg_ref, &account, drift_check).await?;
     let resolved = check_against(&tgb.spec, &tg)?;
     let instance_mode = resolved.target_type == TargetType::Instance;
     ctx.set_instance_mode(&uid, instance_mode);
@@ -139,6 +144,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let report = {
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
+        let mut read = None;
         loop {
             let task = GroupTask {
                 binding: &id,
@@ -148,16 +154,26 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 siblings: &siblings,
                 ours_now: &ours_now,
                 now: unix_now(),
+                why: Why { drift_check, stale_when: ctx.may_go_stale(&uid).then(|| input_changes.clone()) },
+                read: read.as_deref(),
             };
             match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {
                 Ok(GroupResult::Done(report)) => break report,
-                Ok(GroupResult::NeedsConfirmation) => {
+                Ok(GroupResult::NeedsConfirmation(current)) => {
+                    read = Some(current);
                     let live = how.live(ctx).await??;
                     if !live.targets.is_empty() {
                         tracing::warn!(backend = %key, live_targets = live.targets.len(), "the watch cache showed no endpoints but the API server has some; using the live read");
                     }
                     wanted = live;
                     confirmed = true;
+                }
+                Err(ReconcileError::GroupWrite { report, source: AwsError::Superseded { .. } }) => {
+                    // The inputs moved while writes waited for their turn: the reconcile queued by
+                    // that change decides again, with what is urgent now first.
+                    report_group(ctx, tgb, &tg.arn, &report).await;
+                    ctx.went_stale(&uid, true);
+                    return Ok(Action::requeue(RECHECK_SOON));
                 }
                 Err(ReconcileError::GroupWrite { report, source }) => {
                     report_group(ctx, tgb, &tg.arn, &report).await;
@@ -168,6 +184,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
         }
     };
+    ctx.went_stale(&uid, false);
     ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
     report_group(ctx, tgb, &tg.arn, &report).await;
     if !report.refused.is_empty() {
@@ -347,6 +364,8 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             siblings: &siblings,
             ours_now,
             now: unix_now(),
+            why: Why::change(),
+            read: None,
         };
         match reconcile_group(&*target_groups, &ctx.kube.records, record, task).await {
             Ok(GroupResult::Done(report)) => {
@@ -355,7 +374,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
                     left.push(format!("previous target group {arn} still holds targets of this binding"));
                 }
             }
-            Ok(GroupResult::NeedsConfirmation) => {}
+            Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone() => {
                 if let Err(e) = forget_group(ctx, id, &arn, record).await {
                     left.push(format!("previous target group {arn}: {e}"));

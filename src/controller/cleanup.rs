@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use super::apply::{forget_group, unix_now};
 use super::context::Context;
 use super::error::ReconcileError;
-use super::group::{GroupResult, GroupTask, reconcile_group};
+use super::group::{GroupResult, GroupTask, Why, reconcile_group};
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
@@ -91,6 +91,8 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             siblings: &siblings,
             ours_now: &ours_now,
             now: unix_now(),
+            why: Why::change(),
+            read: None,
         };
         match reconcile_group(&**target_groups, &ctx.kube.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
@@ -99,7 +101,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
                     wait = Some(wait.map_or(r, |w| w.min(r)));
                 }
             }
-            Ok(GroupResult::NeedsConfirmation) => {}
+            Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone() => {
                 ctx.forget_target_group_arn(&arn);
                 forget_group(ctx, &id, &arn, &mut record).await?;
@@ -176,7 +178,7 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     let Ok((tg_ref, _)) = check_spec(&tgb.spec) else { return Ok(None) };
     let account = account_of(&tgb.spec)?;
-    match ctx.target_group(&tg_ref, &account).await {
+    match ctx.target_group(&tg_ref, &account, false).await {
         Ok(tg) => Ok(Some(tg.arn)),
         Err(e) => {
             let e = ReconcileError::from(e);

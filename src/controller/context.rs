@@ -11,7 +11,7 @@ use super::locks::KeyedLocks;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, Network, TargetGroups};
-use crate::index::{Backend, BackendIndex, NodeIndex, Nodes};
+use crate::index::{Backend, BackendIndex, NodeIndex, Nodes, Wake};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
 use crate::metrics::Metrics;
@@ -28,11 +28,16 @@ pub struct Kube {
     pub events: Events,
 }
 
-/// The watches that feed the bindings' inputs.
+/// The watches that feed the bindings' inputs, and how they wake bindings.
 pub struct Watches {
     pub backends: Arc<BackendIndex>,
     pub nodes: Arc<NodeIndex>,
+    pub wake: Wake,
 }
+
+/// After this many reconciles in a row whose writes went stale while waiting, the next one's
+/// writes wait however the inputs move, so a backend that never stops changing is still fed.
+const MAX_STALE_IN_A_ROW: u32 = 3;
 
 /// Everything a reconcile needs, shared by all reconciles, in named parts.
 pub struct Context<T, N, S> {
@@ -62,6 +67,8 @@ struct Memory {
     failures: HashMap<ObjectRef<TargetGroupBinding>, u32>,
     /// Binding UIDs last resolved to instance targets (their inputs include the nodes).
     instance_mode: std::collections::HashSet<String>,
+    /// Per binding UID: reconciles in a row whose writes went stale while they waited.
+    stale_in_a_row: HashMap<String, u32>,
 }
 
 impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
@@ -92,13 +99,20 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The target group, described at most once per half drift interval, so a drift check
-    /// always sees a re-created or renamed group.
-    pub async fn target_group(&self, tg: &TargetGroupRef, account: &Account) -> Result<TargetGroupInfo, AwsError> {
+    /// The target group. A change in the cluster uses what is known of it, however old (a burst
+    /// of changes costs no DescribeTargetGroups); a drift check describes it again once half a
+    /// drift interval has passed, so a re-created or renamed group is seen at the next check.
+    /// A failed write or a group found gone drops what is known.
+    pub async fn target_group(
+        &self,
+        tg: &TargetGroupRef,
+        account: &Account,
+        drift_check: bool,
+    ) -> Result<TargetGroupInfo, AwsError> {
         let ttl = self.drift_interval / 2;
         let key = (account.clone(), tg.clone());
         if let Some((info, at)) = self.memory().target_groups.get(&key)
-            && at.elapsed() < ttl
+            && (!drift_check || at.elapsed() < ttl)
         {
             return Ok(info.clone());
         }
@@ -148,6 +162,28 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         Ok(cidrs)
     }
 
+    /// Whether the inputs are those of the last successful apply: a reconcile now is a check
+    /// against AWS (drift, health), not a change.
+    pub fn unchanged_since_converged(&self, uid: &str, fingerprint: u64) -> bool {
+        self.memory().converged.get(uid).is_some_and(|(last, _)| *last == fingerprint)
+    }
+
+    /// Whether this binding's waiting writes may be dropped when its inputs change (not after
+    /// [`MAX_STALE_IN_A_ROW`] such drops in a row).
+    pub fn may_go_stale(&self, uid: &str) -> bool {
+        self.memory().stale_in_a_row.get(uid).is_none_or(|n| *n < MAX_STALE_IN_A_ROW)
+    }
+
+    /// Counts a reconcile whose writes went stale (`true`) or one that got to send them.
+    pub fn went_stale(&self, uid: &str, stale: bool) {
+        let mut memory = self.memory();
+        if stale {
+            *memory.stale_in_a_row.entry(uid.to_owned()).or_default() += 1;
+        } else {
+            memory.stale_in_a_row.remove(uid);
+        }
+    }
+
     /// When the inputs are unchanged since the last successful apply and no drift check is due,
     /// the time until that check; `None` means AWS must be consulted now.
     pub fn unchanged_until_drift_check(&self, uid: &str, fingerprint: u64) -> Option<Duration> {
@@ -189,7 +225,10 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         let mut memory = self.memory();
         memory.converged.remove(&uid);
         memory.instance_mode.remove(&uid);
+        memory.stale_in_a_row.remove(&uid);
         memory.failures.remove(&ObjectRef::from_obj(tgb));
+        drop(memory);
+        self.watches.wake.forget(&ObjectRef::from_obj(tgb));
     }
 
     /// Counts a failure of `binding` and returns the retry delay: exponential from 1 s, capped at

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::aws::{AwsError, MAX_TARGETS_PER_CALL, TargetGroups};
+use crate::aws::{AwsError, MAX_TARGETS_PER_CALL, TargetGroups, Turn};
 use crate::model::{Target, TargetId};
 use crate::plan::decide::Outcome;
 
@@ -41,13 +41,14 @@ fn refuses_some_targets(write: Write, error: &AwsError) -> bool {
     }
 }
 
-pub async fn send<T: TargetGroups>(aws: &T, write: Write, arn: &str, targets: &[Target]) -> Sent {
+/// Sends `targets`, each batch waiting for `turn` at the write budget.
+pub async fn send<T: TargetGroups>(aws: &T, write: Write, arn: &str, targets: &[Target], turn: &Turn) -> Sent {
     let mut sent = Sent::default();
     let mut queue: VecDeque<&[Target]> = targets.chunks(MAX_TARGETS_PER_CALL).collect();
     while let Some(batch) = queue.pop_front() {
         let result = match write {
-            Write::Register => aws.register(arn, batch).await,
-            Write::Deregister => aws.deregister(arn, batch).await,
+            Write::Register => aws.register(arn, batch, turn).await,
+            Write::Deregister => aws.deregister(arn, batch, turn).await,
         };
         let outcome = match result {
             Ok(()) => Outcome::Applied,
@@ -111,16 +112,20 @@ mod tests {
         async fn targets(&self, _: &str) -> Result<Vec<RegisteredTarget>, AwsError> {
             Err(AwsError::TargetGroupNotFound("send only writes".into()))
         }
-        async fn register(&self, _: &str, targets: &[Target]) -> Result<(), AwsError> {
+        async fn register(&self, _: &str, targets: &[Target], _: &Turn) -> Result<(), AwsError> {
             self.write("register", targets)
         }
-        async fn deregister(&self, _: &str, targets: &[Target]) -> Result<(), AwsError> {
+        async fn deregister(&self, _: &str, targets: &[Target], _: &Turn) -> Result<(), AwsError> {
             self.write("deregister", targets)
         }
     }
 
     fn targets(n: usize) -> Vec<Target> {
         (0..n).map(|i| Target::new(TargetId::new(format!("10.0.{}.{}", i / 250, i % 250), 80))).collect()
+    }
+
+    fn turn() -> Turn {
+        Turn::new(crate::aws::Urgency::Add)
     }
 
     fn count(sent: &Sent, outcome: Outcome) -> usize {
@@ -130,7 +135,7 @@ mod tests {
     #[tokio::test]
     async fn batches_of_200() {
         let fake = Fake::default();
-        let sent = send(&fake, Write::Deregister, "arn", &targets(450)).await;
+        let sent = send(&fake, Write::Deregister, "arn", &targets(450), &turn()).await;
         assert!(sent.error.is_none());
         assert_eq!(count(&sent, Outcome::Applied), 450);
         let calls = fake.calls.lock().expect("fake lock").clone();
@@ -141,7 +146,7 @@ mod tests {
     async fn one_refused_target_never_blocks_the_others() {
         let all = targets(450);
         let fake = Fake { bad: vec![all[7].id.clone(), all[420].id.clone()], ..Default::default() };
-        let sent = send(&fake, Write::Register, "arn", &all).await;
+        let sent = send(&fake, Write::Register, "arn", &all, &turn()).await;
         assert!(sent.error.is_none());
         assert_eq!(count(&sent, Outcome::Applied), 448);
         let refused: Vec<_> = sent.refused.iter().map(|(t, _)| t.id.clone()).collect();
@@ -154,7 +159,7 @@ mod tests {
     async fn a_lost_answer_is_unknown_a_throttle_is_not_applied_and_both_stop() {
         for (lost, expected) in [(true, Outcome::Unknown), (false, Outcome::NotApplied)] {
             let fake = Fake { fail_at: Some((1, lost)), ..Default::default() };
-            let sent = send(&fake, Write::Register, "arn", &targets(450)).await;
+            let sent = send(&fake, Write::Register, "arn", &targets(450), &turn()).await;
             assert!(sent.error.is_some());
             assert_eq!(count(&sent, Outcome::Applied), 200);
             assert_eq!(count(&sent, expected), 200);

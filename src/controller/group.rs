@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::ReconcileError;
 use super::execute::{Sent, Write, send};
-use crate::aws::TargetGroups;
+use crate::aws::{TargetGroups, Turn, Urgency};
 use crate::k8s::ownership::OwnershipStore;
 use crate::model::{BindingId, RegisteredTarget, Target, TargetId, TargetState};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
@@ -26,6 +26,39 @@ pub struct GroupTask<'a> {
     pub ours_now: &'a BTreeSet<String>,
     /// Seconds since the Unix epoch.
     pub now: u64,
+    /// Why the group is reconciled, which sets how urgent its writes are.
+    pub why: Why,
+    /// The group's targets as this reconcile already read them (asked again after confirming an
+    /// empty backend): one DescribeTargetHealth per group per reconcile.
+    pub read: Option<&'a [RegisteredTarget]>,
+}
+
+/// What brought a group up for reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Why {
+    /// Nothing changed in the cluster: a periodic check against AWS. Its writes repair drift and
+    /// wait behind every write a change asked for.
+    pub drift_check: bool,
+    /// Changes to the binding's inputs: once they move, registrations and repairs still waiting
+    /// for their turn are dropped so the binding decides again (removals are always kept).
+    pub stale_when: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Why {
+    /// A change in the cluster (or a deletion): removals first, then additions.
+    pub fn change() -> Self {
+        Self::default()
+    }
+
+    fn turn(&self, write: Write) -> Turn {
+        let urgency = match (self.drift_check, write) {
+            (true, _) => Urgency::Repair,
+            (false, Write::Deregister) => Urgency::Remove,
+            (false, Write::Register) => Urgency::Add,
+        };
+        let stale_when = if urgency == Urgency::Remove { None } else { self.stale_when.clone() };
+        Turn { urgency, stale_when }
+    }
 }
 
 /// What happened to the group.
@@ -46,8 +79,9 @@ pub struct GroupReport {
 
 pub enum GroupResult {
     /// The decision would empty the group on the watches' word: read the backend live, then call
-    /// again with `Want::Targets { confirmed: true, .. }`. Nothing was written.
-    NeedsConfirmation,
+    /// again with `Want::Targets { confirmed: true, .. }` and these targets (the group as read) in
+    /// [`GroupTask::read`]. Nothing was written.
+    NeedsConfirmation(Vec<RegisteredTarget>),
     Done(Box<GroupReport>),
 }
 
@@ -61,14 +95,15 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
 ) -> Result<GroupResult, ReconcileError> {
     let Observed { current, claims: observed, decision } = observe(aws, store, record, &task).await?;
     if decision.needs_confirmation {
-        return Ok(GroupResult::NeedsConfirmation);
+        return Ok(GroupResult::NeedsConfirmation(current));
     }
     if let Some(before) = &decision.claims_before {
         persist(store, record, task.binding, task.arn, before.clone()).await?;
     }
-    let deregistered = send(aws, Write::Deregister, task.arn, &decision.deregister).await;
+    let deregister = task.why.turn(Write::Deregister);
+    let deregistered = send(aws, Write::Deregister, task.arn, &decision.deregister, &deregister).await;
     let registered = if deregistered.error.is_none() {
-        send(aws, Write::Register, task.arn, &decision.register).await
+        send(aws, Write::Register, task.arn, &decision.register, &task.why.turn(Write::Register)).await
     } else {
         Sent::default()
     };
@@ -124,7 +159,10 @@ pub async fn observe<T: TargetGroups, R: OwnershipStore>(
     record: &Record,
     task: &GroupTask<'_>,
 ) -> Result<Observed, ReconcileError> {
-    let current = aws.targets(task.arn).await?;
+    let current = match task.read {
+        Some(read) => read.to_vec(),
+        None => aws.targets(task.arn).await?,
+    };
     let protected = if task.shared { sibling_claims(store, task.siblings, task.arn).await? } else { BTreeSet::new() };
     let claims = record.claims(task.arn).cloned().unwrap_or_default();
     let ownership = if task.shared { Ownership::Shared { claims: &claims } } else { Ownership::Exclusive };

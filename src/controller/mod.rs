@@ -24,7 +24,6 @@ use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use context::{Context, Kube, Watches};
@@ -33,7 +32,7 @@ pub use error::ReconcileError;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
-use crate::index::{BackendIndex, NodeIndex};
+use crate::index::{BackendIndex, NodeIndex, Wake};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
 use crate::k8s::status::{self, Observed};
@@ -70,9 +69,9 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
-    let index = BackendIndex::new(client.clone(), settings.watch_namespace.clone(), wake_tx.clone());
-    let nodes = NodeIndex::new(client.clone(), wake_tx.clone());
+    let (wake, wake_rx) = Wake::new();
+    let index = BackendIndex::new(client.clone(), settings.watch_namespace.clone(), wake.clone());
+    let nodes = NodeIndex::new(client.clone(), wake.clone());
     let controller = Controller::new(bindings, watcher::Config::default())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
@@ -82,8 +81,8 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         records: OwnershipRecords::new(client.clone(), &settings.agent_namespace),
         events: Events::new(client, settings.instance),
     };
-    let watches = Watches { backends: index, nodes };
-    let contributions = networking::Contributions::new(wake_tx);
+    let watches = Watches { backends: index, nodes, wake: wake.clone() };
+    let contributions = networking::Contributions::new(wake.clone());
     let ctx = Arc::new(Context::new(
         kube,
         aws,

@@ -242,7 +242,7 @@ impl TargetGroups for World {
             .collect())
     }
 
-    async fn register(&self, _: &str, targets: &[Target]) -> Result<(), AwsError> {
+    async fn register(&self, _: &str, targets: &[Target], _: &crate::aws::Turn) -> Result<(), AwsError> {
         let mut sim = self.sim();
         let fault = sim.fault();
         let applies = matches!(fault, Fault::None | Fault::After | Fault::Crash { applied: true });
@@ -258,7 +258,7 @@ impl TargetGroups for World {
         answer(&mut sim, fault, "RegisterTargets")
     }
 
-    async fn deregister(&self, _: &str, targets: &[Target]) -> Result<(), AwsError> {
+    async fn deregister(&self, _: &str, targets: &[Target], _: &crate::aws::Turn) -> Result<(), AwsError> {
         let mut sim = self.sim();
         let fault = sim.fault();
         let applies = matches!(fault, Fault::None | Fault::After | Fault::Crash { applied: true });
@@ -331,9 +331,19 @@ fn reconcile(world: &World, deleting: bool) {
         (sim.record.clone().unwrap_or_default(), wanted, ours_now, sim.now)
     };
     let want = if deleting { Want::Nothing } else { Want::Targets { targets: &wanted, confirmed: true } };
-    let task = GroupTask { binding: &binding, arn: ARN, want, shared: true, siblings: &[], ours_now: &ours_now, now };
+    let task = GroupTask {
+        binding: &binding,
+        arn: ARN,
+        want,
+        shared: true,
+        siblings: &[],
+        ours_now: &ours_now,
+        now,
+        why: super::group::Why::change(),
+        read: None,
+    };
     let result = futures::executor::block_on(reconcile_group(world, world, &mut record, task));
-    assert!(!matches!(result, Ok(GroupResult::NeedsConfirmation)), "confirmed inputs never ask for confirmation");
+    assert!(!matches!(result, Ok(GroupResult::NeedsConfirmation(_))), "confirmed inputs never ask for confirmation");
 }
 
 fn run_schedule(seed: u64) -> (Vec<String>, Stats) {

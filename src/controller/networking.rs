@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::apply::unix_now;
 use super::context::Context;
@@ -46,7 +46,7 @@ pub type Outcome = Option<(&'static str, String)>;
 pub struct Contributions {
     state: Mutex<State>,
     changed: Notify,
-    wake: mpsc::UnboundedSender<BindingRef>,
+    wake: crate::index::Wake,
 }
 
 #[derive(Default)]
@@ -64,7 +64,7 @@ struct State {
 }
 
 impl Contributions {
-    pub fn new(wake: mpsc::UnboundedSender<BindingRef>) -> Self {
+    pub fn new(wake: crate::index::Wake) -> Self {
         Self { state: Mutex::default(), changed: Notify::new(), wake }
     }
 
@@ -284,7 +284,7 @@ fn report<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
     }
     for binding in wake {
-        let _ = ctx.networking.wake.send(binding);
+        ctx.networking.wake.reconcile(&binding);
     }
 }
 

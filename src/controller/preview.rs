@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::apply::unix_now;
 use super::error::ReconcileError;
-use super::group::{GroupTask, Observed, observe};
+use super::group::{GroupTask, Observed, Why, observe};
 use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
@@ -226,7 +226,17 @@ async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
 ) -> Result<(), ReconcileError> {
     let id = binding_id(tgb);
     let siblings = bound_to(tgb, arn, all);
-    let task = GroupTask { binding: &id, arn, want, shared, siblings: &siblings, ours_now, now: unix_now() };
+    let task = GroupTask {
+        binding: &id,
+        arn,
+        want,
+        shared,
+        siblings: &siblings,
+        ours_now,
+        now: unix_now(),
+        why: Why::change(),
+        read: None,
+    };
     let target_groups = aws.target_groups.in_account(&account_of(&tgb.spec)?).await?;
     let observed = match observe(&*target_groups, records, record, &task).await {
         Ok(observed) => observed,

@@ -9,7 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::relist::Views;
 use super::store::{Change, Table, version_of};
@@ -76,12 +76,12 @@ pub struct BackendIndex {
     /// Wake the fill workers (see [`fill_worker`]).
     service_fills: Arc<Notify>,
     slice_fills: Arc<Notify>,
-    wake: mpsc::UnboundedSender<BindingRef>,
+    wake: super::Wake,
 }
 
 impl BackendIndex {
     /// `namespace`: watch only there (`--watch-namespace`), else the whole cluster.
-    pub fn new(client: Client, namespace: Option<String>, wake: mpsc::UnboundedSender<BindingRef>) -> Arc<Self> {
+    pub fn new(client: Client, namespace: Option<String>, wake: super::Wake) -> Arc<Self> {
         Arc::new(Self {
             client,
             namespace,
@@ -145,8 +145,7 @@ impl BackendIndex {
 
     fn wake_bindings_of(&self, state: &State, keys: &[BackendKey]) {
         for binding in keys.iter().filter_map(|k| state.bindings.get(k)).flatten() {
-            // The receiver only goes away at shutdown.
-            let _ = self.wake.send(binding.clone());
+            self.wake.inputs_changed(binding);
         }
     }
 }

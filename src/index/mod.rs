@@ -9,8 +9,10 @@ mod nodes;
 mod relist;
 mod store;
 mod views;
+mod wake;
 
 pub use backends::{Backend, BackendIndex, BackendKey};
 pub use nodes::{NodeIndex, Nodes};
 pub use relist::Views;
 pub use views::{node_view, selector, service_view, slice_view};
+pub use wake::Wake;

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use tokio::sync::mpsc;
 
 use super::relist::Views;
 use super::views::node_view;
@@ -27,11 +26,11 @@ pub struct NodeIndex {
     state: Arc<RwLock<Nodes>>,
     bindings: Mutex<HashSet<BindingRef>>,
     started: std::sync::Once,
-    wake: mpsc::UnboundedSender<BindingRef>,
+    wake: super::Wake,
 }
 
 impl NodeIndex {
-    pub fn new(client: Client, wake: mpsc::UnboundedSender<BindingRef>) -> Arc<Self> {
+    pub fn new(client: Client, wake: super::Wake) -> Arc<Self> {
         Arc::new(Self {
             client,
             state: Arc::default(),
@@ -60,7 +59,7 @@ impl NodeIndex {
 
     fn wake_all(&self) {
         for binding in self.bindings().iter() {
-            let _ = self.wake.send(binding.clone());
+            self.wake.inputs_changed(binding);
         }
     }
 }
