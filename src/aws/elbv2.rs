@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 
 use super::accounts::{RoleCache, Sts, config_with};
+use super::describe_batch::{Answer, DescribeBatches, GATHER_WINDOW, Reply, retry_one_by_one};
 use super::{AwsError, RateLimits, Scoped, TargetGroups, Turn};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -25,7 +27,11 @@ pub struct Elbv2TargetGroups {
     /// The account an assumed-role client acts in: it refuses ARNs of any other account, so a
     /// `TargetGroupNotFound` from the wrong account can never pass for a deleted group.
     account: Option<String>,
+    /// The role this client acts through (`None`: the agent's own credentials).
+    role: Option<String>,
     roles: Arc<Roles>,
+    /// Lookups by ARN waiting to share a DescribeTargetGroups call, per client.
+    batches: Arc<DescribeBatches>,
 }
 
 /// How clients for other accounts are made and kept.
@@ -43,7 +49,9 @@ impl Elbv2TargetGroups {
             limits,
             metrics,
             account: None,
+            role: None,
             roles: Arc::new(roles),
+            batches: Arc::default(),
         }
     }
 
@@ -77,38 +85,29 @@ impl Elbv2TargetGroups {
     }
 }
 
+const DESCRIBE: &str = "DescribeTargetGroups";
+
 impl TargetGroups for Elbv2TargetGroups {
+    /// By ARN, the lookup shares a call with the others made within a few milliseconds.
     async fn describe(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
-        const OP: &str = "DescribeTargetGroups";
-        self.limits.describes.acquire().await;
-        let request = match tg {
-            TargetGroupRef::Arn(arn) => {
-                self.check_account(OP, arn)?;
-                self.elbv2.describe_target_groups().target_group_arns(arn)
-            }
-            TargetGroupRef::Name(name) => self.elbv2.describe_target_groups().names(name),
+        let TargetGroupRef::Arn(arn) = tg else {
+            return self.describe_one(tg).await;
         };
-        let resource = tg.to_string();
-        let sent = match request.send().await {
-            Ok(out) => Ok(out),
-            Err(e) => match tg {
-                TargetGroupRef::Arn(arn) => {
-                    Err(self.not_found_here(OP, arn, AwsError::from_sdk(OP, &resource, e)).await)
-                }
-                TargetGroupRef::Name(_) => Err(AwsError::from_sdk(OP, &resource, e)),
-            },
-        };
-        let result = sent.and_then(|out| match out.target_groups() {
-            [one] => Ok(target_group_info(one)),
-            [] => Err(AwsError::TargetGroupNotFound(resource.clone())),
-            many => Err(AwsError::Api {
-                op: OP,
-                code: "Ambiguous".into(),
-                message: format!("{} target groups match {resource}", many.len()),
-            }),
-        });
-        self.record(OP, &result);
-        result
+        self.check_account(DESCRIBE, arn)?;
+        let (opens, answer) = self.batches.join(&self.role, arn);
+        if opens {
+            // Sent from a task of its own: the lookups that joined wait for it even when the
+            // reconcile that opened the batch is cancelled.
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(GATHER_WINDOW).await;
+                let chunks = this.batches.take(&this.role);
+                futures::future::join_all(chunks.into_iter().map(|chunk| this.answer_chunk(chunk))).await;
+            });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AwsError::Transport { op: DESCRIBE, message: "the shared DescribeTargetGroups call was lost".into() })
+        })
     }
 
     async fn targets(&self, arn: &str) -> Result<Vec<RegisteredTarget>, AwsError> {
@@ -156,12 +155,85 @@ impl TargetGroups for Elbv2TargetGroups {
             limits: self.limits.clone(),
             metrics: self.metrics.clone(),
             account: role.account_id().map(str::to_owned),
+            role: Some(role.role_arn.clone()),
             roles: self.roles.clone(),
+            batches: self.batches.clone(),
         }))
     }
 }
 
 impl Elbv2TargetGroups {
+    /// One DescribeTargetGroups call for one group, by ARN or name.
+    async fn describe_one(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
+        self.limits.describes.acquire().await;
+        let request = match tg {
+            TargetGroupRef::Arn(arn) => {
+                self.check_account(DESCRIBE, arn)?;
+                self.elbv2.describe_target_groups().target_group_arns(arn)
+            }
+            TargetGroupRef::Name(name) => self.elbv2.describe_target_groups().names(name),
+        };
+        let resource = tg.to_string();
+        let sent = match request.send().await {
+            Ok(out) => Ok(out),
+            Err(e) => match tg {
+                TargetGroupRef::Arn(arn) => {
+                    Err(self.not_found_here(DESCRIBE, arn, AwsError::from_sdk(DESCRIBE, &resource, e)).await)
+                }
+                TargetGroupRef::Name(_) => Err(AwsError::from_sdk(DESCRIBE, &resource, e)),
+            },
+        };
+        let result = sent.and_then(|out| match out.target_groups() {
+            [one] => Ok(target_group_info(one)),
+            [] => Err(AwsError::TargetGroupNotFound(resource.clone())),
+            many => Err(AwsError::Api {
+                op: DESCRIBE,
+                code: "Ambiguous".into(),
+                message: format!("{} target groups match {resource}", many.len()),
+            }),
+        });
+        self.record(DESCRIBE, &result);
+        result
+    }
+
+    /// Answers the lookups of one chunk of a batch: one call for all of them, then one call per
+    /// ARN the shared call did not settle.
+    async fn answer_chunk(&self, chunk: Vec<(String, Vec<Reply>)>) {
+        let mut answers = match chunk.as_slice() {
+            [_] => HashMap::new(),
+            _ => self.describe_several(chunk.iter().map(|(arn, _)| arn.clone()).collect()).await,
+        };
+        for (arn, replies) in chunk {
+            let answer = match answers.remove(&arn) {
+                Some(answer) => answer,
+                None => self.describe_one(&TargetGroupRef::Arn(arn)).await,
+            };
+            for reply in replies {
+                // A lookup whose reconcile was cancelled no longer listens: nothing to do.
+                let _ = reply.send(answer.clone());
+            }
+        }
+    }
+
+    /// One call for several ARNs. A group missing from the answer, or a call failed by one bad
+    /// ARN, is left out (looked up alone next); any other failure is every lookup's answer.
+    async fn describe_several(&self, arns: Vec<String>) -> HashMap<String, Answer> {
+        self.limits.describes.acquire().await;
+        let resource = arns.join(",");
+        let sent = self.elbv2.describe_target_groups().set_target_group_arns(Some(arns.clone())).send().await;
+        let result = sent.map_err(|e| AwsError::from_sdk(DESCRIBE, &resource, e));
+        self.record(DESCRIBE, &result);
+        match result {
+            Ok(out) => out
+                .target_groups()
+                .iter()
+                .filter_map(|tg| Some((tg.target_group_arn()?.to_owned(), Ok(target_group_info(tg)))))
+                .collect(),
+            Err(e) if retry_one_by_one(&e) => HashMap::new(),
+            Err(e) => arns.into_iter().map(|arn| (arn, Err(e.clone()))).collect(),
+        }
+    }
+
     /// Sends a target write under the write rate limit (the request only goes out when awaited).
     async fn write<T, E, R>(
         &self,

@@ -1,7 +1,7 @@
 use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 
 /// An AWS call that failed, classified by what the agent does about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsError {
     #[error("target group {0} not found")]
     TargetGroupNotFound(String),

@@ -2,6 +2,7 @@
 //! retries and error classification live here so the rest of the agent never sees SDK types.
 
 pub mod accounts;
+mod describe_batch;
 mod ec2;
 mod elbv2;
 mod error;

@@ -54,6 +54,7 @@ pub struct Context<T, N, S> {
     /// Pods that declare a binding's readiness gate.
     pub gates: super::gates::GateMemory,
     memory: Mutex<Memory>,
+    vpc_lookups: KeyedLocks,
 }
 
 /// What the agent remembers between reconciles. Losing it (a restart) only costs AWS calls.
@@ -92,6 +93,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
             networking,
             gates: Default::default(),
             memory: Mutex::default(),
+            vpc_lookups: KeyedLocks::default(),
         }
     }
 
@@ -149,10 +151,16 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
             Account::Own => vpc_id.to_owned(),
             Account::Role(role) => format!("{vpc_id} for {}", role.role_arn),
         };
-        if let Some((cidrs, at)) = self.memory().vpc_cidrs.get(&key)
-            && at.elapsed() < VPC_CIDR_TTL
-        {
-            return Ok(cidrs.clone());
+        let cached =
+            || self.memory().vpc_cidrs.get(&key).filter(|(_, at)| at.elapsed() < VPC_CIDR_TTL).map(|(c, _)| c.clone());
+        if let Some(cidrs) = cached() {
+            return Ok(cidrs);
+        }
+        // One lookup per VPC at a time: the reconciles of a cold start, many groups in one VPC,
+        // wait for the first one's answer instead of all asking EC2.
+        let _one_lookup = self.vpc_lookups.lock(&key).await;
+        if let Some(cidrs) = cached() {
+            return Ok(cidrs);
         }
         let cidrs = match self.aws.network.vpc_cidrs(vpc_id).await {
             Err(AwsError::VpcNotFound(_)) if *account != Account::Own => Vec::new(),

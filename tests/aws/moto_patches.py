@@ -22,6 +22,8 @@ What changes (stock moto 5.2.5 behaviour in brackets):
   AvailabilityZone (``all`` or a zone of the region), an IP inside it must not use ``all``;
   instance TG: Id must look like an instance id, the instance must exist in the TG's VPC and run;
   Port 1..65535; the per-TG quota -> ``TooManyTargets`` [almost nothing validated];
+- DescribeTargetGroups refuses more than 20 ARNs in one call with ``ValidationError`` "You cannot
+  describe more than '20' target groups at a time" [any number];
 - DescribeNetworkInterfaces takes the filter ``ipv6-addresses.ipv6-address`` (the ENIs holding an
   IPv6 pod address) [not implemented: the call fails with ``FilterNotImplementedError``].
 
@@ -438,6 +440,20 @@ def _eni_filter_value(original: Any) -> Any:
     return get_filter_value
 
 
+MAX_DESCRIBED_ARNS = 20
+
+
+def _describe_target_groups_at_most_20(original: Any) -> Any:
+    def describe_target_groups(self: Any, load_balancer_arn: Any, target_group_arns: list[str], names: Any) -> Any:
+        from moto.elbv2.exceptions import ValidationError
+
+        if len(target_group_arns or []) > MAX_DESCRIBED_ARNS:
+            raise ValidationError(f"You cannot describe more than '{MAX_DESCRIBED_ARNS}' target groups at a time")
+        return original(self, load_balancer_arn, target_group_arns, names)
+
+    return describe_target_groups
+
+
 def apply() -> None:
     """Install the patches (idempotent). Fails loudly on any moto version but the pinned one."""
     global _applied
@@ -455,11 +471,14 @@ def apply() -> None:
     for name in ("register", "deregister", "deregister_terminated_instances", "health_for"):
         assert hasattr(models.FakeTargetGroup, name), f"moto changed: FakeTargetGroup.{name} is gone"
     assert hasattr(models.ELBv2Backend, "describe_target_health")
+    assert hasattr(models.ELBv2Backend, "describe_target_groups")
     models.FakeTargetGroup.register = _register
     models.FakeTargetGroup.deregister = _deregister
     models.FakeTargetGroup.deregister_terminated_instances = _deregister_terminated_instances
     models.FakeTargetGroup.health_for = _health_for
     models.ELBv2Backend.describe_target_health = _describe_target_health
+    models.ELBv2Backend.describe_target_groups = _describe_target_groups_at_most_20(
+        models.ELBv2Backend.describe_target_groups)
     from moto.ec2.models import security_groups
 
     assert hasattr(security_groups, "SecurityGroupRule"), "moto changed: SecurityGroupRule is gone"

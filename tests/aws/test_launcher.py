@@ -324,6 +324,17 @@ def test_default_quota_is_1000(aws: Any) -> None:
     assert error_of(exc)[0] == "TooManyTargets"
 
 
+def test_describe_target_groups_takes_at_most_20_arns(aws: Any) -> None:
+    arns = [aws.elb.create_target_group(Name=f"many-{i}", Protocol="HTTP", Port=80, VpcId=aws.vpc,
+                                        TargetType="ip")["TargetGroups"][0]["TargetGroupArn"] for i in range(21)]
+    assert len(aws.elb.describe_target_groups(TargetGroupArns=arns[:20])["TargetGroups"]) == 20
+    with pytest.raises(ClientError) as exc:
+        aws.elb.describe_target_groups(TargetGroupArns=arns)
+    code, message, status = error_of(exc)
+    assert (code, status) == ("ValidationError", 400)
+    assert message == "You cannot describe more than '20' target groups at a time"
+
+
 # --- throttling and counters --------------------------------------------------------------------------
 
 

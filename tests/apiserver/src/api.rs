@@ -304,28 +304,36 @@ impl ResourceRequest<'_> {
     fn list(&self) -> Result<Response, ApiError> {
         let (labels, fields) = self.selectors()?;
         let rt = self.rt();
-        let (mut items, resource_version) = {
-            let store = self.server.store();
-            let items: Vec<Value> = store
-                .list(&rt.storage_key(), self.resolved.namespace.as_deref())
-                .map(|o| lifecycle::present(rt, o))
-                .filter(|o| labels.matches(o) && fields.matches(o))
-                .collect();
-            (items, store.resource_version())
+        // Pagination: the continue token encodes the (namespace, name) of the last item sent, and a
+        // page starts right after it, so paging through a large list costs each object once.
+        let after = match self.params.get("continue").filter(|t| !t.is_empty()) {
+            Some(token) => Some(decode_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?),
+            None => None,
         };
-        // Pagination: the continue token encodes the (namespace, name) of the last item sent.
-        if let Some(token) = self.params.get("continue").filter(|t| !t.is_empty()) {
-            let after = decode_continue(token).ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-            items.retain(|o| object_key(o) > after);
-        }
+        let limit = self.params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+        let (items, resource_version, more) = {
+            let store = self.server.store();
+            let namespace = self.resolved.namespace.as_deref();
+            let mut matching = store
+                .list_after(&rt.storage_key(), namespace, after.as_ref())
+                .map(|o| lifecycle::present(rt, o))
+                .filter(|o| labels.matches(o) && fields.matches(o));
+            let items: Vec<Value> = matching.by_ref().take(limit.unwrap_or(usize::MAX)).collect();
+            // Like the real API server: the count of what is left only when no selector filters it.
+            let more = match items.last() {
+                Some(last) if limit.is_some() && labels.is_empty() && fields.is_empty() => {
+                    let left = store.list_after(&rt.storage_key(), namespace, Some(&object_key(last))).count();
+                    (left > 0).then_some(Some(left))
+                }
+                Some(_) if limit.is_some() => matching.next().map(|_| None),
+                _ => None,
+            };
+            (items, store.resource_version(), more)
+        };
         let mut list_meta = json!({ "resourceVersion": resource_version.to_string() });
-        if let Some(limit) = self.params.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0)
-            && items.len() > limit
-        {
-            let remaining = items.len() - limit;
-            items.truncate(limit);
-            if let Some(last) = items.last() {
-                list_meta["continue"] = json!(encode_continue(&object_key(last)));
+        if let (Some(remaining), Some(last)) = (more, items.last()) {
+            list_meta["continue"] = json!(encode_continue(&object_key(last)));
+            if let Some(remaining) = remaining {
                 list_meta["remainingItemCount"] = json!(remaining);
             }
         }

@@ -97,6 +97,10 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
 }
 
 impl LabelSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         split_top_level(s).into_iter().map(parse_requirement).collect::<Result<_, _>>().map(LabelSelector)
     }
@@ -121,6 +125,10 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         for part in split_top_level(s) {

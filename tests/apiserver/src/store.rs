@@ -2,6 +2,7 @@
 //! that watches replay and follow.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -91,10 +92,22 @@ impl Store {
 
     /// Objects of a bucket, sorted by namespace then name; `namespace: None` means all.
     pub fn list<'a>(&'a self, key: &StorageKey, namespace: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
+        self.list_after(key, namespace, None)
+    }
+
+    /// Like `list`, but only objects whose (namespace, name) sorts after `after`: a continued page
+    /// starts where the previous one ended instead of walking the bucket from its start.
+    pub fn list_after<'a>(
+        &'a self,
+        key: &StorageKey,
+        namespace: Option<&'a str>,
+        after: Option<&ObjectKey>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        let start = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.clone()));
         self.objects
             .get(key)
             .into_iter()
-            .flat_map(|bucket| bucket.iter())
+            .flat_map(move |bucket| bucket.range((start.clone(), Bound::Unbounded)))
             .filter(move |((ns, _), _)| namespace.is_none_or(|want| ns == want))
             .map(|(_, v)| v)
     }

@@ -356,7 +356,16 @@ async fn selectors_filter_lists() {
     let paged = api.list(&lp.clone().limit(2)).await.unwrap();
     assert_eq!(paged.items.len(), 2);
     let token = paged.metadata.continue_.clone().expect("continue token");
-    assert_eq!(names(api.list(&lp.clone().limit(2).continue_token(&token)).await.unwrap()), vec!["c"]);
+    assert_eq!(paged.metadata.remaining_item_count, Some(1));
+    let last = api.list(&lp.clone().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(last.clone()), vec!["c"]);
+    assert_eq!((last.metadata.continue_.as_deref(), last.metadata.remaining_item_count), (None, None));
+    // A selected page: "a" then, after "b" is skipped, "c"; no count of what is left (as a real API server).
+    let web = api.list(&lp.clone().labels("tier=web").limit(1)).await.unwrap();
+    assert_eq!((names(web.clone()), web.metadata.remaining_item_count), (vec!["a".to_string()], None));
+    let token = web.metadata.continue_.clone().expect("continue token with a selector");
+    let web = api.list(&lp.clone().labels("tier=web").limit(1).continue_token(&token)).await.unwrap();
+    assert_eq!((names(web.clone()), web.metadata.continue_), (vec!["c".to_string()], None));
     let all: Api<ConfigMap> = Api::all(client);
     assert_eq!(all.list(&lp).await.unwrap().items.len(), 3);
 }
