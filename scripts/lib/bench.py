@@ -1,11 +1,14 @@
 """The scale benchmark's driver (run by scripts/bench, which builds the agent and starts the sandbox).
 
-usage: bench.py SANDBOX_DIR AGENT_BINARY    (settings from the environment: N M K U INSTANCE_EVERY TIMEOUT)
+usage: bench.py SANDBOX_DIR AGENT_BINARY
+       (settings from the environment: N M K U CHURN INSTANCE_EVERY TIMEOUT)
 
 Seeds the sandbox with N target groups and N bindings of M endpoints each (every INSTANCE_EVERY-th
 binding in instance mode, on a pool of M nodes out of K), plus U EndpointSlices no binding
-references; runs the agent to all Ready, restarts it with nothing changed, forces a relist of its
-watches, and prints what it measured. Figures only: nothing here passes or fails on a timing.
+references; runs the agent to all Ready, adds one binding, rolls CHURN (default 100) ip Services at
+once (one endpoint terminating, one new ready: timed from each EndpointSlice update to the
+DeregisterTargets/RegisterTargets the AWS emulator's write log shows), forces a relist of its
+watches, restarts it with nothing changed, and prints what it measured. Figures only: nothing here passes or fails on a timing.
 """
 
 import json
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
@@ -30,6 +34,7 @@ def setting(name, default):
 
 
 N, M, K, U = setting("N", 40), setting("M", 10), setting("K", 20), setting("U", 2000)
+CHURN = setting("CHURN", 100)
 INSTANCE_EVERY = setting("INSTANCE_EVERY", 5)
 TIMEOUT = setting("TIMEOUT", 900)
 
@@ -53,6 +58,13 @@ class Kube:
 
     def create(self, path, obj):
         return self.call("POST", path, obj)
+
+    def merge_patch(self, path, patch):
+        req = urllib.request.Request(self.url + path, data=json.dumps(patch).encode(), method="PATCH",
+                                     headers={"Content-Type": "application/merge-patch+json",
+                                              "Accept": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())
 
 
 def free_port():
@@ -152,8 +164,68 @@ def seed(kube, env):
                     slice_obj(f"noise-{u}", f"noise-{u}", [noise_ip(u * 5 + e) for e in range(5)], NOISE_NS))
     log(f"Kubernetes seeded in {time.monotonic() - t0:.0f} s: {K} nodes, {N} Services, slices and bindings, "
         f"{U} unrelated slices")
-    return targets, lambda name: elbv2.create_target_group(
+    return targets, arns, lambda name: elbv2.create_target_group(
         Name=name, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="ip")["TargetGroups"][0]["TargetGroupArn"]
+
+
+def target_writes(aws_url):
+    with urllib.request.urlopen(aws_url + "/_launcher/calls/log", timeout=60) as resp:
+        return json.loads(resp.read())["targetWrites"]
+
+
+def churn(kube, aws_url, arns):
+    """CHURN Services roll at once: in each, one ready endpoint starts terminating (still serving) and a
+    new one turns ready, in one EndpointSlice update. Returns, per Service, the seconds from its update
+    to the first successful DeregisterTargets of the old address and RegisterTargets of the new one
+    (nan when missing after TIMEOUT), the seconds until the last of those writes, and the AWS calls
+    the burst caused."""
+    rolling = [i for i, (_, instance) in enumerate(arns) if not instance][:CHURN]
+    aws_reset(aws_url)
+    changes = {}  # i -> (old ip, new ip, time of the update)
+
+    def roll(k, i):
+        old, new = ip_of(i * M), ip_of(N * M + M + k)
+        endpoints = [{"addresses": [old], "conditions": {"ready": False, "serving": True, "terminating": True},
+                      "targetRef": {"kind": "Pod", "name": f"svc-{i}-a-0", "namespace": NS}}]
+        endpoints += [{"addresses": [ip_of(i * M + j)], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": f"svc-{i}-a-{j}", "namespace": NS}} for j in range(1, M)]
+        endpoints.append({"addresses": [new], "conditions": {"ready": True},
+                          "targetRef": {"kind": "Pod", "name": f"svc-{i}-a-new", "namespace": NS}})
+        sent = time.time()
+        kube.merge_patch(f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices/svc-{i}-a",
+                         {"endpoints": endpoints})
+        changes[i] = (old, new, sent)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda a: roll(*a), enumerate(rolling)))
+    start = min(t for _, _, t in changes.values())
+
+    def first(writes, action, arn, ip, since):
+        return next((w["time"] for w in writes if w["action"] == action and w["status"] < 400
+                     and w["targetGroupArn"] == arn and w["time"] >= since
+                     and {"id": ip, "port": 8080} in w["targets"]), None)
+
+    while True:
+        writes = target_writes(aws_url)
+        seen = {i: (first(writes, "DeregisterTargets", arns[i][0], old, t),
+                    first(writes, "RegisterTargets", arns[i][0], new, t)) for i, (old, new, t) in changes.items()}
+        if all(d is not None and r is not None for d, r in seen.values()) or time.time() - start > TIMEOUT:
+            break
+        time.sleep(0.5)
+    lag = lambda w, i: w - changes[i][2] if w is not None else float("nan")  # noqa: E731
+    deregistered = [lag(d, i) for i, (d, _) in seen.items()]
+    registered = [lag(r, i) for i, (_, r) in seen.items()]
+    last = max((w for pair in seen.values() for w in pair if w is not None), default=start)
+    return len(rolling), deregistered, registered, last - start, settle(aws_url)
+
+
+def percentiles(values):
+    """p50, p99 and max of values (nan when any value is missing, so a gap cannot hide)."""
+    if not values or any(math.isnan(v) for v in values):
+        return float("nan"), float("nan"), float("nan")
+    ordered = sorted(values)
+    at = lambda q: ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]  # noqa: E731
+    return at(0.50), at(0.99), ordered[-1]
 
 
 def late_binding(kube, create_group):
@@ -245,7 +317,7 @@ def main():
     env = read_env(os.path.join(sandbox, "env"))
     kube = Kube(open(os.path.join(sandbox, "apiserver.url")).readline().strip())
     aws_url = env["AWS_ENDPOINT_URL"].rstrip("/")
-    targets, create_group = seed(kube, env)
+    targets, arns, create_group = seed(kube, env)
     endpoints = N * M
     calls = sum(math.ceil(t / BATCH) for t in targets if t)
     floor = max(0.0, (calls - WRITE_BURST) / WRITE_RATE)
@@ -267,6 +339,7 @@ def main():
     cold_hwm, cold_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
     late = late_binding(kube, create_group)
     settle(aws_url)
+    rolled, deregistered, registered, burst, burst_calls = churn(kube, aws_url, arns)
 
     # A relist of every watch (dropped streams, then 410 Expired), while the agent is in steady state.
     kube.call("DELETE", "/_double/stats")
@@ -321,6 +394,13 @@ def main():
     print(f"| watch streams open at the API server | {open_w} ({', '.join(f'{r}: {n}' for r, n in sorted(by_resource.items()))});"
           f" peak {peak_w} |")
     print(f"| AWS calls, cold start | {', '.join(f'{op} {n}' for op, n in sorted(cold_calls.items()) if n)} |")
+    fmt = lambda v: "missing" if math.isnan(v) else f"{v:.2f} s"  # noqa: E731
+    print(f"| {rolled} Services roll at once: endpoint terminating → DeregisterTargets sent, p50 / p99 / max | "
+          f"{' / '.join(fmt(v) for v in percentiles(deregistered))} |")
+    print(f"| same burst: endpoint ready → RegisterTargets sent, p50 / p99 / max | "
+          f"{' / '.join(fmt(v) for v in percentiles(registered))} |")
+    print(f"| same burst: until every write was sent | {burst:.2f} s |")
+    print(f"| same burst: AWS calls | {', '.join(f'{op} {n}' for op, n in sorted(burst_calls.items()) if n)} |")
     print(f"| restart, nothing changed: every group read once | {restart:.1f} s; peak RSS {mib(restart_hwm):.1f} MiB |")
     print(f"| restart: mutating AWS calls | {sum(mutating.values())} {mutating if mutating else ''} |")
     print(f"| restart: DescribeTargetGroups calls | {restart_calls.get('DescribeTargetGroups', 0)} |")

@@ -6,7 +6,7 @@
 Writes ``http://127.0.0.1:<port>`` to the ready file (temp + rename) once the server answers, and
 exits cleanly on SIGTERM/SIGINT. The ELBv2 behaviour patches live in ``moto_patches.py`` (the
 only code that touches moto internals). This file adds, as WSGI middleware in front of moto:
-throttling injection, per-operation call counters, and the JSON control API under
+throttling injection, per-operation call counters, a log of target writes, and the JSON control API under
 ``/_launcher/``. See tests/aws/README.md.
 """
 
@@ -24,6 +24,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections import deque
 from io import BytesIO
 from typing import Any, Callable, Iterable
 
@@ -162,6 +163,39 @@ class Counters:
             self._calls.clear()
 
 
+class TargetWrites:
+    """The last MAX_ENTRIES elbv2 RegisterTargets/DeregisterTargets calls, in arrival order, with
+    their targets and answer status: lets a benchmark time when each target's write was sent."""
+
+    ACTIONS = ("RegisterTargets", "DeregisterTargets")
+    MAX_ENTRIES = 50_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: deque[dict[str, Any]] = deque(maxlen=self.MAX_ENTRIES)
+
+    def record(self, arrived: float, action: str, body: bytes, status: int) -> None:
+        params = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        targets = []
+        n = 1
+        while (ident := params.get(f"Targets.member.{n}.Id")) is not None:
+            port = params.get(f"Targets.member.{n}.Port")
+            targets.append({"id": ident[0], "port": int(port[0]) if port and port[0].isdigit() else None})
+            n += 1
+        entry = {"time": arrived, "action": action, "status": status, "targets": targets,
+                 "targetGroupArn": (params.get("TargetGroupArn") or [None])[0]}
+        with self._lock:
+            self._entries.append(entry)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"targetWrites": list(self._entries)}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 def _read_body(environ: dict[str, Any]) -> bytes:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -236,6 +270,7 @@ class Launcher:
         self.throttles = Throttles()
         self.faults = Faults()
         self.counters = Counters()
+        self.writes = TargetWrites()
         self.initial_config = initial_config
         self.started = time.time()
 
@@ -251,6 +286,21 @@ class Launcher:
         if ident is None:
             return self.moto_app(environ, start_response)
         service, action = ident
+        if service == "elbv2" and action in TargetWrites.ACTIONS:
+            arrived = time.time()
+            status_of: dict[str, int] = {}
+
+            def noting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                status_of["status"] = int(status.split()[0])
+                return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+            result = self._serve(environ, noting, service, action)
+            self.writes.record(arrived, action, body, status_of.get("status", 500))
+            return result
+        return self._serve(environ, start_response, service, action)
+
+    def _serve(self, environ: dict[str, Any], start_response: Callable[..., Any], service: str,
+               action: str) -> Iterable[bytes]:
         fault = self.faults.draw(service, action)
         if self.throttles.take(service, action) or fault == "throttle":
             status, headers, data = _throttle_response(service)
@@ -323,7 +373,8 @@ class Launcher:
             ("GET", "health"): lambda p: {"status": "ok", "moto": moto_patches.MOTO_VERSION,
                                           "uptimeSeconds": round(time.time() - self.started, 3)},
             ("GET", "calls"): lambda p: self.counters.snapshot(),
-            ("POST", "calls/reset"): lambda p: (self.counters.clear(), {"status": "ok"})[1],
+            ("POST", "calls/reset"): lambda p: (self.counters.clear(), self.writes.clear(), {"status": "ok"})[2],
+            ("GET", "calls/log"): lambda p: self.writes.snapshot(),
             ("GET", "throttle"): lambda p: {"pending": self.throttles.snapshot()},
             ("POST", "throttle"): self._set_throttle,
             ("POST", "throttle/reset"): lambda p: (self.throttles.clear(), {"status": "ok"})[1],
@@ -366,6 +417,7 @@ class Launcher:
     def _reset(self, p: dict[str, Any]) -> Any:
         """Counters, throttles and config back to their start values (AWS state: /moto-api/reset)."""
         self.counters.clear()
+        self.writes.clear()
         self.throttles.clear()
         self.faults.configure({})
         with moto_patches.LOCK:

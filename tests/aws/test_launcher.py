@@ -459,6 +459,25 @@ def test_call_counters_and_reset(aws: Any) -> None:
         "total": 1, "succeeded": 0, "failed": 1, "throttled": 0, "errors": {"TargetGroupNotFound": 1}}}}
 
 
+def test_target_writes_are_logged_with_targets_time_and_status(aws: Any) -> None:
+    aws.moto.control("POST", "calls/reset")
+    before = time.time()
+    aws.elb.register_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.20", "Port": 8080},
+                                                                 {"Id": "10.0.1.21"}])
+    aws.moto.control("POST", "throttle", {"operation": "DeregisterTargets", "count": 1})
+    with pytest.raises(ClientError):
+        aws.elb.deregister_targets(TargetGroupArn=aws.ip_tg, Targets=[{"Id": "10.0.1.20", "Port": 8080}])
+    aws.elb.describe_target_health(TargetGroupArn=aws.ip_tg)  # reads are not logged
+    log = aws.moto.control("GET", "calls/log")["targetWrites"]
+    assert [(w["action"], w["status"], w["targetGroupArn"], w["targets"]) for w in log] == [
+        ("RegisterTargets", 200, aws.ip_tg, [{"id": "10.0.1.20", "port": 8080}, {"id": "10.0.1.21", "port": None}]),
+        ("DeregisterTargets", 400, aws.ip_tg, [{"id": "10.0.1.20", "port": 8080}]),
+    ]
+    assert before <= log[0]["time"] <= log[1]["time"] <= time.time()
+    aws.moto.control("POST", "calls/reset")
+    assert aws.moto.control("GET", "calls/log") == {"targetWrites": []}
+
+
 def test_launcher_reset_restores_start_config(aws: Any) -> None:
     aws.moto.control("POST", "config", {"healthyAfterSeconds": 9, "targetsPerGroupQuota": 5})
     aws.moto.control("POST", "throttle", {"operation": "RegisterTargets", "count": 5})
@@ -466,6 +485,7 @@ def test_launcher_reset_restores_start_config(aws: Any) -> None:
     assert out["config"]["healthyAfterSeconds"] == 0.5 and out["config"]["targetsPerGroupQuota"] == 1000
     assert aws.moto.control("GET", "throttle") == {"pending": []}
     assert aws.moto.control("GET", "calls") == {}
+    assert aws.moto.control("GET", "calls/log") == {"targetWrites": []}
     with pytest.raises(urllib.error.HTTPError) as exc:
         aws.moto.control("POST", "config", {"noSuchKey": 1})
     assert exc.value.code == 400
