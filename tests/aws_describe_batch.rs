@@ -1,10 +1,13 @@
 //! Lookups of target groups by ARN share DescribeTargetGroups calls of at most 20 ARNs (the
-//! emulator refuses 21, as AWS does), and one bad ARN does not fail the others' lookups.
+//! emulator refuses 21, as AWS does), lookups made while the describe budget is busy share the
+//! next call, and one bad ARN does not fail the others' lookups.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
-use tgb_agent::aws::{AwsError, Elbv2TargetGroups, RateLimits, TargetGroups};
+use tgb_agent::aws::{AwsError, Elbv2TargetGroups, Rate, RateLimits, TargetGroups};
+use tgb_agent::fence::Fence;
 use tgb_agent::metrics::Metrics;
 use tgb_agent::model::TargetGroupRef;
 use tgb_sandbox::{Sandbox, create_ip_target_group, delete_target_group, seed_aws};
@@ -59,4 +62,22 @@ async fn concurrent_lookups_share_calls_of_at_most_20_arns() {
         }
     }
     assert_eq!(sandbox.aws_call_count(DESCRIBE).await.expect("calls") - before, 1 + 6);
+
+    // On a busy describe budget (2 a second, burst 1), lookups that trickle in while the sender
+    // waits for its turn ride along: 25 lookups 20 ms apart after a lone one cost 1 + 2 calls, not 26.
+    let busy = RateLimits::new(Arc::new(Fence::open()), Rate::WRITES, Rate { per_second: 2.0, burst: 1 });
+    let groups = Elbv2TargetGroups::new(&sandbox.aws().await, Arc::new(busy), Arc::new(Metrics::default()));
+    let before = sandbox.aws_call_count(DESCRIBE).await.expect("calls");
+    describe_all(&groups, &arns[..1]).await[0].as_ref().expect("lone lookup");
+    let trickle = arns.iter().filter(|arn| **arn != arns[10]).take(25).enumerate().map(|(i, arn)| {
+        let groups = &groups;
+        async move {
+            tokio::time::sleep(Duration::from_millis(20) * i as u32).await;
+            groups.describe(&TargetGroupRef::Arn(arn.clone())).await
+        }
+    });
+    for answer in join_all(trickle).await {
+        answer.expect("lookup");
+    }
+    assert_eq!(sandbox.aws_call_count(DESCRIBE).await.expect("calls") - before, 1 + 2);
 }

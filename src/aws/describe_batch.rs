@@ -1,8 +1,10 @@
 //! Lookups of target groups by ARN, gathered into shared DescribeTargetGroups calls.
 //!
 //! The API takes up to [`MAX_ARNS_PER_CALL`] ARNs per call, so at start-up (every binding looks
-//! its group up at once) a thousand groups cost fifty calls instead of a thousand. A lookup waits
-//! at most [`GATHER_WINDOW`] for company; a lone lookup is a call of one, as before.
+//! its group up at once) a thousand groups cost fifty calls instead of a thousand. One sender per
+//! client waits [`GATHER_WINDOW`], then its turn at the describe rate limit, and takes up to
+//! twenty ARNs per turn: lookups that arrive while it waits ride along, so the busier the
+//! describe budget, the fuller the calls. A lone lookup on an idle budget is a call of one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,7 +18,7 @@ use crate::model::TargetGroupInfo;
 /// "You cannot describe more than '20' target groups at a time" (the API's answer to 21).
 pub const MAX_ARNS_PER_CALL: usize = 20;
 
-/// How long the first lookup of a batch waits for others before the batch is sent.
+/// How long the first lookup of a batch waits for others before the sender asks for its turn.
 pub const GATHER_WINDOW: Duration = Duration::from_millis(5);
 
 pub type Answer = Result<TargetGroupInfo, AwsError>;
@@ -34,8 +36,8 @@ pub struct DescribeBatches {
 }
 
 impl DescribeBatches {
-    /// Adds a lookup of `arn` for the client `role`; true when it opens a new batch, whose sender
-    /// must [`take`](Self::take) it after the gather window.
+    /// Adds a lookup of `arn` for the client `role`; true when no sender is under way for that
+    /// client, and the caller must start one that calls [`take`](Self::take) until it says done.
     pub fn join(&self, role: &Client, arn: &str) -> (bool, oneshot::Receiver<Answer>) {
         let (reply, answer) = oneshot::channel();
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -44,27 +46,30 @@ impl DescribeBatches {
         (batch.len() == 1, answer)
     }
 
-    /// The lookups gathered for `role`, by ARN (one ARN asked twice is sent once), in chunks the
-    /// API accepts. Lookups that join from now on open a new batch.
-    pub fn take(&self, role: &Client) -> Vec<Vec<(String, Vec<Reply>)>> {
-        let gathered = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(role).unwrap_or_default();
-        let mut by_arn: Vec<(String, Vec<Reply>)> = Vec::new();
+    /// The next call's worth of lookups for `role`: up to [`MAX_ARNS_PER_CALL`] ARNs in arrival
+    /// order, each with every lookup of it (one ARN asked twice is sent once). The flag says
+    /// whether lookups remain; when none do, the sender is done and the next lookup starts another.
+    pub fn take(&self, role: &Client) -> (Vec<(String, Vec<Reply>)>, bool) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let gathered = waiting.remove(role).unwrap_or_default();
+        let mut chunk: Vec<(String, Vec<Reply>)> = Vec::new();
         let mut position: HashMap<String, usize> = HashMap::new();
+        let mut rest = Vec::new();
         for (arn, reply) in gathered {
             match position.get(&arn) {
-                Some(&i) => by_arn[i].1.push(reply),
-                None => {
-                    position.insert(arn.clone(), by_arn.len());
-                    by_arn.push((arn, vec![reply]));
+                Some(&i) => chunk[i].1.push(reply),
+                None if chunk.len() < MAX_ARNS_PER_CALL => {
+                    position.insert(arn.clone(), chunk.len());
+                    chunk.push((arn, vec![reply]));
                 }
+                None => rest.push((arn, reply)),
             }
         }
-        let mut chunks = Vec::new();
-        let mut rest = by_arn.into_iter().peekable();
-        while rest.peek().is_some() {
-            chunks.push(rest.by_ref().take(MAX_ARNS_PER_CALL).collect());
+        let more = !rest.is_empty();
+        if more {
+            waiting.insert(role.clone(), rest);
         }
-        chunks
+        (chunk, more)
     }
 }
 
@@ -97,13 +102,22 @@ mod tests {
         let (opens, _other) = batches.join(&role, "arn-0");
         assert!(opens, "another client's lookups are another batch");
 
-        let chunks = batches.take(&own);
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), vec![20, 20, 5]);
-        let arn7 = chunks.iter().flatten().find(|(arn, _)| arn == "arn-7").map(|(_, r)| r.len());
+        let mut sizes = Vec::new();
+        let mut arn7 = None;
+        loop {
+            let (chunk, more) = batches.take(&own);
+            sizes.push(chunk.len());
+            arn7 = arn7.or(chunk.iter().find(|(arn, _)| arn == "arn-7").map(|(_, r)| r.len()));
+            if !more {
+                break;
+            }
+            let (opens, _) = batches.join(&own, &format!("arn-late-{}", sizes.len()));
+            assert!(!opens, "while lookups remain, the sender under way takes them");
+        }
+        assert_eq!(sizes, vec![20, 20, 7], "45 ARNs and two that joined mid-way, twenty a call");
         assert_eq!(arn7, Some(2), "one ARN asked twice is sent once and answered twice");
-        assert!(batches.take(&own).is_empty());
         let (opens, _) = batches.join(&own, "arn-1");
-        assert!(opens, "after a take, the next lookup opens a new batch");
-        assert_eq!(batches.take(&role).len(), 1);
+        assert!(opens, "once the sender is done, the next lookup starts another");
+        assert_eq!(batches.take(&role).0.len(), 1);
     }
 }

@@ -88,7 +88,8 @@ impl Elbv2TargetGroups {
 const DESCRIBE: &str = "DescribeTargetGroups";
 
 impl TargetGroups for Elbv2TargetGroups {
-    /// By ARN, the lookup shares a call with the others made within a few milliseconds.
+    /// By ARN, the lookup shares a call with the others made before that call's turn at the
+    /// describe rate limit comes.
     async fn describe(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
         let TargetGroupRef::Arn(arn) = tg else {
             return self.describe_one(tg).await;
@@ -96,13 +97,21 @@ impl TargetGroups for Elbv2TargetGroups {
         self.check_account(DESCRIBE, arn)?;
         let (opens, answer) = self.batches.join(&self.role, arn);
         if opens {
-            // Sent from a task of its own: the lookups that joined wait for it even when the
-            // reconcile that opened the batch is cancelled.
+            // A sender of its own: the lookups that joined wait for it even when the reconcile
+            // that started it is cancelled. It takes twenty ARNs per turn at the rate limit, so
+            // lookups made while it waits for a turn share that turn's call.
             let this = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(GATHER_WINDOW).await;
-                let chunks = this.batches.take(&this.role);
-                futures::future::join_all(chunks.into_iter().map(|chunk| this.answer_chunk(chunk))).await;
+                loop {
+                    this.limits.describes.acquire().await;
+                    let (chunk, more) = this.batches.take(&this.role);
+                    let answering = this.clone();
+                    tokio::spawn(async move { answering.answer_chunk(chunk).await });
+                    if !more {
+                        break;
+                    }
+                }
             });
         }
         answer.await.unwrap_or_else(|_| {
@@ -166,6 +175,11 @@ impl Elbv2TargetGroups {
     /// One DescribeTargetGroups call for one group, by ARN or name.
     async fn describe_one(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
         self.limits.describes.acquire().await;
+        self.describe_one_now(tg).await
+    }
+
+    /// [`describe_one`](Self::describe_one) with the rate-limit token already taken.
+    async fn describe_one_now(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
         let request = match tg {
             TargetGroupRef::Arn(arn) => {
                 self.check_account(DESCRIBE, arn)?;
@@ -196,11 +210,14 @@ impl Elbv2TargetGroups {
         result
     }
 
-    /// Answers the lookups of one chunk of a batch: one call for all of them, then one call per
-    /// ARN the shared call did not settle.
+    /// Answers the lookups of one chunk of a batch, whose rate-limit token is already taken: one
+    /// call for all of them, then one call per ARN the shared call did not settle.
     async fn answer_chunk(&self, chunk: Vec<(String, Vec<Reply>)>) {
         let mut answers = match chunk.as_slice() {
-            [_] => HashMap::new(),
+            [] => return,
+            [(arn, _)] => {
+                HashMap::from([(arn.clone(), self.describe_one_now(&TargetGroupRef::Arn(arn.clone())).await)])
+            }
             _ => self.describe_several(chunk.iter().map(|(arn, _)| arn.clone()).collect()).await,
         };
         for (arn, replies) in chunk {
@@ -215,10 +232,9 @@ impl Elbv2TargetGroups {
         }
     }
 
-    /// One call for several ARNs. A group missing from the answer, or a call failed by one bad
+    /// One call for several ARNs (the rate-limit token already taken). A group missing from the answer, or a call failed by one bad
     /// ARN, is left out (looked up alone next); any other failure is every lookup's answer.
     async fn describe_several(&self, arns: Vec<String>) -> HashMap<String, Answer> {
-        self.limits.describes.acquire().await;
         let resource = arns.join(",");
         let sent = self.elbv2.describe_target_groups().set_target_group_arns(Some(arns.clone())).send().await;
         let result = sent.map_err(|e| AwsError::from_sdk(DESCRIBE, &resource, e));

@@ -19,30 +19,24 @@ impl TokenBucket {
         Self { rate: rate_per_second.max(0.001), burst, state: Mutex::new((burst, Instant::now())) }
     }
 
-    /// Waits until a token is available and takes it.
+    /// Takes the next token, waiting until it is due. Each caller reserves its token on arrival
+    /// (the bucket goes into debt), so waiters are served in arrival order and each wakes once; a
+    /// caller cancelled while it waits leaves its token unused, which only slows the others.
     pub async fn acquire(&self) {
-        loop {
-            let wait = self.try_take(Instant::now());
-            match wait {
-                None => return,
-                Some(wait) => tokio::time::sleep(wait).await,
-            }
+        if let Some(wait) = self.reserve(Instant::now()) {
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// Takes a token if one is available, otherwise says how long until one is.
-    fn try_take(&self, now: Instant) -> Option<Duration> {
+    /// Reserves the next token: `None` when it is available now, otherwise how long until it is due.
+    fn reserve(&self, now: Instant) -> Option<Duration> {
         // A poisoned lock only means another task panicked mid-update; the numbers are still usable.
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (tokens, last) = *state;
-        let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now);
-            None
-        } else {
-            *state = (tokens, now);
-            Some(Duration::from_secs_f64((1.0 - tokens) / self.rate))
-        }
+        let refilled = now.saturating_duration_since(last).as_secs_f64() * self.rate;
+        let tokens = (tokens + refilled).min(self.burst) - 1.0;
+        *state = (tokens, now.max(last));
+        (tokens < 0.0).then(|| Duration::from_secs_f64(-tokens / self.rate))
     }
 }
 
@@ -149,16 +143,20 @@ mod tests {
     }
 
     #[test]
-    fn burst_then_rate() {
+    fn burst_then_rate_in_arrival_order() {
         let bucket = TokenBucket::new(4.0, 3);
         let start = Instant::now();
         for _ in 0..3 {
-            assert_eq!(bucket.try_take(start), None);
+            assert_eq!(bucket.reserve(start), None);
         }
-        let wait = bucket.try_take(start).expect("burst is spent");
-        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
-        assert_eq!(bucket.try_take(start + Duration::from_millis(250)), None);
-        assert!(bucket.try_take(start + Duration::from_millis(260)).is_some());
+        let due = |wait: Option<Duration>| wait.map(|w| (w.as_secs_f64() * 1000.0).round());
+        assert_eq!(due(bucket.reserve(start)), Some(250.0), "burst spent: the next token in 250 ms");
+        assert_eq!(due(bucket.reserve(start)), Some(500.0), "the one after waits behind it");
+        assert_eq!(
+            due(bucket.reserve(start + Duration::from_millis(600))),
+            Some(150.0),
+            "debt is paid at the rate: the fourth token is due at 750 ms"
+        );
     }
 
     #[tokio::test]
@@ -181,8 +179,8 @@ mod tests {
     fn never_saves_more_than_burst() {
         let bucket = TokenBucket::new(100.0, 2);
         let later = Instant::now() + Duration::from_secs(3600);
-        assert_eq!(bucket.try_take(later), None);
-        assert_eq!(bucket.try_take(later), None);
-        assert!(bucket.try_take(later).is_some());
+        assert_eq!(bucket.reserve(later), None);
+        assert_eq!(bucket.reserve(later), None);
+        assert!(bucket.reserve(later).is_some());
     }
 }
