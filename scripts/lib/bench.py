@@ -261,7 +261,7 @@ class Agent:
              "--metrics-addr", self.metrics, "--health-addr", f"127.0.0.1:{free_port()}"],
             env=agent_env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
 
-    def status_kib(self, field):
+    def status_value(self, field):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith(field + ":"):
@@ -336,7 +336,8 @@ def main():
     cold = time.monotonic() - agent.started
     cold_calls = settle(aws_url)
     open_w, peak_w, by_resource = watches(kube)
-    cold_hwm, cold_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
+    cold_hwm, cold_rss = agent.status_value("VmHWM"), agent.status_value("VmRSS")
+    cold_threads = agent.status_value("Threads")
     late = late_binding(kube, create_group)
     settle(aws_url)
     rolled, deregistered, registered, burst, burst_calls = churn(kube, aws_url, arns)
@@ -355,7 +356,7 @@ def main():
             break
     relist = since - t0 if since else float("nan")
     relist_pages = kube.call("GET", "/_double/stats")["byResource"].get("endpointslices.discovery.k8s.io", {})
-    relist_hwm, relist_rss = agent.status_kib("VmHWM"), agent.status_kib("VmRSS")
+    relist_hwm, relist_rss = agent.status_value("VmHWM"), agent.status_value("VmRSS")
     kube.call("DELETE", "/_double/faults")
     agent.stop()
 
@@ -369,7 +370,7 @@ def main():
         time.sleep(0.5)
     restart = time.monotonic() - agent.started
     restart_calls = settle(aws_url)
-    restart_hwm = agent.status_kib("VmHWM")
+    restart_hwm = agent.status_value("VmHWM")
     agent.stop()
 
     mib = lambda kib: kib / 1024  # noqa: E731
@@ -388,7 +389,7 @@ def main():
     print(f"| a binding of a new Service created after start: to Ready | {late:.2f} s |")
     print(f"| peak RSS (VmHWM) after cold start | {mib(cold_hwm):.1f} MiB ({per_k(cold_hwm):.2f} MiB per 1,000 "
           f"endpoints) |")
-    print(f"| RSS after cold start (VmRSS) | {mib(cold_rss):.1f} MiB |")
+    print(f"| RSS after cold start (VmRSS) | {mib(cold_rss):.1f} MiB; {cold_threads} threads |")
     print(f"| peak RSS through a forced relist of every watch | {mib(relist_hwm):.1f} MiB (VmRSS {mib(relist_rss):.1f});"
           f" watches open again after {relist:.1f} s; EndpointSlice requests: {relist_pages} |")
     print(f"| watch streams open at the API server | {open_w} ({', '.join(f'{r}: {n}' for r, n in sorted(by_resource.items()))});"
