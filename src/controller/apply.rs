@@ -63,20 +63,20 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let backend = ctx.watches.backends.track(&binding_ref, &key);
     let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&uid))
         .then(|| ctx.watches.nodes.track(&binding_ref));
-    if !backend.synced() || nodes.as_ref().is_some_and(|n| !n.synced()) {
+    if !backend.synced() || nodes.as_deref().is_some_and(|n| !n.synced()) {
         // The watches wake this binding once their first list is in.
         return Ok(Action::requeue(RECHECK_SOON));
     }
     let networking_version = ctx.networking.result(&uid).0;
     if let Some(until_drift_check) =
-        ctx.unchanged_until_drift_check(&uid, fingerprint(tgb, &backend, nodes.as_ref(), networking_version))
+        ctx.unchanged_until_drift_check(&uid, fingerprint(tgb, &backend, nodes.as_deref(), networking_version))
     {
         return Ok(Action::requeue(until_drift_check));
     }
 
     // Nothing changed since the last apply: this is a check against AWS (drift, health, gates).
     let drift_check =
-        ctx.unchanged_since_converged(&uid, fingerprint(tgb, &backend, nodes.as_ref(), networking_version));
+        ctx.unchanged_since_converged(&uid, fingerprint(tgb, &backend, nodes.as_deref(), networking_version));
     let account = account_of(&tgb.spec)?;
     let tg = ctx.target_group(&tg_ref, &account, drift_check).await?;
     let resolved = check_against(&tgb.spec, &tg)?;
@@ -92,7 +92,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
         nodes = Some(tracked);
     }
-    let inputs = fingerprint(tgb, &backend, nodes.as_ref(), networking_version);
+    let inputs = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
     let node_selector = match &tgb.spec.node_selector {
         Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
         None => None,
@@ -126,7 +126,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let gated =
         if instance_mode { BTreeSet::new() } else { gates::held_back(ctx, tgb, &slices, resolved.family).await? };
     let how = How { gated: &gated, ..how };
-    let mut wanted = how.watched(ctx, &backend, nodes.as_ref()).await??;
+    let mut wanted = how.watched(ctx, &backend, nodes.as_deref()).await??;
     // The security-group loop works from this on its own; a failure here never holds targets back.
     let pods =
         if instance_mode { Default::default() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };

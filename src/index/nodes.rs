@@ -23,7 +23,9 @@ pub type Nodes = Views<NodeView>;
 
 pub struct NodeIndex {
     client: Client,
-    state: Arc<RwLock<Nodes>>,
+    /// The last published snapshot: every instance binding's reconcile shares it (at 500 nodes a
+    /// copy per reconcile under way was most of the agent's memory at start-up).
+    state: Arc<RwLock<Arc<Nodes>>>,
     bindings: Mutex<HashSet<BindingRef>>,
     started: std::sync::Once,
     wake: super::Wake,
@@ -45,7 +47,7 @@ impl NodeIndex {
     }
 
     /// Records that `binding` reads nodes (starting the watch on first use) and returns them.
-    pub fn track(self: &Arc<Self>, binding: &BindingRef) -> Nodes {
+    pub fn track(self: &Arc<Self>, binding: &BindingRef) -> Arc<Nodes> {
         self.bindings().insert(binding.clone());
         self.started.call_once(|| {
             tokio::spawn(watch_nodes(self.client.clone(), self.state.clone(), Arc::downgrade(self)));
@@ -64,11 +66,20 @@ impl NodeIndex {
     }
 }
 
-async fn watch_nodes(client: Client, state: Arc<RwLock<Nodes>>, index: Weak<NodeIndex>) {
+async fn watch_nodes(client: Client, state: Arc<RwLock<Arc<Nodes>>>, index: Weak<NodeIndex>) {
     let mut events = std::pin::pin!(watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff());
+    // The watch's own copy takes every event; a snapshot is published only when what bindings
+    // see changes, never for the ~10 s status heartbeats.
+    let mut nodes = Nodes::default();
     while let Some(event) = events.next().await {
         let changed = match event {
-            Ok(event) => state.write().unwrap_or_else(|p| p.into_inner()).apply(event, |node| Some(node_view(node))),
+            Ok(event) => {
+                let changed = nodes.apply(event, |node| Some(node_view(node)));
+                if changed {
+                    *state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nodes.clone());
+                }
+                changed
+            }
             Err(error) => {
                 tracing::warn!(%error, "node watch failed; retrying with backoff, keeping the last known nodes");
                 false
