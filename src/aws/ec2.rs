@@ -22,11 +22,8 @@ impl Network for Ec2Network {
     async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<Cidr>, AwsError> {
         const OP: &str = "DescribeVpcs";
         self.limits.describes.acquire().await;
-        let result = self
-            .ec2
-            .describe_vpcs()
-            .vpc_ids(vpc_id)
-            .send()
+        // Boxed: the SDK's call state lives on the heap only while the call is under way.
+        let result = Box::pin(self.ec2.describe_vpcs().vpc_ids(vpc_id).send())
             .await
             .map_err(|e| AwsError::from_sdk(OP, vpc_id, e))
             .and_then(|out| {

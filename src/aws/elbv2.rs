@@ -123,7 +123,9 @@ impl TargetGroups for Elbv2TargetGroups {
         const OP: &str = "DescribeTargetHealth";
         self.check_account(OP, arn)?;
         self.limits.describes.acquire().await;
-        let result = match self.elbv2.describe_target_health().target_group_arn(arn).send().await {
+        // Boxed, as every call a reconcile awaits: the SDK's call state (kilobytes) is on the heap
+        // only while the call is under way, not in each of the reconciles waiting their turn.
+        let result = match Box::pin(self.elbv2.describe_target_health().target_group_arn(arn).send()).await {
             Ok(out) => Ok(out.target_health_descriptions().iter().filter_map(registered_target).collect()),
             Err(e) => Err(self.not_found_here(OP, arn, AwsError::from_sdk(OP, arn, e)).await),
         };
@@ -133,12 +135,12 @@ impl TargetGroups for Elbv2TargetGroups {
 
     async fn register(&self, arn: &str, targets: &[Target], turn: &Turn) -> Result<(), AwsError> {
         let request = self.elbv2.register_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
-        self.write("RegisterTargets", arn, turn, request.send()).await
+        self.write("RegisterTargets", arn, turn, || request.send()).await
     }
 
     async fn deregister(&self, arn: &str, targets: &[Target], turn: &Turn) -> Result<(), AwsError> {
         let request = self.elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
-        self.write("DeregisterTargets", arn, turn, request.send()).await
+        self.write("DeregisterTargets", arn, turn, || request.send()).await
     }
 
     async fn in_account(&self, account: &Account) -> Result<Scoped<'_, Self>, AwsError> {
@@ -188,7 +190,7 @@ impl Elbv2TargetGroups {
             TargetGroupRef::Name(name) => self.elbv2.describe_target_groups().names(name),
         };
         let resource = tg.to_string();
-        let sent = match request.send().await {
+        let sent = match Box::pin(request.send()).await {
             Ok(out) => Ok(out),
             Err(e) => match tg {
                 TargetGroupRef::Arn(arn) => {
@@ -250,21 +252,24 @@ impl Elbv2TargetGroups {
         }
     }
 
-    /// Sends a target write under the write rate limit (the request only goes out when awaited).
-    async fn write<T, E, R>(
+    /// Sends a target write once its turn at the write budget comes. The call's state (the SDK's
+    /// futures run to kilobytes) is made only then, on the heap: the up to `--concurrency`
+    /// reconciles waiting for their turn each hold a request builder, not a call.
+    async fn write<T, E, R, F>(
         &self,
         op: &'static str,
         arn: &str,
         turn: &Turn,
-        request: impl Future<Output = Result<T, SdkError<E, R>>>,
+        request: impl FnOnce() -> F,
     ) -> Result<(), AwsError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
+        F: Future<Output = Result<T, SdkError<E, R>>>,
     {
         self.check_account(op, arn)?;
         self.limits.target_writes.acquire(op, turn).await?;
-        let result = request.await.map(drop).map_err(|e| AwsError::from_sdk(op, arn, e));
+        let result = Box::pin(request()).await.map(drop).map_err(|e| AwsError::from_sdk(op, arn, e));
         self.record(op, &result);
         result
     }
