@@ -177,8 +177,8 @@ def churn(kube, aws_url, arns):
     """CHURN Services roll at once: in each, one ready endpoint starts terminating (still serving) and a
     new one turns ready, in one EndpointSlice update. Returns, per Service, the seconds from its update
     to the first successful DeregisterTargets of the old address and RegisterTargets of the new one
-    (nan when missing after TIMEOUT), the seconds until the last of those writes, and the AWS calls
-    the burst caused."""
+    (nan when missing after TIMEOUT), how many of those registrations went before the last of those
+    deregistrations, the seconds until the last of those writes, and the AWS calls the burst caused."""
     rolling = [i for i, (_, instance) in enumerate(arns) if not instance][:CHURN]
     aws_reset(aws_url)
     changes = {}  # i -> (old ip, new ip, time of the update)
@@ -216,7 +216,9 @@ def churn(kube, aws_url, arns):
     deregistered = [lag(d, i) for i, (d, _) in seen.items()]
     registered = [lag(r, i) for i, (_, r) in seen.items()]
     last = max((w for pair in seen.values() for w in pair if w is not None), default=start)
-    return len(rolling), deregistered, registered, last - start, settle(aws_url)
+    last_deregistration = max((d for d, _ in seen.values() if d is not None), default=start)
+    early = sum(1 for _, r in seen.values() if r is not None and r < last_deregistration)
+    return len(rolling), deregistered, registered, early, last - start, settle(aws_url)
 
 
 def percentiles(values):
@@ -340,7 +342,7 @@ def main():
     cold_threads = agent.status_value("Threads")
     late = late_binding(kube, create_group)
     settle(aws_url)
-    rolled, deregistered, registered, burst, burst_calls = churn(kube, aws_url, arns)
+    rolled, deregistered, registered, early, burst, burst_calls = churn(kube, aws_url, arns)
 
     # A relist of every watch (dropped streams, then 410 Expired), while the agent is in steady state.
     kube.call("DELETE", "/_double/stats")
@@ -400,6 +402,7 @@ def main():
           f"{' / '.join(fmt(v) for v in percentiles(deregistered))} |")
     print(f"| same burst: endpoint ready → RegisterTargets sent, p50 / p99 / max | "
           f"{' / '.join(fmt(v) for v in percentiles(registered))} |")
+    print(f"| same burst: registrations sent before the last deregistration | {early} |")
     print(f"| same burst: until every write was sent | {burst:.2f} s |")
     print(f"| same burst: AWS calls | {', '.join(f'{op} {n}' for op, n in sorted(burst_calls.items()) if n)} |")
     print(f"| restart, nothing changed: every group read once | {restart:.1f} s; peak RSS {mib(restart_hwm):.1f} MiB |")
