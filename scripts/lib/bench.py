@@ -177,8 +177,8 @@ def churn(kube, aws_url, arns):
     """CHURN Services roll at once: in each, one ready endpoint starts terminating (still serving) and a
     new one turns ready, in one EndpointSlice update. Returns, per Service, the seconds from its update
     to the first successful DeregisterTargets of the old address and RegisterTargets of the new one
-    (nan when missing after TIMEOUT), how many of those registrations went before the last of those
-    deregistrations, the seconds until the last of those writes, and the AWS calls the burst caused."""
+    (nan when missing after TIMEOUT), when (after the first update) each registration that went
+    before the last of those deregistrations was sent and when the last update was made, the seconds until the last of those writes, and the AWS calls the burst caused."""
     rolling = [i for i, (_, instance) in enumerate(arns) if not instance][:CHURN]
     aws_reset(aws_url)
     changes = {}  # i -> (old ip, new ip, time of the update)
@@ -217,8 +217,9 @@ def churn(kube, aws_url, arns):
     registered = [lag(r, i) for i, (_, r) in seen.items()]
     last = max((w for pair in seen.values() for w in pair if w is not None), default=start)
     last_deregistration = max((d for d, _ in seen.values() if d is not None), default=start)
-    early = sum(1 for _, r in seen.values() if r is not None and r < last_deregistration)
-    return len(rolling), deregistered, registered, early, last - start, settle(aws_url)
+    early = sorted(r - start for _, r in seen.values() if r is not None and r < last_deregistration)
+    updated = max(t for _, _, t in changes.values()) - start
+    return len(rolling), deregistered, registered, (early, updated), last - start, settle(aws_url)
 
 
 def percentiles(values):
@@ -402,7 +403,10 @@ def main():
           f"{' / '.join(fmt(v) for v in percentiles(deregistered))} |")
     print(f"| same burst: endpoint ready → RegisterTargets sent, p50 / p99 / max | "
           f"{' / '.join(fmt(v) for v in percentiles(registered))} |")
-    print(f"| same burst: registrations sent before the last deregistration | {early} |")
+    early_at, updated = early
+    print(f"| same burst: registrations sent before the last deregistration | {len(early_at)}"
+          f"{' (at ' + ', '.join(f'{t:.2f}' for t in early_at) + ' s)' if early_at else ''};"
+          f" the {rolled} updates were made within {updated:.2f} s |")
     print(f"| same burst: until every write was sent | {burst:.2f} s |")
     print(f"| same burst: AWS calls | {', '.join(f'{op} {n}' for op, n in sorted(burst_calls.items()) if n)} |")
     print(f"| restart, nothing changed: every group read once | {restart:.1f} s; peak RSS {mib(restart_hwm):.1f} MiB |")
