@@ -8,7 +8,8 @@ binding in instance mode, on a pool of M nodes out of K), plus U EndpointSlices 
 references; runs the agent to all Ready, adds one binding, rolls CHURN (default 100) ip Services at
 once (one endpoint terminating, one new ready: timed from each EndpointSlice update to the
 DeregisterTargets/RegisterTargets the AWS emulator's write log shows), forces a relist of its
-watches, restarts it with nothing changed, and prints what it measured. Figures only: nothing here passes or fails on a timing.
+watches, restarts it with nothing changed, and prints what it measured. Figures only: nothing here
+passes or fails on a timing.
 """
 
 import json
@@ -175,10 +176,11 @@ def target_writes(aws_url):
 
 def churn(kube, aws_url, arns):
     """CHURN Services roll at once: in each, one ready endpoint starts terminating (still serving) and a
-    new one turns ready, in one EndpointSlice update. Returns, per Service, the seconds from its update
-    to the first successful DeregisterTargets of the old address and RegisterTargets of the new one
-    (nan when missing after TIMEOUT), when (after the first update) each registration that went
-    before the last of those deregistrations was sent and when the last update was made, the seconds until the last of those writes, and the AWS calls the burst caused."""
+    new one turns ready, in one EndpointSlice update. Returns: how many rolled; per Service, the
+    seconds from its update to the first successful DeregisterTargets of the old address and
+    RegisterTargets of the new one (nan when missing after TIMEOUT); the times (after the first
+    update) of the registrations sent before the last of those deregistrations; when the last update
+    was made; when the last of those writes was sent; and the AWS calls the burst caused."""
     rolling = [i for i, (_, instance) in enumerate(arns) if not instance][:CHURN]
     aws_reset(aws_url)
     changes = {}  # i -> (old ip, new ip, time of the update)
@@ -219,7 +221,7 @@ def churn(kube, aws_url, arns):
     last_deregistration = max((d for d, _ in seen.values() if d is not None), default=start)
     early = sorted(r - start for _, r in seen.values() if r is not None and r < last_deregistration)
     updated = max(t for _, _, t in changes.values()) - start
-    return len(rolling), deregistered, registered, (early, updated), last - start, settle(aws_url)
+    return len(rolling), deregistered, registered, early, updated, last - start, settle(aws_url)
 
 
 def percentiles(values):
@@ -343,7 +345,7 @@ def main():
     cold_threads = agent.status_value("Threads")
     late = late_binding(kube, create_group)
     settle(aws_url)
-    rolled, deregistered, registered, early, burst, burst_calls = churn(kube, aws_url, arns)
+    rolled, deregistered, registered, early_at, updated, burst, burst_calls = churn(kube, aws_url, arns)
 
     # A relist of every watch (dropped streams, then 410 Expired), while the agent is in steady state.
     kube.call("DELETE", "/_double/stats")
@@ -403,7 +405,6 @@ def main():
           f"{' / '.join(fmt(v) for v in percentiles(deregistered))} |")
     print(f"| same burst: endpoint ready → RegisterTargets sent, p50 / p99 / max | "
           f"{' / '.join(fmt(v) for v in percentiles(registered))} |")
-    early_at, updated = early
     print(f"| same burst: registrations sent before the last deregistration | {len(early_at)}"
           f"{' (at ' + ', '.join(f'{t:.2f}' for t in early_at) + ' s)' if early_at else ''};"
           f" the {rolled} updates were made within {updated:.2f} s |")

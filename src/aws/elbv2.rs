@@ -234,8 +234,9 @@ impl Elbv2TargetGroups {
         }
     }
 
-    /// One call for several ARNs (the rate-limit token already taken). A group missing from the answer, or a call failed by one bad
-    /// ARN, is left out (looked up alone next); any other failure is every lookup's answer.
+    /// One call for several ARNs, the rate-limit token already taken. A group missing from the
+    /// answer, or a call failed by one bad ARN, is left out (looked up alone next); any other
+    /// failure is every lookup's answer.
     async fn describe_several(&self, arns: Vec<String>) -> HashMap<String, Answer> {
         let resource = arns.join(",");
         let sent = self.elbv2.describe_target_groups().set_target_group_arns(Some(arns.clone())).send().await;

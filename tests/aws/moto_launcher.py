@@ -6,8 +6,8 @@
 Writes ``http://127.0.0.1:<port>`` to the ready file (temp + rename) once the server answers, and
 exits cleanly on SIGTERM/SIGINT. The ELBv2 behaviour patches live in ``moto_patches.py`` (the
 only code that touches moto internals). This file adds, as WSGI middleware in front of moto:
-throttling injection, per-operation call counters, a log of target writes, and the JSON control API under
-``/_launcher/``. See tests/aws/README.md.
+throttling injection, per-operation call counters, a log of target writes, and the JSON control
+API under ``/_launcher/``. See tests/aws/README.md.
 """
 
 from __future__ import annotations
@@ -196,6 +196,16 @@ class TargetWrites:
             self._entries.clear()
 
 
+def _noting_status(start_response: Callable[..., Any], into: dict[str, int]) -> Callable[..., Any]:
+    """A WSGI start_response that also notes the HTTP status code in ``into["status"]``."""
+
+    def noting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        into["status"] = int(status.split()[0])
+        return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+    return noting
+
+
 def _read_body(environ: dict[str, Any]) -> bytes:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -289,12 +299,7 @@ class Launcher:
         if service == "elbv2" and action in TargetWrites.ACTIONS:
             arrived = time.time()
             status_of: dict[str, int] = {}
-
-            def noting(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                status_of["status"] = int(status.split()[0])
-                return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-            result = self._serve(environ, noting, service, action)
+            result = self._serve(environ, _noting_status(start_response, status_of), service, action)
             self.writes.record(arrived, action, body, status_of.get("status", 500))
             return result
         return self._serve(environ, start_response, service, action)
@@ -326,13 +331,8 @@ class Launcher:
             start_response(status, headers)
             return [data]
 
-        captured: dict[str, Any] = {}
-
-        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured["status"] = int(status.split()[0])
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-        result = self.moto_app(environ, capture)
+        captured: dict[str, int] = {}
+        result = self.moto_app(environ, _noting_status(start_response, captured))
         status = captured.get("status", 500)
         if status < 400:
             self.counters.record(service, action, status, None, False)
