@@ -29,9 +29,9 @@ async fn run_by_hand_against_an_installed_cluster_needs_no_flags() {
     );
     std::fs::write(overlay.join("kustomization.yaml"), kustomization).expect("overlay");
     let kubeconfig = sandbox.dir().join("kubeconfig");
-    let rendered = Command::new("kubectl").args(["kustomize"]).arg(&overlay).output().expect("kubectl kustomize");
+    let rendered = sandbox.kubectl().args(["kustomize"]).arg(&overlay).output().expect("kubectl kustomize");
     assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
-    let mut apply = Command::new("kubectl")
+    let mut apply = sandbox.kubectl()
         .args(["apply", "-f", "-"])
         .env("KUBECONFIG", &kubeconfig)
         .stdin(Stdio::piped())

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,7 +29,7 @@ async fn health_follows_aws_and_kubectl_wait_gates_on_it() {
     .await;
     // ... and `kubectl wait` returns once AWS reports every one healthy.
     let kubeconfig = sandbox.dir().join("kubeconfig");
-    let wait = Command::new("kubectl")
+    let wait = sandbox.kubectl()
         .args(["wait", "--for=condition=TargetsHealthy", "targetgroupbinding/web", "-n", "demo", "--timeout=30s"])
         .env("KUBECONFIG", &kubeconfig)
         .output()
@@ -38,7 +37,7 @@ async fn health_follows_aws_and_kubectl_wait_gates_on_it() {
     assert!(wait.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&wait.stderr));
     eprintln!("TargetsHealthy {:?} after the agent started", started.elapsed());
     assert_eq!(health_status(&kube).await, Some(("2/2".to_string(), 0, 2)));
-    let get = Command::new("kubectl")
+    let get = sandbox.kubectl()
         .args(["get", "targetgroupbindings", "-n", "demo"])
         .env("KUBECONFIG", &kubeconfig)
         .output()

@@ -180,9 +180,18 @@ impl Sandbox {
         control::request(self.aws_endpoint(), "POST", "/_launcher/target-health", Some(body)).await.map(drop)
     }
 
-    /// Injects a fault into the API server double (see tests/apiserver/README.md).
+    /// Arms a fault in the proxy between the agent and the API server (see tests/cluster/README.md);
+    /// returns what the proxy holds armed.
     pub async fn kube_fault(&self, fault: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        control::request(&self.kube_url, "POST", "/_double/faults", Some(fault)).await
+        let url = std::fs::read_to_string(self.dir.join("faults.url")).context("reading DIR/faults.url")?;
+        control::request(url.trim(), "POST", "/faults", Some(fault)).await
+    }
+
+    /// The kubectl built with the sandbox's Kubernetes (the first entry of `DIR/env`'s PATH).
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new("kubectl");
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
     }
 }
 
@@ -196,11 +205,19 @@ impl Drop for Sandbox {
     }
 }
 
+/// The `export K=V` lines of `DIR/env`; a value ending in `:"$PATH"` is prepended to this process's PATH.
 fn parse_env(text: &str) -> Vec<(String, String)> {
+    let unquote = |v: &str| v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned();
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned()))
+        .map(|(k, v)| {
+            let value = match v.trim().strip_suffix(":\"$PATH\"") {
+                Some(first) => format!("{}:{}", unquote(first), std::env::var("PATH").unwrap_or_default()),
+                None => unquote(v),
+            };
+            (k.trim().to_owned(), value)
+        })
         .collect()
 }
 
@@ -213,5 +230,7 @@ mod tests {
             env,
             vec![("A".into(), "1".into()), ("B".into(), "http://127.0.0.1:5".into()), ("C".into(), "x y".into())]
         );
+        let path = super::parse_env("export PATH='/opt/k8s':\"$PATH\"\n");
+        assert_eq!(path[0].1, format!("/opt/k8s:{}", std::env::var("PATH").unwrap_or_default()));
     }
 }
