@@ -274,3 +274,81 @@ async fn the_agent_runs_with_only_the_shipped_rbac() {
     wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordFailed").await;
     assert!(active_targets(&sandbox, &arn).await.is_empty(), "nothing registered without an ownership record");
 }
+
+/// `deploy/rbac.yaml` is minimal: what the real authorizer grants the agent's ServiceAccount is
+/// exactly this list, per namespace (every other test shows it is sufficient: they all run the
+/// agent as that ServiceAccount). A grant added to the manifests must be added here, on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rbac_grants_exactly_what_the_agent_uses() {
+    use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
+    use std::collections::BTreeSet;
+    let sandbox = tgb_sandbox::Sandbox::start().expect("sandbox");
+    let agent = sandbox.agent_kube().await.expect("agent kube client");
+    let granted = |namespace: &'static str| {
+        let agent = agent.clone();
+        async move {
+            let review = SelfSubjectRulesReview {
+                spec: SelfSubjectRulesReviewSpec { namespace: Some(namespace.into()) },
+                ..Default::default()
+            };
+            let api: kube::Api<SelfSubjectRulesReview> = kube::Api::all(agent);
+            let review = api.create(&Default::default(), &review).await.expect("rules review");
+            let status = review.status.expect("review status");
+            assert!(!status.incomplete, "the authorizer could not list every rule");
+            let mut granted = BTreeSet::new();
+            for rule in status.resource_rules {
+                for group in rule.api_groups.unwrap_or_default() {
+                    for resource in rule.resources.clone().unwrap_or_default() {
+                        for verb in &rule.verbs {
+                            // Not from deploy/: the API server's bootstrap policy lets every
+                            // identity review itself and every ServiceAccount read trust bundles.
+                            if !resource.starts_with("selfsubject") && resource != "clustertrustbundles" {
+                                granted.insert(format!("{group}/{resource}:{verb}"));
+                            }
+                        }
+                    }
+                }
+            }
+            granted
+        }
+    };
+    let cluster_wide = [
+        "elbv2.k8s.aws/targetgroupbindings:get",
+        "elbv2.k8s.aws/targetgroupbindings:list",
+        "elbv2.k8s.aws/targetgroupbindings:watch",
+        "elbv2.k8s.aws/targetgroupbindings:update",
+        "elbv2.k8s.aws/targetgroupbindings:patch",
+        "elbv2.k8s.aws/targetgroupbindings/status:patch",
+        "/services:get",
+        "/services:list",
+        "/services:watch",
+        "/nodes:get",
+        "/nodes:list",
+        "/nodes:watch",
+        "/pods:get",
+        "/pods/status:patch",
+        "discovery.k8s.io/endpointslices:get",
+        "discovery.k8s.io/endpointslices:list",
+        "discovery.k8s.io/endpointslices:watch",
+        "/events:create",
+        "/events:patch",
+        "events.k8s.io/events:create",
+        "events.k8s.io/events:patch",
+    ];
+    let own_namespace = [
+        "/configmaps:get",
+        "/configmaps:list",
+        "/configmaps:watch",
+        "/configmaps:create",
+        "/configmaps:update",
+        "/configmaps:patch",
+        "/configmaps:delete",
+        "coordination.k8s.io/leases:get",
+        "coordination.k8s.io/leases:create",
+        "coordination.k8s.io/leases:update",
+    ];
+    let expected: BTreeSet<String> = cluster_wide.iter().map(|s| s.to_string()).collect();
+    assert_eq!(granted("demo").await, expected, "grants in any namespace");
+    let expected: BTreeSet<String> = cluster_wide.iter().chain(&own_namespace).map(|s| s.to_string()).collect();
+    assert_eq!(granted("tgb-system").await, expected, "grants in the agent's own namespace");
+}

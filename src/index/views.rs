@@ -17,6 +17,7 @@ pub fn service_view(service: &Service) -> ServiceView {
             .flatten()
             .map(|p| ServicePortView { name: p.name.clone(), port: p.port, node_port: p.node_port })
             .collect(),
+        selects_pods: spec.and_then(|s| s.selector.as_ref()).is_some_and(|s| !s.is_empty()),
     }
 }
 

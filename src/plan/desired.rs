@@ -10,6 +10,9 @@ use crate::model::{Cidr, Target, TargetId};
 pub struct ServiceView {
     pub type_: Option<String>,
     pub ports: Vec<ServicePortView>,
+    /// A non-empty `spec.selector`: the EndpointSlice controller publishes its slices, at least an
+    /// empty one, so no slice at all means "not published yet", never "no endpoints".
+    pub selects_pods: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -41,6 +44,17 @@ pub enum AddressFamily {
     Ipv4,
     Ipv6,
     Fqdn,
+}
+
+impl std::fmt::Display for AddressFamily {
+    /// As EndpointSlice `addressType` spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ipv4 => "IPv4",
+            Self::Ipv6 => "IPv6",
+            Self::Fqdn => "FQDN",
+        })
+    }
 }
 
 /// The part of an EndpointSlice the planner needs.
@@ -327,6 +341,7 @@ mod tests {
     fn service_port_lookup_by_number_and_name() {
         let svc = ServiceView {
             type_: None,
+            selects_pods: true,
             ports: vec![
                 ServicePortView { name: Some("http".into()), port: 80, node_port: None },
                 ServicePortView { name: Some("https".into()), port: 443, node_port: Some(30443) },

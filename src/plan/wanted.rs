@@ -29,6 +29,11 @@ pub enum BackendProblem {
         "Service {service} is of type {type_}; instance targets need a NodePort or LoadBalancer Service with a nodePort"
     )]
     InvalidServiceType { service: String, type_: String },
+    /// A Service with a selector and no slice of the family at all: just created or re-created
+    /// (`kubectl replace --force`, `helm --force`), its slices garbage-collected and not yet
+    /// re-published. Its pods may well be serving; treating this as empty would drop them all.
+    #[error("Service {service} selects pods but has no {family} EndpointSlice yet")]
+    EndpointsNotPublished { service: String, family: AddressFamily },
 }
 
 impl BackendProblem {
@@ -37,6 +42,7 @@ impl BackendProblem {
             Self::ServiceNotFound { .. } => "ServiceNotFound",
             Self::ServicePortNotFound { .. } => "ServicePortNotFound",
             Self::InvalidServiceType { .. } => "InvalidServiceType",
+            Self::EndpointsNotPublished { .. } => "EndpointsNotPublished",
         }
     }
 }
@@ -68,7 +74,11 @@ pub fn wanted_ip<'a>(
     vpc_cidrs: Option<&[Cidr]>,
     gated: &BTreeSet<String>,
 ) -> Result<Wanted, BackendProblem> {
-    let (_, port) = service_port(service, service_name, port)?;
+    let (service, port) = service_port(service, service_name, port)?;
+    let slices: Vec<&SliceView> = slices.into_iter().filter(|s| s.family == family).collect();
+    if slices.is_empty() && service.selects_pods {
+        return Err(BackendProblem::EndpointsNotPublished { service: service_name.to_owned(), family });
+    }
     let ids = ip_targets_gated(port, slices, family, gated);
     Ok(Wanted { targets: with_availability_zones(ids, vpc_cidrs), skipped: Vec::new() })
 }
@@ -100,6 +110,7 @@ mod tests {
     fn service(type_: &str, node_port: Option<i32>) -> ServiceView {
         ServiceView {
             type_: Some(type_.into()),
+            selects_pods: true,
             ports: vec![ServicePortView { name: Some("http".into()), port: 80, node_port }],
         }
     }
@@ -125,16 +136,25 @@ mod tests {
         let wrong_port =
             wanted_ip(Some(&svc), "ns/web", &PortRef::Number(81), &slices, AddressFamily::Ipv4, None, &BTreeSet::new());
         assert_eq!(wrong_port.map_err(|e| e.to_string()), Err("Service ns/web has no port 81".into()));
-        let no_endpoints = wanted_ip(
-            Some(&svc),
-            "ns/web",
-            &PortRef::Name("http".into()),
-            &[],
-            AddressFamily::Ipv4,
-            None,
-            &BTreeSet::new(),
-        );
-        assert_eq!(no_endpoints, Ok(Wanted::default()), "a Service without endpoints really wants nothing");
+        let http = PortRef::Name("http".into());
+        let no_endpoints =
+            wanted_ip(Some(&svc), "ns/web", &http, &[slice(&[])], AddressFamily::Ipv4, None, &BTreeSet::new());
+        assert_eq!(no_endpoints, Ok(Wanted::default()), "a published slice without endpoints really wants nothing");
+    }
+
+    #[test]
+    fn a_selector_without_any_slice_is_not_published_yet() {
+        let svc = service("ClusterIP", None);
+        let http = PortRef::Name("http".into());
+        let v6_only = SliceView { family: AddressFamily::Ipv6, ..slice(&[]) };
+        for slices in [vec![], vec![v6_only]] {
+            let got = wanted_ip(Some(&svc), "ns/web", &http, &slices, AddressFamily::Ipv4, None, &BTreeSet::new());
+            assert_eq!(got.map_err(|e| e.reason()), Err("EndpointsNotPublished"));
+        }
+        // Without a selector the slices are the user's own: none at all means no endpoints.
+        let manual = ServiceView { selects_pods: false, ..svc };
+        let got = wanted_ip(Some(&manual), "ns/web", &http, &[], AddressFamily::Ipv4, None, &BTreeSet::new());
+        assert_eq!(got, Ok(Wanted::default()));
     }
 
     #[test]

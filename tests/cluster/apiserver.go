@@ -65,7 +65,8 @@ func runControlPlane(args []string) error {
 		"--client-ca-file=" + filepath.Join(pki, "ca.crt"),
 		"--token-auth-file=" + filepath.Join(*dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.96.0.0/16",
+		// Dual-stack, so Services may ask for IPv6 and IPv4 families as on a dual-stack EKS cluster.
+		"--service-cluster-ip-range=10.96.0.0/16,fd00:10:96::/108",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),

@@ -30,7 +30,8 @@ var sandboxControllers = []string{
 
 func runControllers(args []string) error {
 	fs := flag.NewFlagSet("controllers", flag.ContinueOnError)
-	dir := fs.String("dir", "", "sandbox directory: pki/ and controllers.kubeconfig must exist")
+	dir := fs.String("dir", "", "sandbox directory: pki/ must exist")
+	kubeconfig := fs.String("kubeconfig", "", "how to reach the API server (default: DIR/controllers.kubeconfig)")
 	verbosity := fs.String("v", "0", "kube-controller-manager log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -39,9 +40,12 @@ func runControllers(args []string) error {
 		return fmt.Errorf("controllers: --dir is required")
 	}
 	pki := filepath.Join(*dir, "pki")
+	if *kubeconfig == "" {
+		*kubeconfig = filepath.Join(*dir, "controllers.kubeconfig")
+	}
 	cmd := app.NewControllerManagerCommand()
 	cmd.SetArgs(append([]string{
-		"--kubeconfig=" + filepath.Join(*dir, "controllers.kubeconfig"),
+		"--kubeconfig=" + *kubeconfig,
 		"--controllers=" + strings.Join(sandboxControllers, ","),
 		"--leader-elect=false",
 		"--secure-port=0",

@@ -41,7 +41,11 @@ pub enum Ep<'a> {
 }
 
 /// Creates or replaces the EndpointSlice `name` of Service `service` (what a kubelet + the
-/// EndpointSlice controller would do when pods come and go).
+/// EndpointSlice controller would do when pods come and go), beside the empty slice the real
+/// controller keeps for the Service while no pod matches its selector. Written by hand where a test
+/// needs exact addresses (inside and outside the VPC, shared between two clusters, foreign targets)
+/// and states at moments it chooses; real Deployments drive the lifecycle tests of
+/// `e2e_workloads.rs` and the demo.
 pub async fn endpoint_slice(
     client: &Client,
     ns: &str,

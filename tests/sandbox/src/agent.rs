@@ -21,8 +21,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Agent {
     /// Starts `binary run` with the sandbox's environment and `extra` flags, as the agent's
-    /// ServiceAccount (so only the RBAC rules shipped in deploy/ apply, enforced by the API server
-    /// double). Its own namespace is the default, `tgb-system` (what deploy/ installs), unless
+    /// ServiceAccount (so only the RBAC rules shipped in deploy/ apply, enforced by the real RBAC
+    /// authorizer). Its own namespace is the default, `tgb-system` (what deploy/ installs), unless
     /// `extra` names one; `--cluster-name e2e` unless `extra` names a cluster. Logs go to a file in
     /// the sandbox directory (printed when a test fails).
     pub fn start(binary: &Path, sandbox: &Sandbox, extra: &[&str]) -> anyhow::Result<Self> {
@@ -42,10 +42,14 @@ impl Agent {
         let log = sandbox.dir().join(format!("agent-{}.log", free_port()?));
         let file = std::fs::File::create(&log).context("agent log")?;
         let named = extra.iter().any(|a| *a == "--cluster-name" || a.starts_with("--cluster-name="));
+        // A lone agent per sandbox unless the test elects: a restarted one must not wait for the
+        // lease its killed predecessor held.
+        let elects = extra.iter().any(|a| a.starts_with("--leader-elect"));
         let child = Command::new(binary)
             .arg("run")
             .args(["--metrics-addr", &metrics_addr, "--health-addr", &health_addr])
             .args(if named { &[][..] } else { &["--cluster-name", "e2e"][..] })
+            .args(if elects { &[][..] } else { &["--leader-elect=false"][..] })
             .args(extra)
             .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))

@@ -1,5 +1,6 @@
-//! Test-support API: an isolated local sandbox per test (the Kubernetes API server double and the
-//! patched moto AWS emulator on their own loopback ports), AWS fixtures the way Terraform would
+//! Test-support API: an isolated local sandbox per test (a real Kubernetes control plane with
+//! simulated pods, from `scripts/sandbox`, and the patched moto AWS emulator on their own loopback
+//! ports), AWS fixtures the way Terraform would
 //! create them, and the agent binary as a child process. Everything started here is stopped on
 //! drop, also when the test panics.
 
@@ -105,7 +106,16 @@ impl Sandbox {
 
     /// A kube client from the sandbox's kubeconfig.
     pub async fn kube(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.dir.join("kubeconfig"))?;
+        self.kube_from("kubeconfig").await
+    }
+
+    /// A kube client as the agent's ServiceAccount, through the fault proxy (`agent-kubeconfig`).
+    pub async fn agent_kube(&self) -> anyhow::Result<kube::Client> {
+        self.kube_from("agent-kubeconfig").await
+    }
+
+    async fn kube_from(&self, file: &str) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.dir.join(file))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
         Ok(kube::Client::try_from(config)?)
     }
@@ -183,7 +193,17 @@ impl Sandbox {
     /// Arms a fault in the proxy between the agent and the API server (see tests/cluster/README.md);
     /// returns what the proxy holds armed.
     pub async fn kube_fault(&self, fault: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        let url = std::fs::read_to_string(self.dir.join("faults.url")).context("reading DIR/faults.url")?;
+        self.fault("faults.url", fault).await
+    }
+
+    /// Arms a fault in the proxy between kube-controller-manager and the API server: the
+    /// controllers lag or fail the way they do on a loaded control plane.
+    pub async fn controllers_fault(&self, fault: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.fault("controllers-faults.url", fault).await
+    }
+
+    async fn fault(&self, file: &str, fault: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let url = std::fs::read_to_string(self.dir.join(file)).with_context(|| format!("reading DIR/{file}"))?;
         control::request(url.trim(), "POST", "/faults", Some(fault)).await
     }
 
