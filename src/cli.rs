@@ -74,9 +74,12 @@ pub struct RunArgs {
     /// Address of the `/healthz` and `/readyz` endpoints.
     #[arg(long, env = "TGB_HEALTH_ADDR", default_value = "0.0.0.0:8081")]
     pub health_addr: SocketAddr,
-    /// Run as one of several replicas: only the holder of the Lease `tgb-agent` in --namespace
-    /// reconciles; the others stand by and take over when it stops renewing.
-    #[arg(long, env = "TGB_LEADER_ELECT", default_value_t = false)]
+    /// Only the holder of the Lease `tgb-agent` in --namespace reconciles; other replicas (and an
+    /// agent started by hand beside an installed one) stand by and take over when it stops renewing.
+    /// On by default, so that no second writer ever runs unfenced; `--leader-elect=false` for a lone
+    /// development run that must not wait for a lease.
+    #[arg(long, env = "TGB_LEADER_ELECT", default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// How long a leader's lease lasts without renewal. The leader renews every sixth of it, starts
     /// no AWS write once two thirds have passed since its last confirmed renewal, and then exits.
@@ -214,6 +217,20 @@ mod tests {
         assert_eq!(args.aws_describe_rate, Rate { per_second: 20.0, burst: 40 });
         let error = parse(&["--aws-write-rate", "0:20"]).expect_err("a zero rate");
         assert!(error.to_string().contains("RATE:BURST"), "{error}");
+    }
+
+    #[test]
+    fn leader_election_is_on_unless_turned_off() {
+        let elects = |flags: &[&str]| {
+            match Cli::try_parse_from([&["tgb-agent", "run", "--cluster-name", "blue"], flags].concat()) {
+                Ok(Cli { command: Command::Run(args) }) => args.leader_elect,
+                other => panic!("{flags:?} should parse: {other:?}"),
+            }
+        };
+        assert!(elects(&[]), "a second agent started by hand must not be an unfenced writer");
+        assert!(elects(&["--leader-elect"]));
+        assert!(elects(&["--leader-elect=true"]));
+        assert!(!elects(&["--leader-elect=false"]));
     }
 
     #[test]

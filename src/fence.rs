@@ -21,7 +21,7 @@ pub struct Fence {
 }
 
 impl Fence {
-    /// A fence that never closes: the only replica (no `--leader-elect`).
+    /// A fence that never closes: the only replica (`--leader-elect=false`).
     pub fn open() -> Self {
         Self { always_open: true, base: Instant::now(), open_until: AtomicU64::new(0), revoked: AtomicBool::new(false) }
     }

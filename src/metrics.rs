@@ -32,7 +32,7 @@ const HELP: [(&str, &str); 10] = [
     (REGISTERED_TARGETS, "Desired targets of a binding registered in its target group"),
     (BINDING_TARGETS, "A binding's desired targets by AWS target health state, as last read from AWS"),
     (BINDING_READY, "1 when the binding's Ready condition is True, 0 when False"),
-    (LEADER, "1 while this replica leads (holds the lease, or runs without --leader-elect), 0 otherwise"),
+    (LEADER, "1 while this replica leads (holds the lease, or runs with --leader-elect=false), 0 otherwise"),
     (RECONCILE_DURATION, "Duration of reconciles"),
     (
         TIME_TO_REGISTER,

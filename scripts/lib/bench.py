@@ -262,7 +262,7 @@ class Agent:
         agent_env = {**os.environ, **env, "KUBECONFIG": os.path.join(sandbox, "agent-kubeconfig"), "RUST_LOG": "info"}
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [binary, "run", "--cluster-name", "bench", "--drift-interval", "60m",
+            [binary, "run", "--cluster-name", "bench", "--leader-elect=false", "--drift-interval", "60m",
              "--metrics-addr", self.metrics, "--health-addr", f"127.0.0.1:{free_port()}"],
             env=agent_env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
 

@@ -375,7 +375,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
                 }
             }
             Ok(GroupResult::NeedsConfirmation(_)) => {}
-            Err(e) if e.means_group_gone() => {
+            Err(e) if e.means_group_gone(&arn) => {
                 if let Err(e) = forget_group(ctx, id, &arn, record).await {
                     left.push(format!("previous target group {arn}: {e}"));
                 }

@@ -102,7 +102,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
                 }
             }
             Ok(GroupResult::NeedsConfirmation(_)) => {}
-            Err(e) if e.means_group_gone() => {
+            Err(e) if e.means_group_gone(&arn) => {
                 ctx.forget_target_group_arn(&arn);
                 forget_group(ctx, &id, &arn, &mut record).await?;
             }
@@ -182,7 +182,8 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
         Ok(tg) => Ok(Some(tg.arn)),
         Err(e) => {
             let e = ReconcileError::from(e);
-            if e.means_group_gone() { Ok(None) } else { Err(e) }
+            let (crate::model::TargetGroupRef::Arn(reference) | crate::model::TargetGroupRef::Name(reference)) = &tg_ref;
+            if e.means_group_gone(reference) { Ok(None) } else { Err(e) }
         }
     }
 }

@@ -3,7 +3,7 @@ use crate::aws::AwsError;
 use crate::aws::security_groups::SecurityGroupError;
 use crate::k8s::ownership::RecordError;
 use crate::plan::sg_rules::NetworkingError;
-use crate::plan::validate::InvalidBinding;
+use crate::plan::validate::{InvalidBinding, is_target_group_arn};
 use crate::plan::wanted::BackendProblem;
 
 /// Why a reconcile of a binding failed. Each variant has a reason for its condition and Event.
@@ -73,9 +73,33 @@ impl ReconcileError {
         move |source| Self::Kube { action, source }
     }
 
-    /// The target group named by this failure is gone for good (deleted, or an ARN AWS does not
-    /// accept, e.g. from another region): for cleanup, nothing is left in it to remove.
-    pub fn means_group_gone(&self) -> bool {
-        matches!(self, Self::Aws(AwsError::TargetGroupNotFound(_) | AwsError::Validation { .. }))
+    /// The target group `arn` names is gone for good, so cleanup has nothing left to remove: AWS says
+    /// it is not found, or refuses a reference that cannot name a group at all. A `ValidationError`
+    /// on a well-formed ARN (a wrong region, a malformed request) is not proof: targets may still be
+    /// in that group, so the claims and the finalizer stay.
+    pub fn means_group_gone(&self, arn: &str) -> bool {
+        match self {
+            Self::Aws(AwsError::TargetGroupNotFound(_)) => true,
+            Self::Aws(AwsError::Validation { .. }) => !is_target_group_arn(arn),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_group_that_cannot_hold_targets_counts_as_gone() {
+        let arn = "arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup/web/0123456789abcdef";
+        let not_found = ReconcileError::Aws(AwsError::TargetGroupNotFound(arn.into()));
+        assert!(not_found.means_group_gone(arn));
+        // A wrong region or a malformed request: the group may still hold our targets.
+        let refused = || ReconcileError::Aws(AwsError::Validation { op: "DescribeTargetHealth", message: "x".into() });
+        assert!(!refused().means_group_gone(arn));
+        assert!(refused().means_group_gone("arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/web"));
+        let throttled = ReconcileError::Aws(AwsError::Throttled { op: "DescribeTargetHealth", message: "x".into() });
+        assert!(!throttled.means_group_gone(arn));
     }
 }

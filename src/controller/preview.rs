@@ -240,7 +240,7 @@ async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
     let target_groups = aws.target_groups.in_account(&account_of(&tgb.spec)?).await?;
     let observed = match observe(&*target_groups, records, record, &task).await {
         Ok(observed) => observed,
-        Err(e) if matches!(want, Want::Nothing) && e.means_group_gone() => {
+        Err(e) if matches!(want, Want::Nothing) && e.means_group_gone(arn) => {
             let _ = writeln!(out.text, "  target group {arn}: gone; nothing left in it to remove");
             return Ok(());
         }

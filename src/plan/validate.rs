@@ -128,6 +128,11 @@ pub fn account_of(spec: &TargetGroupBindingSpec) -> Result<Account, InvalidBindi
     Ok(Account::Role(AssumeRole { role_arn: role_arn.to_owned(), external_id }))
 }
 
+/// Whether `arn` is shaped like a target group's ARN (it may still name no group).
+pub fn is_target_group_arn(arn: &str) -> bool {
+    target_group_name_of(arn).is_some()
+}
+
 /// The `<name>` of `arn:<partition>:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>`.
 fn target_group_name_of(arn: &str) -> Option<&str> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
