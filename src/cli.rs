@@ -83,7 +83,7 @@ pub struct RunArgs {
     pub leader_elect: bool,
     /// How long a leader's lease lasts without renewal. The leader renews every sixth of it, starts
     /// no AWS write once two thirds have passed since its last confirmed renewal, and then exits.
-    #[arg(long, env = "TGB_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "TGB_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
     /// `/healthz` fails while a reconcile has been running longer than this (the kubelet then
     /// restarts the agent).
@@ -173,9 +173,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A lease duration: whole seconds, at least 3. The Lease stores whole seconds, and a standby
+/// reads that figure: `1500ms` would be written as 1 s, letting a standby take over while the
+/// leader still believes its writes are fenced safely.
+pub fn parse_lease_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.subsec_nanos() != 0 || d < Duration::from_secs(3) {
+        return Err(format!("{s:?}: the lease duration must be whole seconds, at least 3s (the Lease stores seconds)"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_durations_are_whole_seconds() {
+        assert_eq!(parse_lease_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_lease_duration("3000ms"), Ok(Duration::from_secs(3)));
+        assert!(parse_lease_duration("1500ms").is_err());
+        assert!(parse_lease_duration("2s").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -93,6 +93,11 @@ use super::schema;
         "rule": "!has(oldSelf.ipAddressType) || (has(self.ipAddressType) && self.ipAddressType == oldSelf.ipAddressType)",
         "fieldPath": ".ipAddressType",
         "message": "ipAddressType is immutable once set: create a new TargetGroupBinding for another address family"
+    },
+    {
+        "rule": "!(has(oldSelf.multiClusterTargetGroup) && oldSelf.multiClusterTargetGroup) || (has(self.multiClusterTargetGroup) && self.multiClusterTargetGroup)",
+        "fieldPath": ".multiClusterTargetGroup",
+        "message": "multiClusterTargetGroup cannot be turned off: an exclusive binding deregisters every target it did not register, the other clusters' serving targets included"
     }
 ]))]
 pub struct TargetGroupBindingSpec {
@@ -105,7 +110,8 @@ pub struct TargetGroupBindingSpec {
     pub target_group_name: Option<String>,
 
     /// Share the target group with other clusters or registrars: only targets this cluster
-    /// registered are ever deregistered.
+    /// registered are ever deregistered. May be turned on at any time (the targets the binding's
+    /// endpoints hold become its claims); once on, it cannot be turned off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_cluster_target_group: Option<bool>,
 

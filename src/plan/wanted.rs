@@ -34,6 +34,10 @@ pub enum BackendProblem {
     /// re-published. Its pods may well be serving; treating this as empty would drop them all.
     #[error("Service {service} selects pods but has no {family} EndpointSlice yet")]
     EndpointsNotPublished { service: String, family: AddressFamily },
+    /// A `nodeSelector` no node of the cluster matches, Ready or not: a typo or a relabelling, not
+    /// a cluster without nodes for this binding.
+    #[error("spec.nodeSelector matches no node of the cluster")]
+    NoNodeMatchesSelector,
 }
 
 impl BackendProblem {
@@ -43,6 +47,7 @@ impl BackendProblem {
             Self::ServicePortNotFound { .. } => "ServicePortNotFound",
             Self::InvalidServiceType { .. } => "InvalidServiceType",
             Self::EndpointsNotPublished { .. } => "EndpointsNotPublished",
+            Self::NoNodeMatchesSelector => "NoNodeMatchesSelector",
         }
     }
 }
@@ -98,6 +103,12 @@ pub fn wanted_instance<'a>(
         ("NodePort" | "LoadBalancer", Some(node_port)) => node_port,
         _ => return Err(BackendProblem::InvalidServiceType { service: service_name.to_owned(), type_ }),
     };
+    let nodes: Vec<&NodeView> = nodes.into_iter().collect();
+    if let Some(selector) = selector
+        && !nodes.iter().any(|n| selector.matches(&n.labels))
+    {
+        return Err(BackendProblem::NoNodeMatchesSelector);
+    }
     let found = instance_targets(nodes, selector, node_port);
     Ok(Wanted { targets: found.targets.into_iter().map(Target::new).collect(), skipped: found.skipped })
 }
@@ -171,5 +182,24 @@ mod tests {
         let node_port = service("NodePort", Some(30080));
         let ok = wanted_instance(Some(&node_port), "ns/web", &PortRef::Number(80), &nodes, None).expect("wanted");
         assert_eq!(ok.targets.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(), vec!["i-0abc:30080"]);
+    }
+
+    #[test]
+    fn a_node_selector_matching_no_node_is_a_mistake_not_an_empty_backend() {
+        let labelled = |ready| NodeView {
+            name: "a".into(),
+            ready: Some(ready),
+            provider_id: Some("aws:///us-east-1a/i-0abc".into()),
+            labels: [("pool".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        };
+        let svc = service("NodePort", Some(30080));
+        let port = PortRef::Number(80);
+        let selector = |pool: &str| Selector { match_labels: [("pool".into(), pool.into())].into(), ..Default::default() };
+        let typo = wanted_instance(Some(&svc), "ns/web", &port, &[labelled(true)], Some(&selector("wbe")));
+        assert_eq!(typo.map_err(|e| e.reason()), Err("NoNodeMatchesSelector"));
+        // Matching nodes that are all NotReady really serve nothing.
+        let down = wanted_instance(Some(&svc), "ns/web", &port, &[labelled(false)], Some(&selector("web")));
+        assert_eq!(down.map(|w| w.targets.len()), Ok(0));
     }
 }
