@@ -38,6 +38,10 @@ pub enum SecurityGroupError {
     /// EC2 rejected a rule as malformed (e.g. a peer group id of the wrong shape or VPC).
     #[error("{op} on {group}: invalid rule: {message}")]
     InvalidRule { op: &'static str, group: String, message: String },
+    /// A rule id read a moment ago is gone (another cluster revoked it between our read and our
+    /// claim): re-read and authorize it again.
+    #[error("{op} on {group}: the rule is gone: {message}")]
+    RuleNotFound { op: &'static str, group: String, message: String },
     #[error(transparent)]
     Aws(#[from] AwsError),
 }
@@ -50,6 +54,7 @@ impl SecurityGroupError {
             Self::RulesLimitExceeded { .. } => "SecurityGroupRulesLimitExceeded",
             Self::GroupNotFound { .. } => "SecurityGroupNotFound",
             Self::InvalidRule { .. } => "InvalidSecurityGroupRule",
+            Self::RuleNotFound { .. } => "SecurityGroupRuleNotFound",
             Self::Aws(e) => e.reason(),
         }
     }
@@ -62,6 +67,7 @@ impl SecurityGroupError {
             "InvalidPermission.Duplicate" => Self::Duplicate { op, group, message },
             "RulesPerSecurityGroupLimitExceeded" => Self::RulesLimitExceeded { op, group, message },
             "InvalidGroup.NotFound" => Self::GroupNotFound { op, group, message },
+            "InvalidSecurityGroupRuleId.NotFound" => Self::RuleNotFound { op, group, message },
             "InvalidGroupId.Malformed"
             | "InvalidPermission.Malformed"
             | "InvalidParameterValue"
@@ -73,10 +79,8 @@ impl SecurityGroupError {
     /// The rule or group is already gone, which is what a revoke wanted.
     fn is_gone(&self) -> bool {
         match self {
-            Self::GroupNotFound { .. } => true,
-            Self::Aws(AwsError::Api { code, .. }) => {
-                matches!(code.as_str(), "InvalidPermission.NotFound" | "InvalidSecurityGroupRuleId.NotFound")
-            }
+            Self::GroupNotFound { .. } | Self::RuleNotFound { .. } => true,
+            Self::Aws(AwsError::Api { code, .. }) => code == "InvalidPermission.NotFound",
             _ => false,
         }
     }
@@ -608,6 +612,16 @@ mod tests {
 
     fn tag(k: &str, v: &str) -> Tag {
         Tag::builder().key(k).value(v).build()
+    }
+
+    #[test]
+    fn a_rule_revoked_under_a_claim_is_told_apart() {
+        let api = |code: &str| AwsError::Api { op: "CreateTags", code: code.into(), message: "m".into() };
+        let gone = SecurityGroupError::classify("sg-1", api("InvalidSecurityGroupRuleId.NotFound"));
+        assert_eq!(gone.reason(), "SecurityGroupRuleNotFound");
+        assert!(gone.is_gone());
+        let other = SecurityGroupError::classify("sg-1", api("InternalError"));
+        assert!(!matches!(other, SecurityGroupError::RuleNotFound { .. }));
     }
 
     #[test]

@@ -336,8 +336,9 @@ async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     if !plan.claim.is_empty() {
         match sg.claim(group, &plan.claim, cluster).await {
-            // A rule revoked between our read and our claim is authorized again at the next pass.
-            Ok(()) => ctx.networking.changed.notify_one(),
+            // A rule revoked between our read and our claim is authorized again at the next
+            // pass, which starts at once: the cluster must not lack it until the drift check.
+            Ok(()) | Err(SecurityGroupError::RuleNotFound { .. }) => ctx.networking.changed.notify_one(),
             Err(e) => failures.extend(everyone(&e)),
         }
     }
