@@ -11,6 +11,9 @@
                                      assignments (demo_* variables, see seed())
     demo_aws.py targets ARN_OR_NAME  the target group's targets as a table: id, port, state
     demo_aws.py active ARN_OR_NAME   one line: the non-draining targets as sorted id:port, comma-separated
+    demo_aws.py watch-healthy ARN    samples the target group's health every 0.2 s until SIGTERM or
+                                     SIGINT; prints each change of the per-state counts as it happens,
+                                     then "min healthy N over K samples" (K = 0: no sample succeeded)
     demo_aws.py rules GROUP_ID       the security group's ingress rules as a table: protocol, ports, peer,
                                      and the tgb-agent.elbv2.k8s.aws/cluster tag (the agent's rules)
     demo_aws.py agent-rules GROUP_ID one line: the ingress rules tagged as the agent's, sorted
@@ -19,13 +22,17 @@
                                      helper's own calls since seed); fails if it never registered and
                                      deregistered targets, or never authorized and revoked a rule
 
-This helper's own calls after `seed` are tallied in $DEMO_CALLS_FILE (JSON) so `calls` can leave them out.
+This helper's own calls after `seed` are tallied in $DEMO_CALLS_FILE (JSON, under a lock: watch-healthy
+runs alongside the other subcommands) so `calls` can leave them out.
 """
 
+import fcntl
 import json
 import os
 import shlex
+import signal
 import sys
+import time
 import urllib.request
 
 import boto3
@@ -57,11 +64,14 @@ def counted_client(service):
 
     def count(model, **_):
         if tally_file():
-            tally = read_tally()
-            ops = tally.setdefault(service, {})
-            ops[model.name] = ops.get(model.name, 0) + 1
-            with open(tally_file(), "w") as f:
-                json.dump(tally, f)
+            with open(tally_file() + ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                tally = read_tally()
+                ops = tally.setdefault(service, {})
+                ops[model.name] = ops.get(model.name, 0) + 1
+                with open(tally_file() + ".tmp", "w") as f:
+                    json.dump(tally, f)
+                os.replace(tally_file() + ".tmp", tally_file())
 
     client.meta.events.register("before-call.*.*", count)
     return client
@@ -198,6 +208,38 @@ def active(ref):
     print(",".join(f"{i}:{p}" for i, p, s in health(ref) if "draining" not in s))
 
 
+def watch_healthy(arn):
+    """Samples DescribeTargetHealth every 0.2 s until SIGTERM/SIGINT: the lowest healthy count seen."""
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    elbv2 = counted_client("elbv2")
+    t0 = time.monotonic()
+    low, samples, last, errors = None, 0, None, 0
+    while not stop:
+        try:
+            states = [
+                d["TargetHealth"]["State"]
+                for d in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+            ]
+        except Exception as e:  # a sample lost to a hiccup of the emulator is skipped, not fatal
+            errors += 1
+            if errors <= 3:
+                print(f"  watch-healthy: DescribeTargetHealth failed: {e}", file=sys.stderr, flush=True)
+            states = None
+        if states is not None:
+            samples += 1
+            healthy = states.count("healthy")
+            low = healthy if low is None else min(low, healthy)
+            others = "".join(f", {s} {states.count(s)}" for s in sorted(set(states)) if s != "healthy")
+            now = f"healthy {healthy}{others}"
+            if now != last:
+                print(f"  {time.monotonic() - t0:5.1f} s  {now}", flush=True)
+                last = now
+        time.sleep(0.2)
+    print(f"min healthy {low if low is not None else -1} over {samples} samples", flush=True)
+
+
 def ingress_rules(group_id):
     """(protocol, ports, peer, the clusters claiming it / "unclaimed" / "-" when no agent made it)."""
     ec2 = counted_client("ec2")
@@ -264,8 +306,9 @@ def main(argv):
         seed(*argv[1:])
     elif argv == ["calls"]:
         calls()
-    elif len(argv) == 2 and argv[0] in ("targets", "active", "rules", "agent-rules"):
-        {"targets": targets, "active": active, "rules": rules, "agent-rules": agent_rules}[argv[0]](argv[1])
+    elif len(argv) == 2 and argv[0] in ("targets", "active", "watch-healthy", "rules", "agent-rules"):
+        {"targets": targets, "active": active, "watch-healthy": watch_healthy, "rules": rules,
+         "agent-rules": agent_rules}[argv[0]](argv[1])
     else:
         sys.exit(__doc__)
 

@@ -154,6 +154,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 siblings: &siblings,
                 ours_now: &ours_now,
                 now: unix_now(),
+                leading_since: ctx.leading_since,
                 why: Why { drift_check, stale_when: ctx.may_go_stale(&uid).then(|| input_changes.clone()) },
                 read: read.as_deref(),
             };
@@ -364,6 +365,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             siblings: &siblings,
             ours_now,
             now: unix_now(),
+            leading_since: ctx.leading_since,
             why: Why::change(),
             read: None,
         };

@@ -91,6 +91,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             siblings: &siblings,
             ours_now: &ours_now,
             now: unix_now(),
+            leading_since: ctx.leading_since,
             why: Why::change(),
             read: None,
         };

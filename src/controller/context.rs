@@ -53,6 +53,9 @@ pub struct Context<T, N, S> {
     pub networking: super::networking::Contributions,
     /// Pods that declare a binding's readiness gate.
     pub gates: super::gates::GateMemory,
+    /// When this replica began to lead (Unix seconds): the controller is built only once it leads,
+    /// and a deposed leader exits.
+    pub leading_since: u64,
     memory: Mutex<Memory>,
     vpc_lookups: KeyedLocks,
 }
@@ -92,6 +95,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
             locks: KeyedLocks::default(),
             networking,
             gates: Default::default(),
+            leading_since: super::apply::unix_now(),
             memory: Mutex::default(),
             vpc_lookups: KeyedLocks::default(),
         }

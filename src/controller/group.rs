@@ -11,7 +11,7 @@ use crate::k8s::ownership::OwnershipStore;
 use crate::model::{BindingId, RegisteredTarget, Target, TargetId, TargetState};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
 use crate::plan::health::{HealthSummary, summarize};
-use crate::plan::ownership::{Claim, Record};
+use crate::plan::ownership::{Claim, Record, rearm_grace};
 
 /// One binding's work on one group.
 pub struct GroupTask<'a> {
@@ -26,6 +26,9 @@ pub struct GroupTask<'a> {
     pub ours_now: &'a BTreeSet<String>,
     /// Seconds since the Unix epoch.
     pub now: u64,
+    /// When this replica began to lead (Unix seconds): claims' unhealthy-since times from before
+    /// were measured on another replica's clock and are re-armed.
+    pub leading_since: u64,
     /// Why the group is reconciled, which sets how urgent its writes are.
     pub why: Why,
     /// The group's targets as this reconcile already read them (asked again after confirming an
@@ -164,7 +167,7 @@ pub async fn observe<T: TargetGroups, R: OwnershipStore>(
         None => aws.targets(task.arn).await?,
     };
     let protected = if task.shared { sibling_claims(store, task.siblings, task.arn).await? } else { BTreeSet::new() };
-    let claims = record.claims(task.arn).cloned().unwrap_or_default();
+    let claims = record.claims(task.arn).map(|c| rearm_grace(c, task.leading_since)).unwrap_or_default();
     let ownership = if task.shared { Ownership::Shared { claims: &claims } } else { Ownership::Exclusive };
     let decision = decide(GroupInputs {
         want: task.want,

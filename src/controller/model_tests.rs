@@ -339,6 +339,8 @@ fn reconcile(world: &World, deleting: bool) {
         siblings: &[],
         ours_now: &ours_now,
         now,
+        // One clock for every replica here; re-arming on a new leader is unit-tested.
+        leading_since: 0,
         why: super::group::Why::change(),
         read: None,
     };

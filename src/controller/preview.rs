@@ -234,6 +234,8 @@ async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         siblings: &siblings,
         ours_now,
         now: unix_now(),
+        // A plan is a first look: what a new leader would do.
+        leading_since: unix_now(),
         why: Why::change(),
         read: None,
     };

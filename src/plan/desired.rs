@@ -161,7 +161,7 @@ pub fn not_ready_pods<'a>(slices: impl IntoIterator<Item = &'a SliceView>, famil
         .collect()
 }
 
-/// Pod → its endpoint address, for the pods in `pods`.
+/// Pod → its endpoint address, for the pods in `pods` that are not terminating.
 pub fn pod_addresses<'a>(
     slices: impl IntoIterator<Item = &'a SliceView>,
     family: AddressFamily,
@@ -171,6 +171,8 @@ pub fn pod_addresses<'a>(
         .into_iter()
         .filter(|slice| slice.family == family)
         .flat_map(|slice| slice.endpoints.iter())
+        // A terminating pod's gate no longer matters: it is leaving, and closing it costs a write.
+        .filter(|e| e.terminating != Some(true))
         .filter_map(|e| Some((e.pod.clone().filter(|p| pods.contains(p))?, e.addresses.first()?.clone())))
         .collect()
 }
@@ -425,5 +427,17 @@ mod tests {
             ["10.0.0.1".to_string(), "2600:1f18::1".to_string()].into(),
             "not ready and terminating endpoints still hold their addresses"
         );
+    }
+
+    #[test]
+    fn terminating_pods_have_no_gate_to_keep() {
+        let mut leaving = ep("10.0.0.2", Some(false), Some(true));
+        leaving.pod = Some("old".into());
+        let mut starting = ep("10.0.0.3", Some(false), None);
+        starting.pod = Some("new".into());
+        let slices = [slice(AddressFamily::Ipv4, &[(None, 80)], vec![leaving, starting])];
+        let pods: BTreeSet<String> = ["old".to_string(), "new".to_string()].into();
+        let found = pod_addresses(&slices, AddressFamily::Ipv4, &pods);
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), vec![("new".to_string(), "10.0.0.3".to_string())]);
     }
 }

@@ -145,11 +145,39 @@ pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
     (record, bad)
 }
 
+/// The claims as a new leader may trust them: an `unhealthy_since` from before `leading_since` was
+/// read off another replica's wall clock, which may run ahead (a target removed at first look) or
+/// behind, so its grace starts again from this leader's first look.
+pub fn rearm_grace(claims: &BTreeMap<TargetId, Claim>, leading_since: u64) -> BTreeMap<TargetId, Claim> {
+    claims
+        .iter()
+        .map(|(id, claim)| {
+            let trusted = claim.unhealthy_since().filter(|since| *since >= leading_since);
+            (id.clone(), claim.with_unhealthy_since(trusted))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_new_leader_rearms_grace_measured_on_another_clock() {
+        let id = |n: u8| TargetId::new(format!("10.0.0.{n}"), 80);
+        let claims: BTreeMap<TargetId, Claim> = [
+            (id(1), Claim::Registering { unhealthy_since: Some(900) }),
+            (id(2), Claim::Leaving { unhealthy_since: Some(1_100) }),
+            (id(3), Claim::Registered),
+        ]
+        .into();
+        let rearmed = rearm_grace(&claims, 1_000);
+        assert_eq!(rearmed[&id(1)], Claim::Registering { unhealthy_since: None }, "the old leader's clock");
+        assert_eq!(rearmed[&id(2)], Claim::Leaving { unhealthy_since: Some(1_100) }, "this leader's own");
+        assert_eq!(rearmed[&id(3)], Claim::Registered);
+    }
 
     #[test]
     fn legacy_records_are_read_as_uncertain() {
