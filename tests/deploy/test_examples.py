@@ -34,6 +34,10 @@ def test_ip_mode_matches_the_demo():
         "metadata": {"name": "web", "namespace": "demo"},
         "spec": {"serviceRef": {"name": "web", "port": 80}, "targetGroupName": "demo-web-ip", "targetType": "ip"},
     }
+    # The demo's rolling update holds healthy targets only because the pods wait for this gate.
+    pod = load(d / "deployment.yaml")["spec"]["template"]
+    assert pod["metadata"]["labels"] == {"app": "web"}
+    assert pod["spec"]["readinessGates"] == [{"conditionType": "target-health.elbv2.k8s.aws/web"}]
 
 
 def test_instance_mode_matches_the_demo():
