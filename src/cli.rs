@@ -240,11 +240,11 @@ mod tests {
 
     #[test]
     fn leader_election_is_on_unless_turned_off() {
-        let elects = |flags: &[&str]| {
-            match Cli::try_parse_from([&["tgb-agent", "run", "--cluster-name", "blue"], flags].concat()) {
-                Ok(Cli { command: Command::Run(args) }) => args.leader_elect,
-                other => panic!("{flags:?} should parse: {other:?}"),
-            }
+        let elects = |flags: &[&str]| match Cli::try_parse_from(
+            [&["tgb-agent", "run", "--cluster-name", "blue"], flags].concat(),
+        ) {
+            Ok(Cli { command: Command::Run(args) }) => args.leader_elect,
+            other => panic!("{flags:?} should parse: {other:?}"),
         };
         assert!(elects(&[]), "a second agent started by hand must not be an unfenced writer");
         assert!(elects(&["--leader-elect"]));

@@ -31,7 +31,8 @@ async fn run_by_hand_against_an_installed_cluster_needs_no_flags() {
     let kubeconfig = sandbox.dir().join("kubeconfig");
     let rendered = sandbox.kubectl().args(["kustomize"]).arg(&overlay).output().expect("kubectl kustomize");
     assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
-    let mut apply = sandbox.kubectl()
+    let mut apply = sandbox
+        .kubectl()
         .args(["apply", "-f", "-"])
         .env("KUBECONFIG", &kubeconfig)
         .stdin(Stdio::piped())

@@ -29,7 +29,8 @@ async fn health_follows_aws_and_kubectl_wait_gates_on_it() {
     .await;
     // ... and `kubectl wait` returns once AWS reports every one healthy.
     let kubeconfig = sandbox.dir().join("kubeconfig");
-    let wait = sandbox.kubectl()
+    let wait = sandbox
+        .kubectl()
         .args(["wait", "--for=condition=TargetsHealthy", "targetgroupbinding/web", "-n", "demo", "--timeout=30s"])
         .env("KUBECONFIG", &kubeconfig)
         .output()
@@ -37,7 +38,8 @@ async fn health_follows_aws_and_kubectl_wait_gates_on_it() {
     assert!(wait.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&wait.stderr));
     eprintln!("TargetsHealthy {:?} after the agent started", started.elapsed());
     assert_eq!(health_status(&kube).await, Some(("2/2".to_string(), 0, 2)));
-    let get = sandbox.kubectl()
+    let get = sandbox
+        .kubectl()
         .args(["get", "targetgroupbindings", "-n", "demo"])
         .env("KUBECONFIG", &kubeconfig)
         .output()

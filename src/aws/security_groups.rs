@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::model::Cidr;
 use crate::model::sg_rule::{
     CLAIM_TAG_PREFIX, CLUSTER_TAG, EniGroups, ExistingRule, IngressRule, MANAGED_TAG, Peer, RuleProtocol, claims_of,
+    still_unclaimed,
 };
 
 /// Most values EC2 takes in one filter.
@@ -126,7 +127,9 @@ pub trait SecurityGroups: Send + Sync + 'static {
         cluster: &str,
     ) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
 
-    /// Removes rules by id; a rule (or group) already gone counts as removed.
+    /// Removes the rules of `rule_ids` that nobody claims once this write's turn comes: the group
+    /// is read again after the wait, so a claim another cluster made meanwhile keeps its rule. A
+    /// rule (or group) already gone counts as removed.
     fn revoke(&self, group: &str, rule_ids: &[String]) -> impl Future<Output = Result<(), SecurityGroupError>> + Send;
 
     /// Instance id → the security groups (with tags) of its primary network interface (device
@@ -260,6 +263,20 @@ impl Ec2SecurityGroups {
         // Rules new targets need, and the claims that keep them, rank with registrations.
         let turn = Turn::new(Urgency::Add);
         self.limits.target_writes.acquire(op, &turn).await.map_err(SecurityGroupError::Aws)?;
+        self.send(op, group, request).await
+    }
+
+    /// Sends a write whose turn under the write limit was already taken, classified and counted.
+    async fn send<T, E, R>(
+        &self,
+        op: &'static str,
+        group: &str,
+        request: impl std::future::Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, R>>>,
+    ) -> Result<(), SecurityGroupError>
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
         let result =
             request.await.map(drop).map_err(|e| SecurityGroupError::classify(group, AwsError::from_sdk(op, group, e)));
         self.record(op, &result);
@@ -380,10 +397,31 @@ impl SecurityGroups for Ec2SecurityGroups {
     }
 
     async fn revoke(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
+        const OP: &str = "RevokeSecurityGroupIngress";
         if rule_ids.is_empty() {
             return Ok(());
         }
-        match self.revoke_call(group, rule_ids).await {
+        // The planning read may be a long write-queue wait old by now: read again once it is our
+        // turn, and send at once.
+        let turn = Turn::new(Urgency::Add);
+        self.limits.target_writes.acquire(OP, &turn).await.map_err(SecurityGroupError::Aws)?;
+        let fresh = match self.ingress_rules(group).await {
+            Ok(fresh) => fresh,
+            Err(e) if e.is_gone() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let rule_ids = still_unclaimed(rule_ids, &fresh);
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        let request = self
+            .ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_security_group_rule_ids(Some(rule_ids.clone()));
+        let first = self.send(OP, group, request.send()).await;
+        let rule_ids = rule_ids.as_slice();
+        match first {
             Ok(()) => Ok(()),
             Err(e) if e.is_gone() && rule_ids.len() > 1 => {
                 // One id already gone may have failed the whole call: retry each on its own.

@@ -183,7 +183,8 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
         Ok(tg) => Ok(Some(tg.arn)),
         Err(e) => {
             let e = ReconcileError::from(e);
-            let (crate::model::TargetGroupRef::Arn(reference) | crate::model::TargetGroupRef::Name(reference)) = &tg_ref;
+            let (crate::model::TargetGroupRef::Arn(reference) | crate::model::TargetGroupRef::Name(reference)) =
+                &tg_ref;
             if e.means_group_gone(reference) { Ok(None) } else { Err(e) }
         }
     }

@@ -140,6 +140,16 @@ pub struct ExistingRule {
     pub claims: BTreeSet<String>,
 }
 
+/// Of `rule_ids` planned for revocation, those a fresh read still shows as an agent's rule nobody
+/// claims; gone ones drop out (nothing left to revoke).
+pub fn still_unclaimed(rule_ids: &[String], fresh: &[ExistingRule]) -> Vec<String> {
+    rule_ids
+        .iter()
+        .filter(|id| fresh.iter().any(|r| &r.rule_id == *id && r.managed && r.claims.is_empty()))
+        .cloned()
+        .collect()
+}
+
 /// A network interface and its security groups with their tags.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EniGroups {
@@ -150,6 +160,20 @@ pub struct EniGroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_made_while_a_revoke_waited_keeps_the_rule() {
+        let rule = |id: &str, claims: &[&str]| ExistingRule {
+            rule_id: id.into(),
+            rule: IngressRule::new(RuleProtocol::Tcp, 80, 80, Peer::Ipv4Cidr("10.0.0.0/16".into())),
+            managed: true,
+            claims: claims.iter().map(|c| c.to_string()).collect(),
+        };
+        let planned = vec!["sgr-1".to_string(), "sgr-2".to_string(), "sgr-3".to_string()];
+        // sgr-1 still unclaimed; sgr-2 claimed by green since; sgr-3 already gone.
+        let fresh = [rule("sgr-1", &[]), rule("sgr-2", &["green"])];
+        assert_eq!(still_unclaimed(&planned, &fresh), vec!["sgr-1".to_string()]);
+    }
 
     #[test]
     fn display() {

@@ -195,7 +195,8 @@ mod tests {
         };
         let svc = service("NodePort", Some(30080));
         let port = PortRef::Number(80);
-        let selector = |pool: &str| Selector { match_labels: [("pool".into(), pool.into())].into(), ..Default::default() };
+        let selector =
+            |pool: &str| Selector { match_labels: [("pool".into(), pool.into())].into(), ..Default::default() };
         let typo = wanted_instance(Some(&svc), "ns/web", &port, &[labelled(true)], Some(&selector("wbe")));
         assert_eq!(typo.map_err(|e| e.reason()), Err("NoNodeMatchesSelector"));
         // Matching nodes that are all NotReady really serve nothing.
