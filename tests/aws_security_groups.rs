@@ -177,6 +177,14 @@ async fn rule_lifecycle_with_claims() {
     // Groups to garbage-collect: only where a cluster claims rules, found by tag.
     assert!(groups.groups_with_rules_of(CLUSTER).await.expect("by tag").is_empty());
     assert_eq!(groups.groups_with_rules_of("blue").await.expect("by creator tag"), [node.to_string()].into());
+
+    // Released by blue, the first version's rule (cluster tag only) stays an agent's rule, now
+    // unclaimed: revocable after the grace, never mistaken for a hand-made one.
+    let rule_443 = "tcp 443-443 from 10.2.0.0/16";
+    groups.release(node, &[id_of(&after, rule_443)], "blue").await.expect("release blue's first-version rule");
+    assert_eq!(by_rule(&groups.ingress_rules(node).await.expect("read"))[rule_443], claims(true, &[]));
+    // ... and its group is one every agent's loop looks at, to revoke it once the grace is over.
+    assert_eq!(groups.groups_with_rules_of(CLUSTER).await.expect("unclaimed"), [node.to_string()].into());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -386,6 +386,14 @@ impl SecurityGroups for Ec2SecurityGroups {
         if rule_ids.is_empty() {
             return Ok(());
         }
+        // A rule of the first version carries only the cluster tag: mark it an agent's first, or
+        // releasing it would make it look hand-made, and nobody would ever revoke it.
+        let mark = self
+            .ec2
+            .create_tags()
+            .set_resources(Some(rule_ids.to_vec()))
+            .tags(Tag::builder().key(MANAGED_TAG).value("true").build());
+        self.write("CreateTags", group, mark.send()).await?;
         // With a value, EC2 deletes a tag only when its value matches: another creator's tag stays.
         let request = self
             .ec2
