@@ -117,6 +117,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         drift_interval: args.scope.drift_interval,
         concurrency: args.concurrency.max(1),
         instance: std::env::var("POD_NAME").ok(),
+        fence: fence.clone(),
     };
     let aws = AwsPorts { target_groups, network, security_groups };
     tokio::select! {

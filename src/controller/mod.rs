@@ -53,6 +53,8 @@ pub struct Settings {
     pub drift_interval: std::time::Duration,
     pub concurrency: u16,
     pub instance: Option<String>,
+    /// Open while this replica may write (always, without leader election).
+    pub fence: Arc<crate::fence::Fence>,
 }
 
 /// Runs until `shutdown` resolves; reconciles in flight finish first.
@@ -78,7 +80,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
     let kube = Kube {
         client: client.clone(),
         bindings: store.clone(),
-        records: OwnershipRecords::new(client.clone(), &settings.agent_namespace),
+        records: OwnershipRecords::new(client.clone(), &settings.agent_namespace, settings.fence.clone()),
         events: Events::new(client, settings.instance),
     };
     let watches = Watches { backends: index, nodes, wake: wake.clone() };

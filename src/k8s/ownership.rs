@@ -1,12 +1,15 @@
 //! Ownership records of shared bindings, kept as ConfigMaps in the agent's own namespace so they
 //! survive restarts and need no rights outside it.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
+use crate::fence::Fence;
 use crate::model::BindingId;
 use crate::plan::ownership::{Record, decode};
 
@@ -20,6 +23,12 @@ pub enum RecordError {
     Kube { name: String, action: &'static str, source: kube::Error },
     #[error("ownership record {name} holds unreadable entries {lines:?}; fix or delete them")]
     Corrupt { name: String, lines: Vec<String> },
+    /// This replica no longer leads: a deposed leader must not overwrite the new leader's claims.
+    #[error("ownership record {name} not written: this replica does not hold the leader lease")]
+    Fenced { name: String },
+    /// The record changed since this replica read it (another writer): read again, decide again.
+    #[error("ownership record {name} changed since it was read; it is read again")]
+    Conflict { name: String },
 }
 
 impl RecordError {
@@ -27,6 +36,8 @@ impl RecordError {
         match self {
             Self::Kube { .. } => "OwnershipRecordFailed",
             Self::Corrupt { .. } => "OwnershipRecordCorrupt",
+            Self::Fenced { .. } => "NotLeader",
+            Self::Conflict { .. } => "OwnershipRecordConflict",
         }
     }
 }
@@ -41,15 +52,24 @@ pub trait OwnershipStore: Send + Sync + 'static {
     fn delete(&self, binding: &BindingId) -> impl Future<Output = Result<(), RecordError>> + Send;
 }
 
-/// [`OwnershipStore`] on ConfigMaps `tgb-owned-<binding uid>`.
+/// [`OwnershipStore`] on ConfigMaps `tgb-owned-<binding uid>`. Writes pass the same fence as AWS
+/// writes, and are conditional on the version this replica last read or wrote: a stale writer's
+/// record never replaces a newer one.
 #[derive(Clone)]
 pub struct OwnershipRecords {
     api: Api<ConfigMap>,
+    fence: Arc<Fence>,
+    /// Per record name: the resourceVersion last seen, or `None` when it was seen absent.
+    seen: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl OwnershipRecords {
-    pub fn new(client: Client, namespace: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace) }
+    pub fn new(client: Client, namespace: &str, fence: Arc<Fence>) -> Self {
+        Self { api: Api::namespaced(client, namespace), fence, seen: Arc::default() }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Named by UID: unique across namespaces and re-creations, and always a valid object name.
@@ -66,6 +86,7 @@ impl OwnershipStore for OwnershipRecords {
             action: "read",
             source,
         })?;
+        self.seen().insert(name.clone(), cm.as_ref().and_then(|cm| cm.metadata.resource_version.clone()));
         let Some(cm) = cm else { return Ok(None) };
         let text = cm.data.as_ref().and_then(|d| d.get(TARGETS_KEY)).cloned().unwrap_or_default();
         let legacy_arn = cm.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_ARN_ANNOTATION));
@@ -78,6 +99,10 @@ impl OwnershipStore for OwnershipRecords {
 
     async fn write(&self, binding: &BindingId, record: &Record) -> Result<(), RecordError> {
         let name = Self::name(binding);
+        if !self.fence.allows_writes() {
+            return Err(RecordError::Fenced { name });
+        }
+        let seen = self.seen().get(&name).cloned();
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -88,22 +113,41 @@ impl OwnershipStore for OwnershipRecords {
             data: Some([(TARGETS_KEY.to_owned(), record.to_string())].into()),
             ..Default::default()
         };
-        let mut cm = serde_json::to_value(&cm).map_err(|e| RecordError::Kube {
-            name: name.clone(),
-            action: "encoded",
-            source: kube::Error::SerdeError(e),
-        })?;
-        cm["apiVersion"] = "v1".into();
-        cm["kind"] = "ConfigMap".into();
-        self.api
-            .patch(&name, &PatchParams::apply("tgb-agent").force(), &Patch::Apply(&cm))
-            .await
-            .map(drop)
-            .map_err(|source| RecordError::Kube { name, action: "written", source })
+        let written = match seen {
+            // Seen absent: create, so that a record another writer made meanwhile is not replaced.
+            Some(None) => self.api.create(&PostParams::default(), &cm).await,
+            // Seen (or never read, which the controller never does before a write): apply with the
+            // version seen as a precondition.
+            version => {
+                let mut cm = serde_json::to_value(&cm).map_err(|e| RecordError::Kube {
+                    name: name.clone(),
+                    action: "encoded",
+                    source: kube::Error::SerdeError(e),
+                })?;
+                cm["apiVersion"] = "v1".into();
+                cm["kind"] = "ConfigMap".into();
+                if let Some(Some(version)) = version {
+                    cm["metadata"]["resourceVersion"] = version.into();
+                }
+                self.api.patch(&name, &PatchParams::apply("tgb-agent").force(), &Patch::Apply(&cm)).await
+            }
+        };
+        match written {
+            Ok(cm) => {
+                self.seen().insert(name, cm.metadata.resource_version);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                self.seen().remove(&name);
+                Err(RecordError::Conflict { name })
+            }
+            Err(source) => Err(RecordError::Kube { name, action: "written", source }),
+        }
     }
 
     async fn delete(&self, binding: &BindingId) -> Result<(), RecordError> {
         let name = Self::name(binding);
+        self.seen().remove(&name);
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
