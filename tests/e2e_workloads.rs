@@ -179,3 +179,63 @@ async fn gated_rollout_keeps_healthy_targets_throughout() {
     println!("rolling update of 3 gated pods: min healthy targets seen {min_healthy}; new targets {after:?}");
     assert!(min_healthy >= 1, "the group had no healthy target during the rollout");
 }
+
+/// A shared binding's ownership record deleted by hand: deleting the binding while its pods serve
+/// removes what they hold; once they are gone, the binding cannot tell its targets from another
+/// cluster's, so its deletion is held with a reason and a Warning instead of vanishing quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let sandbox = Sandbox::start().expect("sandbox");
+    let aws = tgb_sandbox::seed_aws(&sandbox, "lostrecord", 1).await.expect("fixture");
+    let kube = sandbox.kube().await.expect("kube");
+    namespace(&kube, "demo").await;
+    service(&kube, "demo", "web", 80, "http", 8080).await;
+    deployment(&kube, 2, false).await;
+    let arn = aws.ip_target_group_arn.clone();
+    let mut spec = ip_binding(&arn);
+    spec["multiClusterTargetGroup"] = json!(true);
+    binding(&kube, "demo", "web", spec.clone()).await;
+    binding(&kube, "demo", "web-2", spec).await;
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
+    serving(&sandbox, &kube, &arn, 2).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    wait_for_condition(&kube, "demo", "web-2", "True", "Reconciled").await;
+    let records: Api<ConfigMap> = Api::namespaced(kube.clone(), "tgb-system");
+    let lose = |name: &'static str| {
+        let (kube, records) = (kube.clone(), records.clone());
+        async move {
+            let uid = get_binding(&kube, "demo", name).await.and_then(|b| b.metadata.uid).expect("uid");
+            records.delete(&format!("tgb-owned-{uid}"), &DeleteParams::default()).await.expect("delete the record");
+        }
+    };
+
+    // Pods still serving: what they hold is this binding's, removed; the deletion completes.
+    lose("web-2").await;
+    delete_binding(&kube, "demo", "web-2").await;
+    eventually("web-2 deleted", Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web-2").await.is_none().then_some(())
+    })
+    .await;
+
+    // `web` re-registers them; its record is lost, then its Service and so its endpoints go.
+    serving(&sandbox, &kube, &arn, 2).await;
+    lose("web").await;
+    Api::<Service>::namespaced(kube.clone(), "demo").delete("web", &DeleteParams::default()).await.expect("delete svc");
+    wait_for_condition(&kube, "demo", "web", "False", "ServiceNotFound").await;
+    let slices: Api<EndpointSlice> = Api::namespaced(kube.clone(), "demo");
+    eventually("the slices garbage-collected", Duration::from_secs(30), || async {
+        let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await.ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+    delete_binding(&kube, "demo", "web").await;
+    wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordLost").await;
+    eventually("an OwnershipRecordLost Warning", Duration::from_secs(10), || async {
+        warning_reasons(&kube, "demo", "web").await.contains(&"OwnershipRecordLost".to_string()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(get_binding(&kube, "demo", "web").await.is_some(), "the binding vanished with its targets unaccounted for");
+    assert_eq!(active_targets(&sandbox, &arn).await.len(), 2, "nothing this binding cannot prove its own is removed");
+}

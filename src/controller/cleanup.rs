@@ -23,6 +23,7 @@ use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
+use crate::plan::ownership::Claim;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
 use crate::plan::validate::{account_of, check_spec};
@@ -58,8 +59,17 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     let id = binding_id(tgb);
     let all = ctx.kube.bindings.state();
     // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
-    let mut record = ctx.kube.records.read(&id).await?.unwrap_or_default();
+    let stored = ctx.kube.records.read(&id).await?;
+    let lost = lost_record(tgb, stored.is_some());
+    if let Some((_, registered)) = &lost {
+        // Remembered on the binding: the record this pass writes must not make the loss forgotten.
+        remember_lost_record(ctx, tgb, *registered).await?;
+    }
+    let mut record = stored.unwrap_or_default();
     let mut groups: Vec<(String, bool)> = record.groups.keys().map(|arn| (arn.clone(), true)).collect();
+    if let Some((arn, _)) = &lost {
+        groups.push((arn.clone(), true));
+    }
     if tgb.spec.multi_cluster_target_group != Some(true) {
         // The group it names, and one a changed spec left behind that the status still names.
         let left_behind = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone());
@@ -77,6 +87,16 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         (Ok(account), false) => Some(ctx.aws.target_groups.in_account(&account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
+    if let (Some((arn, _)), Some(target_groups)) = (&lost, target_groups.as_ref()) {
+        // What this binding's own endpoints hold now is ours, whoever registered it.
+        let current = target_groups.targets(arn).await?;
+        let claims = current
+            .iter()
+            .filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id))
+            .map(|t| (t.target.id.clone(), Claim::Registering { unhealthy_since: None }))
+            .collect();
+        record = record.with_group(arn, claims);
+    }
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
     for (arn, claimed) in groups {
@@ -117,6 +137,11 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     if !failures.is_empty() {
         return Err(ReconcileError::CleanupFailed(failures.join("; ")));
+    }
+    if let Some((arn, registered)) = lost
+        && registered > ours_now.len()
+    {
+        return Err(ReconcileError::RecordLost { arn, registered, held: ours_now.len() });
     }
     if let Some(wait) = wait {
         let note = format!(
@@ -188,4 +213,37 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
             if e.means_group_gone(reference) { Ok(None) } else { Err(e) }
         }
     }
+}
+
+/// Set on a shared binding found without its ownership record: how many targets it had registered.
+const RECORD_LOST_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/ownership-record-lost";
+
+/// A shared binding whose record is gone while its status says it registered targets (or that was
+/// found so before): the group and how many targets were registered.
+fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<(String, usize)> {
+    let status = tgb.status.as_ref()?;
+    let arn = status.target_group_arn.clone()?;
+    let remembered = tgb.annotations().get(RECORD_LOST_ANNOTATION).and_then(|v| v.parse::<usize>().ok());
+    let registered = usize::try_from(status.registered_targets.unwrap_or(0)).unwrap_or(0);
+    let shared = tgb.spec.multi_cluster_target_group == Some(true);
+    match remembered {
+        Some(n) => Some((arn, n)),
+        None => (shared && !has_record && registered > 0).then_some((arn, registered)),
+    }
+}
+
+async fn remember_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    tgb: &TargetGroupBinding,
+    registered: usize,
+) -> Result<(), ReconcileError> {
+    if tgb.annotations().contains_key(RECORD_LOST_ANNOTATION) {
+        return Ok(());
+    }
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {RECORD_LOST_ANNOTATION: registered.to_string()}}});
+    api.patch(&tgb.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(ReconcileError::kube("mark the binding's ownership record lost"))
 }

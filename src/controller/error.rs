@@ -35,6 +35,13 @@ pub enum ReconcileError {
     Kube { action: &'static str, source: kube::Error },
     #[error("cleanup not finished, retrying: {0}")]
     CleanupFailed(String),
+    /// A shared binding's ownership record is gone (deleted by hand, a namespace move) while its
+    /// status says it registered targets: what its endpoints hold was removed, but which of the
+    /// others were this cluster's cannot be known any more.
+    #[error(
+        "the ownership record of this binding is gone, and {registered} target(s) were registered in {arn} while its endpoints now hold {held}; the rest cannot be told from other clusters' targets. Check the target group, then remove the finalizer by hand: kubectl patch targetgroupbinding <name> --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'"
+    )]
+    RecordLost { arn: String, registered: usize, held: usize },
 }
 
 impl ReconcileError {
@@ -50,6 +57,7 @@ impl ReconcileError {
             Self::InvalidNodeSelector(_) => "InvalidSpec",
             Self::Kube { .. } => "KubernetesAPIError",
             Self::CleanupFailed(_) => "CleanupFailed",
+            Self::RecordLost { .. } => "OwnershipRecordLost",
         }
     }
 

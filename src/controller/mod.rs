@@ -136,7 +136,12 @@ async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
                 ctx.metrics.reconcile("success", started.elapsed());
             }
             Err(error) => {
-                let reason = if deleting { "FailedCleanup" } else { error.reason() };
+                // A cleanup failure says so, unless it is one an operator must act on.
+                let reason = match error {
+                    ReconcileError::RecordLost { .. } => error.reason(),
+                    _ if deleting => "FailedCleanup",
+                    _ => error.reason(),
+                };
                 tracing::warn!(%error, reason, "reconcile failed");
                 ctx.metrics.reconcile("error", started.elapsed());
                 ctx.metrics.reconcile_error(error.reason());
