@@ -135,12 +135,12 @@ impl TargetGroups for Elbv2TargetGroups {
 
     async fn register(&self, arn: &str, targets: &[Target], turn: &Turn) -> Result<(), AwsError> {
         let request = self.elbv2.register_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
-        self.write("RegisterTargets", arn, turn, || request.send()).await
+        self.write("RegisterTargets", arn, turn, || request.customize().config_override(one_attempt()).send()).await
     }
 
     async fn deregister(&self, arn: &str, targets: &[Target], turn: &Turn) -> Result<(), AwsError> {
         let request = self.elbv2.deregister_targets().target_group_arn(arn).set_targets(Some(descriptions(targets)));
-        self.write("DeregisterTargets", arn, turn, || request.send()).await
+        self.write("DeregisterTargets", arn, turn, || request.customize().config_override(one_attempt()).send()).await
     }
 
     async fn in_account(&self, account: &Account) -> Result<Scoped<'_, Self>, AwsError> {
@@ -334,6 +334,12 @@ fn descriptions(targets: &[Target]) -> Vec<TargetDescription> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn target_writes_make_one_attempt() {
+        let config = super::one_attempt().build();
+        assert_eq!(config.retry_config().map(|r| r.max_attempts()), Some(1));
+    }
+
     use super::*;
     use crate::aws::Urgency;
 
@@ -372,4 +378,13 @@ mod tests {
         let own = "arn:aws:elasticloadbalancing:us-east-1:222222222222:targetgroup/web/0123456789abcdef";
         assert_eq!(client.targets(own).await.map(drop).map_err(|e| e.reason()), Err("AWSUnreachable"));
     }
+}
+
+/// Target writes are sent once: after an SDK retry, the final error (say a throttle) would hide
+/// that an earlier attempt took effect and only its answer was lost, and the claim would be
+/// settled as "did not happen". One attempt, one exact outcome; the reconcile owns the retry
+/// (and every attempt passes the write budget).
+fn one_attempt() -> aws_sdk_elasticloadbalancingv2::config::Builder {
+    aws_sdk_elasticloadbalancingv2::config::Builder::default()
+        .retry_config(aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::disabled())
 }
