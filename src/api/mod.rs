@@ -1,7 +1,6 @@
 //! The TargetGroupBinding API (`elbv2.k8s.aws`), schema-compatible with the AWS Load Balancer
 //! Controller's CRD so existing manifests apply unchanged.
 
-pub mod conditions;
 mod schema;
 mod targetgroupbinding;
 

@@ -1,1 +1,0 @@
-//! The `Ready` condition and the reasons it carries.
