@@ -241,8 +241,9 @@ async fn dashboard_and_alerts_name_only_what_a_running_agent_exports() {
     let arn = aws.ip_target_group_arn.clone();
     let missing = arn.replace("/mon-ip/", "/nope/");
     assert_ne!(missing, arn);
-    // The first RegisterTargets ends throttled after the SDK's 3 attempts; the next one gets through.
-    sandbox.throttle("RegisterTargets", 4).await.expect("throttle");
+    // The first RegisterTargets is throttled (target writes make one attempt, no SDK retries); the
+    // reconcile's retry gets through.
+    sandbox.throttle("RegisterTargets", 1).await.expect("throttle");
     binding(&kube, "demo", "web", ip_binding(&arn)).await;
     binding(&kube, "demo", "broken", ip_binding(&missing)).await;
     let elect = ["--drift-interval", "3s", "--leader-elect"];
