@@ -56,9 +56,9 @@ impl Kubectl<'_> {
             pipe.write_all(input.as_bytes()).await.expect("write kubectl's stdin");
         }
         drop(pipe);
-        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
             .await
-            .expect("kubectl timed out")
+            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within 120 s"))
             .expect("kubectl output")
     }
 
@@ -156,7 +156,16 @@ async fn our_crd_replaces_the_references_where_v1alpha1_was_stored() {
     let kubectl = Kubectl(&sandbox);
     let kube = sandbox.kube().await.expect("kube");
 
-    // The sandbox installed ours; go back to a cluster that never had it.
+    // The sandbox installed ours; go back to a cluster that never had it. Not before its storage
+    // is up: the API server's CRD finalizer fails on storage still initializing and retries only
+    // after a backoff longer than this test waits (seen once under load).
+    common::eventually("the CRD's watch cache ready", Duration::from_secs(60), || async {
+        let out = kubectl
+            .run(&["get", "--raw", "/apis/elbv2.k8s.aws/v1beta1/targetgroupbindings?resourceVersion=0"], None)
+            .await;
+        out.status.success().then_some(())
+    })
+    .await;
     kubectl.ok(&["delete", "crd", CRD_NAME, "--wait=true"], None).await;
     common::eventually("the CRD to be gone", Duration::from_secs(30), || async {
         let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
