@@ -17,13 +17,16 @@ use tgb_sandbox::{Agent, targets};
 const GATE: &str = "target-health.elbv2.k8s.aws/web";
 
 /// A pod as a kubelet reports it while only the gate holds it back (`containers_ready`), or
-/// while its containers are still starting.
+/// while its containers are still starting. Its status is written here, at the moment the test
+/// chooses, on a node the simulated kubelet does not run (so nothing else writes it); the real
+/// kubelet's part is covered by `e2e_workloads::gated_rollout_keeps_healthy_targets_throughout`.
 async fn gated_pod(kube: &kube::Client, ip: &str, containers_ready: bool) {
     let name = format!("pod-{}", ip.replace('.', "-"));
     let pods: Api<Pod> = Api::namespaced(kube.clone(), "demo");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "demo", "labels": {"app": "web"}},
-        "spec": {"containers": [{"name": "app", "image": "app"}], "readinessGates": [{"conditionType": GATE}]}
+        "spec": {"nodeName": "hand-written-status", "containers": [{"name": "app", "image": "app"}],
+                 "readinessGates": [{"conditionType": GATE}]}
     }))
     .expect("pod");
     pods.create(&PostParams::default(), &pod).await.expect("create pod");
