@@ -67,14 +67,20 @@ async fn serving(sandbox: &Sandbox, kube: &Client, arn: &str, n: usize) -> BTree
     .await
 }
 
-async fn start(prefix: &str, replicas: i32) -> (Sandbox, Client, String, Agent) {
+/// A sandbox with the AWS fixture, Service `web` and its Deployment; returns the ip group's ARN.
+async fn workload(prefix: &str, replicas: i32, gated: bool) -> (Sandbox, Client, String) {
     let sandbox = Sandbox::start().expect("sandbox");
     let aws = tgb_sandbox::seed_aws(&sandbox, prefix, 1).await.expect("fixture");
     let kube = sandbox.kube().await.expect("kube");
     namespace(&kube, "demo").await;
     service(&kube, "demo", "web", 80, "http", 8080).await;
-    deployment(&kube, replicas, false).await;
-    let arn = aws.ip_target_group_arn.clone();
+    deployment(&kube, replicas, gated).await;
+    (sandbox, kube, aws.ip_target_group_arn)
+}
+
+/// [`workload`] with an exclusive binding `web` and the agent running.
+async fn start(prefix: &str, replicas: i32) -> (Sandbox, Client, String, Agent) {
+    let (sandbox, kube, arn) = workload(prefix, replicas, false).await;
     binding(&kube, "demo", "web", ip_binding(&arn)).await;
     let agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     (sandbox, kube, arn, agent)
@@ -147,13 +153,7 @@ async fn namespace_deletion_cleans_the_group_before_the_namespace_goes() {
 /// target, and at the end the group holds exactly the new pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gated_rollout_keeps_healthy_targets_throughout() {
-    let sandbox = Sandbox::start().expect("sandbox");
-    let aws = tgb_sandbox::seed_aws(&sandbox, "rollout", 1).await.expect("fixture");
-    let kube = sandbox.kube().await.expect("kube");
-    namespace(&kube, "demo").await;
-    service(&kube, "demo", "web", 80, "http", 8080).await;
-    deployment(&kube, 3, true).await;
-    let arn = aws.ip_target_group_arn.clone();
+    let (sandbox, kube, arn) = workload("rollout", 3, true).await;
     binding(&kube, "demo", "web", ip_binding(&arn)).await;
     let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     let before = serving(&sandbox, &kube, &arn, 3).await;
@@ -186,13 +186,7 @@ async fn gated_rollout_keeps_healthy_targets_throughout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     use k8s_openapi::api::core::v1::ConfigMap;
-    let sandbox = Sandbox::start().expect("sandbox");
-    let aws = tgb_sandbox::seed_aws(&sandbox, "lostrecord", 1).await.expect("fixture");
-    let kube = sandbox.kube().await.expect("kube");
-    namespace(&kube, "demo").await;
-    service(&kube, "demo", "web", 80, "http", 8080).await;
-    deployment(&kube, 2, false).await;
-    let arn = aws.ip_target_group_arn.clone();
+    let (sandbox, kube, arn) = workload("lostrecord", 2, false).await;
     let mut spec = ip_binding(&arn);
     spec["multiClusterTargetGroup"] = json!(true);
     binding(&kube, "demo", "web", spec.clone()).await;
