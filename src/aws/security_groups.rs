@@ -260,10 +260,15 @@ impl Ec2SecurityGroups {
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        // Rules new targets need, and the claims that keep them, rank with registrations.
-        let turn = Turn::new(Urgency::Add);
-        self.limits.target_writes.acquire(op, &turn).await.map_err(SecurityGroupError::Aws)?;
+        self.take_turn(op).await?;
         self.send(op, group, request).await
+    }
+
+    /// Waits for this write's turn under the write limit and fence. Rules new targets need, and
+    /// the claims that keep them, rank with registrations.
+    async fn take_turn(&self, op: &'static str) -> Result<(), SecurityGroupError> {
+        let turn = Turn::new(Urgency::Add);
+        self.limits.target_writes.acquire(op, &turn).await.map_err(SecurityGroupError::Aws)
     }
 
     /// Sends a write whose turn under the write limit was already taken, classified and counted.
@@ -411,8 +416,7 @@ impl SecurityGroups for Ec2SecurityGroups {
         }
         // The planning read may be a long write-queue wait old by now: read again once it is our
         // turn, and send at once.
-        let turn = Turn::new(Urgency::Add);
-        self.limits.target_writes.acquire(OP, &turn).await.map_err(SecurityGroupError::Aws)?;
+        self.take_turn(OP).await?;
         let fresh = match self.ingress_rules(group).await {
             Ok(fresh) => fresh,
             Err(e) if e.is_gone() => return Ok(()),
