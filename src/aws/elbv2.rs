@@ -13,8 +13,8 @@ use super::describe_batch::{Answer, DescribeBatches, GATHER_WINDOW, Reply, retry
 use super::{AwsError, RateLimits, Scoped, TargetGroups, Turn};
 use crate::metrics::Metrics;
 use crate::model::{
-    Account, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType, TargetId,
-    TargetState,
+    Account, HealthCheckTiming, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef,
+    TargetGroupType, TargetId, TargetState,
 };
 
 /// [`TargetGroups`] over the ELBv2 API, in the agent's own account or, through an assumed role, in
@@ -294,7 +294,17 @@ fn target_group_info(tg: &aws_sdk_elasticloadbalancingv2::types::TargetGroup) ->
         vpc_id: tg.vpc_id().map(str::to_owned),
         ip_address_type,
         protocol: tg.protocol().map(|p| p.as_str().to_owned()),
+        health_check: health_check_timing(tg),
     }
+}
+
+fn health_check_timing(tg: &aws_sdk_elasticloadbalancingv2::types::TargetGroup) -> Option<HealthCheckTiming> {
+    let secs = |v: Option<i32>| v.and_then(|v| u64::try_from(v).ok());
+    Some(HealthCheckTiming {
+        interval_secs: secs(tg.health_check_interval_seconds())?,
+        timeout_secs: secs(tg.health_check_timeout_seconds())?,
+        unhealthy_threshold: secs(tg.unhealthy_threshold_count())?,
+    })
 }
 
 fn registered_target(d: &aws_sdk_elasticloadbalancingv2::types::TargetHealthDescription) -> Option<RegisteredTarget> {

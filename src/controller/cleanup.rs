@@ -23,9 +23,9 @@ use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
-use crate::plan::ownership::Claim;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
+use crate::plan::ownership::Claim;
 use crate::plan::validate::{account_of, check_spec};
 
 pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
@@ -93,7 +93,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         let claims = current
             .iter()
             .filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id))
-            .map(|t| (t.target.id.clone(), Claim::Registering { unhealthy_since: None }))
+            .map(|t| (t.target.id.clone(), Claim::Registering { seen: None }))
             .collect();
         record = record.with_group(arn, claims);
     }
@@ -145,8 +145,9 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     if let Some(wait) = wait {
         let note = format!(
-            "waiting up to {wait}s before removing targets whose ownership a lost AWS answer made uncertain \
-             (they are removed once seen unhealthy for a while)"
+            "waiting up to {wait}s on targets whose ownership a lost AWS answer made uncertain: they are removed \
+             once seen unhealthy for a while, and left to their owner once seen serving for longer than the \
+             group's health checks take to notice a pod gone"
         );
         ctx.kube.events.normal(tgb, "CleanupWaiting", note).await;
         return Ok(Some(Duration::from_secs(wait)));

@@ -8,9 +8,9 @@ use super::error::ReconcileError;
 use super::execute::{Sent, Write, send};
 use crate::aws::{TargetGroups, Turn, Urgency};
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::{BindingId, RegisteredTarget, Target, TargetId, TargetState};
+use crate::model::{BindingId, RegisteredTarget, Target, TargetGroupRef, TargetId, TargetState};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
-use crate::plan::health::{HealthSummary, summarize};
+use crate::plan::health::{HealthSummary, health_lag, summarize};
 use crate::plan::ownership::{Claim, Record, rearm_grace};
 
 /// One binding's work on one group.
@@ -169,6 +169,13 @@ pub async fn observe<T: TargetGroups, R: OwnershipStore>(
     let protected = if task.shared { sibling_claims(store, task.siblings, task.arn).await? } else { BTreeSet::new() };
     let claims = record.claims(task.arn).map(|c| rearm_grace(c, task.leading_since)).unwrap_or_default();
     let ownership = if task.shared { Ownership::Shared { claims: &claims } } else { Ownership::Exclusive };
+    // Only a release weighs health against time, and only for claims a lost answer made uncertain.
+    let releasing = matches!(task.want, Want::Nothing) && claims.values().any(|c| !c.is_certain());
+    let health_lag = if releasing {
+        health_lag(aws.describe(&TargetGroupRef::Arn(task.arn.to_owned())).await?.health_check)
+    } else {
+        0
+    };
     let decision = decide(GroupInputs {
         want: task.want,
         ownership,
@@ -176,6 +183,7 @@ pub async fn observe<T: TargetGroups, R: OwnershipStore>(
         protected: &protected,
         ours_now: task.ours_now,
         now: task.now,
+        health_lag,
     });
     Ok(Observed { current, claims, decision })
 }

@@ -6,7 +6,9 @@
 //! it active (registering an active target changes nothing). Every AWS call and every record write
 //! may fail before taking effect, take effect and lose its answer, or crash the agent (which then
 //! starts again from its persisted record alone). The other cluster registers the addresses its
-//! pods hold and deregisters, lagging, the ones they left.
+//! pods hold and deregisters, lagging, the ones they left. Health lags as ELBv2's does: an entry
+//! whose pod left keeps reporting healthy until its failed checks add up ([`ELB_LAG_SECS`]).
+//! Deletion takes this cluster's pods with it, as deleting a namespace does.
 //!
 //! Assumption, as with the VPC CNI's address cooldown: a pod gets an address only once the target
 //! group no longer routes that address to a target another cluster created (a draining or absent
@@ -25,11 +27,18 @@ use std::sync::{Arc, Mutex};
 use super::group::{GroupResult, GroupTask, reconcile_group};
 use crate::aws::{AwsError, TargetGroups};
 use crate::k8s::ownership::{OwnershipStore, RecordError};
-use crate::model::{BindingId, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef, TargetId, TargetState};
+use crate::model::{
+    BindingId, HealthCheckTiming, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef,
+    TargetGroupType, TargetId, TargetState,
+};
 use crate::plan::decide::{UNCERTAIN_GRACE_SECS, Want};
 use crate::plan::ownership::Record;
 
 const ADDRESSES: u8 = 8;
+/// The group's health checks: every 10 s, 5 s timeout, 3 failures to turn unhealthy.
+const TIMING: HealthCheckTiming = HealthCheckTiming { interval_secs: 10, timeout_secs: 5, unhealthy_threshold: 3 };
+/// How long the group goes on reporting healthy a target whose pod left.
+const ELB_LAG_SECS: u64 = 10 * 3 + 5;
 const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shared/0123456789abcdef";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +67,10 @@ struct Stats {
     refusals: u32,
     crashes: u32,
     deregistrations: u32,
+    /// Deletion passes that kept a serving target under an uncertain claim, waiting out the lag.
+    lag_waits: u32,
+    /// Serving targets under uncertain claims let go of after the lag.
+    releases: u32,
 }
 
 struct Sim {
@@ -65,6 +78,8 @@ struct Sim {
     now: u64,
     group: BTreeMap<TargetId, Entry>,
     pods: Vec<Option<Pod>>,
+    /// Per address: when its last pod left.
+    left_at: Vec<Option<u64>>,
     record: Option<Record>,
     fault_rate: f64,
     crashed: bool,
@@ -119,6 +134,9 @@ impl Sim {
             Some(_) => TargetState::Draining,
             None if entry.age == 0 => TargetState::Initial,
             None if self.pods.get(index).copied().flatten().is_some() => TargetState::Healthy,
+            None if self.left_at.get(index).copied().flatten().is_some_and(|t| self.now < t + ELB_LAG_SECS) => {
+                TargetState::Healthy
+            }
             None => TargetState::Unhealthy,
         }
     }
@@ -157,6 +175,20 @@ impl Sim {
         }
     }
 
+    fn leave(&mut self, slot: usize) {
+        self.pods[slot] = None;
+        self.left_at[slot] = Some(self.now);
+    }
+
+    /// Deleting the namespace takes this cluster's pods (and their endpoints) at once.
+    fn delete_our_pods(&mut self) {
+        for slot in 0..self.pods.len() {
+            if self.pods[slot].is_some_and(|p| p.side == Side::Us) {
+                self.leave(slot);
+            }
+        }
+    }
+
     fn wanted(&self) -> Vec<TargetId> {
         (0..ADDRESSES).map(address).filter(|id| self.holder(id) == Some(Pod { side: Side::Us, ready: true })).collect()
     }
@@ -178,8 +210,8 @@ impl Sim {
                 Some(Pod { side: Side::Us, ready: true }) if churn && self.rng.f64() < 0.15 => {
                     self.pods[slot] = Some(Pod { side: Side::Us, ready: false });
                 }
-                Some(Pod { side: Side::Us, ready: false }) if !churn || self.rng.f64() < 0.4 => self.pods[slot] = None,
-                Some(Pod { side: Side::Them, .. }) if churn && self.rng.f64() < 0.1 => self.pods[slot] = None,
+                Some(Pod { side: Side::Us, ready: false }) if !churn || self.rng.f64() < 0.4 => self.leave(slot),
+                Some(Pod { side: Side::Them, .. }) if churn && self.rng.f64() < 0.1 => self.leave(slot),
                 None if churn && self.rng.f64() < 0.3 => {
                     let side = if self.rng.bool() { Side::Us } else { Side::Them };
                     // The address is reused only once no other cluster's target routes it.
@@ -221,7 +253,21 @@ fn lost(op: &'static str) -> AwsError {
 
 impl TargetGroups for World {
     async fn describe(&self, _: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
-        Err(AwsError::TargetGroupNotFound("not used by the group sequence".into()))
+        let mut sim = self.sim();
+        match sim.fault() {
+            Fault::None | Fault::After => {}
+            Fault::Before => return Err(AwsError::Throttled { op: "DescribeTargetGroups", message: "slow".into() }),
+            Fault::Unknown | Fault::Crash { .. } => return Err(lost("DescribeTargetGroups")),
+        }
+        Ok(TargetGroupInfo {
+            arn: ARN.into(),
+            name: "shared".into(),
+            target_type: TargetGroupType::Ip,
+            vpc_id: None,
+            ip_address_type: TargetGroupIpType::Ipv4,
+            protocol: Some("HTTP".into()),
+            health_check: Some(TIMING),
+        })
     }
 
     async fn targets(&self, _: &str) -> Result<Vec<RegisteredTarget>, AwsError> {
@@ -346,6 +392,13 @@ fn reconcile(world: &World, deleting: bool) {
     };
     let result = futures::executor::block_on(reconcile_group(world, world, &mut record, task));
     assert!(!matches!(result, Ok(GroupResult::NeedsConfirmation(_))), "confirmed inputs never ask for confirmation");
+    if let Ok(GroupResult::Done(report)) = result
+        && deleting
+    {
+        let mut sim = world.sim();
+        sim.stats.lag_waits += u32::from(!report.decision.uncertain_kept.is_empty());
+        sim.stats.releases += u32::try_from(report.decision.released.len()).unwrap_or(u32::MAX);
+    }
 }
 
 fn run_schedule(seed: u64) -> (Vec<String>, Stats) {
@@ -356,6 +409,7 @@ fn run_schedule(seed: u64) -> (Vec<String>, Stats) {
         now: 1_700_000_000,
         group: BTreeMap::new(),
         pods: vec![None; usize::from(ADDRESSES)],
+        left_at: vec![None; usize::from(ADDRESSES)],
         record: None,
         fault_rate: 0.3,
         crashed: false,
@@ -403,7 +457,8 @@ fn run_schedule(seed: u64) -> (Vec<String>, Stats) {
             }
         }
     }
-    // Deletion: under faults first, then without, until done.
+    // Deletion: the namespace goes with the pods; under faults first, then without, until done.
+    world.sim().delete_our_pods();
     world.sim().fault_rate = 0.3;
     for _ in 0..5 {
         reconcile(&world, true);
@@ -422,6 +477,9 @@ fn run_schedule(seed: u64) -> (Vec<String>, Stats) {
             failures.push(format!("after deletion: {id} is still registered by this cluster"));
         }
     }
+    if let Some(claims) = sim.record.as_ref().and_then(|r| r.claims(ARN)).filter(|c| !c.is_empty()) {
+        failures.push(format!("after deletion: claims remain, so the deletion never ends: {claims:?}"));
+    }
     failures.extend(sim.violations.iter().cloned());
     let stats = std::mem::take(&mut sim.stats);
     (failures, stats)
@@ -438,12 +496,16 @@ fn shared_group_survives_crashes_lost_answers_and_address_reuse() {
         totals.refusals += stats.refusals;
         totals.crashes += stats.crashes;
         totals.deregistrations += stats.deregistrations;
+        totals.lag_waits += stats.lag_waits;
+        totals.releases += stats.releases;
     }
     // The faults must actually have been exercised, or the test proves nothing.
     assert!(totals.lost_answers > schedules as u32 && totals.crashes > schedules as u32);
     assert!(totals.refusals > 0 && totals.deregistrations > schedules as u32);
+    assert!(totals.lag_waits > 0 && totals.releases > 0, "deletion never met a lagging uncertain target");
     println!(
-        "{schedules} schedules: {} deregistrations, {} lost answers, {} crashes, {} refused batches, 0 violations",
-        totals.deregistrations, totals.lost_answers, totals.crashes, totals.refusals
+        "{schedules} schedules: {} deregistrations, {} lost answers, {} crashes, {} refused batches, \
+         {} deletion passes waiting out the health lag, {} releases, 0 violations",
+        totals.deregistrations, totals.lost_answers, totals.crashes, totals.refusals, totals.lag_waits, totals.releases
     );
 }

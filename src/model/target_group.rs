@@ -7,6 +7,17 @@ pub struct TargetGroupInfo {
     pub vpc_id: Option<String>,
     pub ip_address_type: TargetGroupIpType,
     pub protocol: Option<String>,
+    /// Absent when ELBv2 reports none (health checks of lambda groups, or a fake).
+    pub health_check: Option<HealthCheckTiming>,
+}
+
+/// How a target group checks its targets, which bounds how late ELBv2 reports one gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthCheckTiming {
+    pub interval_secs: u64,
+    pub timeout_secs: u64,
+    /// Consecutive failed checks before a target is reported unhealthy.
+    pub unhealthy_threshold: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,14 +11,16 @@
 //!   certain one while one of this binding's endpoints (ready or not) still has the address: no other
 //!   pod can have it then. Otherwise a serving target under an uncertain claim is never removed: it
 //!   may be another cluster's that took the address since. Only a target that stays unhealthy for
-//!   [`UNCERTAIN_GRACE_SECS`] is removed on such a claim; on deletion, a serving one is released
-//!   (reported, left in place);
+//!   [`UNCERTAIN_GRACE_SECS`] is removed on such a claim. When the binding lets go of the group
+//!   (deletion, or a group it left), a serving one is released (reported, left in place) only once
+//!   it kept serving for the group's health lag: ELBv2 reports a target whose pod just went as
+//!   healthy until enough health checks failed, so a release at first look would strand ours;
 //! - nothing another binding of this cluster claims (`protected`) is ever deregistered;
 //! - targets without a claim in a shared group are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::ownership::Claim;
+use super::ownership::{Claim, Seen};
 use crate::model::{RegisteredTarget, Target, TargetId, TargetState};
 
 /// How long a target under an uncertain claim must be seen unhealthy before it is removed.
@@ -55,6 +57,9 @@ pub struct GroupInputs<'a> {
     pub ours_now: &'a BTreeSet<String>,
     /// Seconds since the Unix epoch.
     pub now: u64,
+    /// How long (seconds) ELBv2 may go on reporting a target whose pod is gone as healthy: see
+    /// [`super::health::health_lag`].
+    pub health_lag: u64,
 }
 
 /// What to do in one group, in order: persist `claims_before`, deregister, register, then persist
@@ -80,10 +85,14 @@ impl GroupDecision {
     pub fn writes(&self) -> bool {
         !self.deregister.is_empty() || !self.register.is_empty()
     }
+
+    fn recheck_after(&mut self, secs: u64) {
+        self.recheck_in = Some(self.recheck_in.map_or(secs, |r| r.min(secs)));
+    }
 }
 
 pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
-    let GroupInputs { want, ownership, current, protected, ours_now, now } = inputs;
+    let GroupInputs { want, ownership, current, protected, ours_now, now, health_lag } = inputs;
     let (wanted, confirmed, deleting) = match want {
         Want::Targets { targets, confirmed } => (targets.iter().map(|t| (&t.id, t)).collect(), confirmed, false),
         Want::Nothing => (BTreeMap::new(), true, true),
@@ -110,8 +119,7 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
 
     let mut after: BTreeMap<TargetId, Claim> = BTreeMap::new();
     for id in wanted.keys() {
-        let claim =
-            if active.contains_key(id) { Claim::Registered } else { Claim::Registering { unhealthy_since: None } };
+        let claim = if active.contains_key(id) { Claim::Registered } else { Claim::Registering { seen: None } };
         after.insert((*id).clone(), claim);
     }
     for (id, claim) in claims.iter().filter(|(id, _)| !wanted.contains_key(id)) {
@@ -122,7 +130,7 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
         }
         if claim.is_certain() || ours_now.contains(&id.id) {
             decision.deregister.push(registered.target.clone());
-            after.insert(id.clone(), Claim::Leaving { unhealthy_since: None });
+            after.insert(id.clone(), Claim::Leaving { seen: None });
             continue;
         }
         match registered.state {
@@ -131,18 +139,27 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
                 let waited = now.saturating_sub(since);
                 if waited >= UNCERTAIN_GRACE_SECS {
                     decision.deregister.push(registered.target.clone());
-                    after.insert(id.clone(), Claim::Leaving { unhealthy_since: None });
+                    after.insert(id.clone(), Claim::Leaving { seen: None });
                 } else {
-                    let left = UNCERTAIN_GRACE_SECS - waited;
-                    decision.recheck_in = Some(decision.recheck_in.map_or(left, |r| r.min(left)));
-                    after.insert(id.clone(), claim.with_unhealthy_since(Some(since)));
+                    decision.recheck_after(UNCERTAIN_GRACE_SECS - waited);
+                    after.insert(id.clone(), claim.with_seen(Some(Seen::Unhealthy(since))));
                 }
             }
             // Serving, or no health evidence either way: the safe side is to leave it.
-            _ if deleting => decision.released.push(id.clone()),
+            _ if deleting => {
+                let since = claim.serving_after_release_since().unwrap_or(now);
+                let waited = now.saturating_sub(since);
+                if waited >= health_lag {
+                    decision.released.push(id.clone());
+                } else {
+                    decision.recheck_after(health_lag - waited);
+                    decision.uncertain_kept.push(id.clone());
+                    after.insert(id.clone(), claim.with_seen(Some(Seen::ServingAfterRelease(since))));
+                }
+            }
             _ => {
                 decision.uncertain_kept.push(id.clone());
-                after.insert(id.clone(), claim.with_unhealthy_since(None));
+                after.insert(id.clone(), claim.with_seen(None));
             }
         }
     }
@@ -188,7 +205,7 @@ pub fn settle(
             }
             Outcome::NotApplied => restore(&mut after, observed, &t.id),
             Outcome::Unknown => {
-                after.insert(t.id.clone(), Claim::Leaving { unhealthy_since: None });
+                after.insert(t.id.clone(), Claim::Leaving { seen: None });
             }
         }
     }
@@ -202,7 +219,7 @@ pub fn settle(
             }
             Outcome::NotApplied => restore(&mut after, observed, &t.id),
             Outcome::Unknown => {
-                after.insert(t.id.clone(), Claim::Registering { unhealthy_since: None });
+                after.insert(t.id.clone(), Claim::Registering { seen: None });
             }
         }
     }
@@ -251,10 +268,12 @@ mod tests {
             protected: &BTreeSet::new(),
             ours_now: &BTreeSet::new(),
             now,
+            health_lag: LAG,
         })
     }
 
-    const UNSURE: Claim = Claim::Leaving { unhealthy_since: None };
+    const LAG: u64 = 70;
+    const UNSURE: Claim = Claim::Leaving { seen: None };
 
     #[test]
     fn exclusive_removes_everything_not_wanted_and_registers_the_missing() {
@@ -266,6 +285,7 @@ mod tests {
             protected: &BTreeSet::new(),
             ours_now: &BTreeSet::new(),
             now: 0,
+            health_lag: LAG,
         });
         assert_eq!(ids(&d.deregister), vec![id(1)]);
         assert_eq!(ids(&d.register), vec![id(3), id(4)], "a draining target that is wanted again is re-registered");
@@ -306,7 +326,7 @@ mod tests {
         assert!(first.deregister.is_empty());
         assert_eq!(first.recheck_in, Some(UNCERTAIN_GRACE_SECS));
         let remembered = first.claims_before.expect("shared");
-        assert_eq!(remembered.get(&id(1)), Some(&Claim::Leaving { unhealthy_since: Some(1_000) }));
+        assert_eq!(remembered.get(&id(1)), Some(&Claim::Leaving { seen: Some(Seen::Unhealthy(1_000)) }));
         let early = shared(&want(&[2]), &remembered, &current, 1_000 + UNCERTAIN_GRACE_SECS - 1);
         assert!(early.deregister.is_empty());
         let late = shared(&want(&[2]), &remembered, &current, 1_000 + UNCERTAIN_GRACE_SECS);
@@ -329,27 +349,57 @@ mod tests {
                 protected: &BTreeSet::new(),
                 ours_now: &ours_now,
                 now: 0,
+                health_lag: LAG,
             });
             assert_eq!(ids(&d.deregister), vec![id(1)], "a terminating pod's target goes at once");
         }
     }
 
-    #[test]
-    fn deletion_releases_serving_targets_under_uncertain_claims() {
-        let claims = [(id(1), UNSURE), (id(2), Claim::Registered)].into();
-        let current = [reg(1, TargetState::Healthy), reg(2, TargetState::Healthy)];
-        let d = decide(GroupInputs {
+    fn deleting(claims: &BTreeMap<TargetId, Claim>, current: &[RegisteredTarget], now: u64) -> GroupDecision {
+        decide(GroupInputs {
             want: Want::Nothing,
-            ownership: Ownership::Shared { claims: &claims },
-            current: &current,
+            ownership: Ownership::Shared { claims },
+            current,
             protected: &BTreeSet::new(),
             ours_now: &BTreeSet::new(),
-            now: 0,
-        });
-        assert_eq!(ids(&d.deregister), vec![id(2)]);
-        assert_eq!(d.released, vec![id(1)]);
-        assert!(!d.needs_confirmation, "deletion needs no live read");
-        assert_eq!(d.claims_before, Some([(id(2), UNSURE)].into()));
+            now,
+            health_lag: LAG,
+        })
+    }
+
+    #[test]
+    fn deletion_releases_a_serving_target_under_an_uncertain_claim_only_after_the_health_lag() {
+        let claims = [(id(1), UNSURE), (id(2), Claim::Registered)].into();
+        let current = [reg(1, TargetState::Healthy), reg(2, TargetState::Healthy)];
+        let first = deleting(&claims, &current, 1_000);
+        assert_eq!(ids(&first.deregister), vec![id(2)]);
+        assert!(first.released.is_empty(), "healthy at first look may be our pod that just went");
+        assert_eq!(first.uncertain_kept, vec![id(1)]);
+        assert_eq!(first.recheck_in, Some(LAG));
+        assert!(!first.needs_confirmation, "deletion needs no live read");
+        let kept = Claim::Leaving { seen: Some(Seen::ServingAfterRelease(1_000)) };
+        assert_eq!(first.claims_before, Some([(id(1), kept), (id(2), UNSURE)].into()));
+
+        let remembered: BTreeMap<TargetId, Claim> = [(id(1), kept)].into();
+        let early = deleting(&remembered, &current[..1], 1_000 + LAG - 1);
+        assert!(early.released.is_empty());
+        assert_eq!(early.recheck_in, Some(1));
+        let late = deleting(&remembered, &current[..1], 1_000 + LAG);
+        assert_eq!(late.released, vec![id(1)], "still serving after the lag: another cluster's pod");
+        assert!(late.deregister.is_empty());
+        assert_eq!(late.claims_before, Some(BTreeMap::new()));
+    }
+
+    #[test]
+    fn deletion_removes_an_uncertain_target_that_turns_unhealthy_within_the_lag() {
+        let remembered: BTreeMap<TargetId, Claim> =
+            [(id(1), Claim::Leaving { seen: Some(Seen::ServingAfterRelease(1_000)) })].into();
+        let turned = deleting(&remembered, &[reg(1, TargetState::Unhealthy)], 1_030);
+        assert!(turned.released.is_empty());
+        let claims = turned.claims_before.expect("shared");
+        assert_eq!(claims[&id(1)], Claim::Leaving { seen: Some(Seen::Unhealthy(1_030)) }, "the unhealthy wait starts");
+        let gone = deleting(&claims, &[reg(1, TargetState::Unhealthy)], 1_030 + UNCERTAIN_GRACE_SECS);
+        assert_eq!(ids(&gone.deregister), vec![id(1)]);
     }
 
     #[test]
@@ -364,6 +414,7 @@ mod tests {
                 protected: &protected,
                 ours_now: &BTreeSet::new(),
                 now: 0,
+                health_lag: LAG,
             });
             assert!(d.deregister.is_empty());
         }
@@ -383,7 +434,7 @@ mod tests {
                 (id(1), UNSURE),
                 (id(2), Claim::Registered),
                 (id(3), Claim::Registered),
-                (id(5), Claim::Registering { unhealthy_since: None }),
+                (id(5), Claim::Registering { seen: None }),
             ]
             .into()
         );
@@ -401,11 +452,18 @@ mod tests {
         ])
     }
 
+    fn arb_seen() -> impl Strategy<Value = Option<Seen>> {
+        prop::option::of(prop_oneof![
+            (0u64..400).prop_map(Seen::Unhealthy),
+            (0u64..400).prop_map(Seen::ServingAfterRelease)
+        ])
+    }
+
     fn arb_claim() -> impl Strategy<Value = Claim> {
         prop_oneof![
             Just(Claim::Registered),
-            prop::option::of(0u64..400).prop_map(|s| Claim::Registering { unhealthy_since: s }),
-            prop::option::of(0u64..400).prop_map(|s| Claim::Leaving { unhealthy_since: s }),
+            arb_seen().prop_map(|seen| Claim::Registering { seen }),
+            arb_seen().prop_map(|seen| Claim::Leaving { seen }),
         ]
     }
 
@@ -428,7 +486,7 @@ mod tests {
             let want = if deleting { Want::Nothing } else { Want::Targets { targets: &wanted, confirmed: true } };
             let d = decide(GroupInputs {
                 want, ownership: Ownership::Shared { claims: &claims }, current: &current, protected: &BTreeSet::new(),
-                ours_now: &ours_now, now,
+                ours_now: &ours_now, now, health_lag: LAG,
             });
             for t in &d.deregister {
                 let claim = claims.get(&t.id).copied();
@@ -441,6 +499,13 @@ mod tests {
                     prop_assert!(now.saturating_sub(since) >= UNCERTAIN_GRACE_SECS);
                 }
                 prop_assert!(deleting || !wanted.iter().any(|w| w.id == t.id));
+            }
+            // A serving target under an uncertain claim is let go of only after the health lag.
+            for released in &d.released {
+                let claim = claims.get(released).copied();
+                prop_assert!(deleting && !claim.is_some_and(Claim::is_certain));
+                let since = claim.and_then(Claim::serving_after_release_since).unwrap_or(now);
+                prop_assert!(now.saturating_sub(since) >= LAG, "{} released before the health lag", released);
             }
             // Every target the decision writes about is claimed before the write.
             let before = d.claims_before.clone().unwrap_or_default();

@@ -3,7 +3,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{RegisteredTarget, Target, TargetId, TargetState};
+use crate::model::{HealthCheckTiming, RegisteredTarget, Target, TargetId, TargetState};
+
+/// A pod whose endpoint is gone may still serve through its termination grace period; Kubernetes'
+/// default (30 s) is what the lag allows for.
+const POD_EXIT_ALLOWANCE_SECS: u64 = 30;
+
+/// Assumed when the group reports no health-check timing: five minutes, ELBv2's longest interval.
+const UNKNOWN_HEALTH_LAG_SECS: u64 = 300;
+
+/// How long ELBv2 may go on reporting a target whose pod is gone as healthy: the pod's exit, then
+/// `unhealthy_threshold` failed checks, one interval apart, the last one timing out.
+pub fn health_lag(timing: Option<HealthCheckTiming>) -> u64 {
+    match timing {
+        Some(t) => POD_EXIT_ALLOWANCE_SECS + t.interval_secs * t.unhealthy_threshold + t.timeout_secs,
+        None => UNKNOWN_HEALTH_LAG_SECS,
+    }
+}
 
 /// How many reasons of unhealthy targets the status names.
 const REASONS_SHOWN: usize = 5;
@@ -91,6 +107,13 @@ pub fn summarize(desired: &BTreeSet<Target>, current: &[RegisteredTarget], regis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_health_lag_covers_the_pod_exit_and_every_failed_check() {
+        let timing = HealthCheckTiming { interval_secs: 30, timeout_secs: 5, unhealthy_threshold: 2 };
+        assert_eq!(health_lag(Some(timing)), 30 + 30 * 2 + 5);
+        assert_eq!(health_lag(None), 300);
+    }
 
     fn t(n: u8) -> Target {
         Target::new(TargetId::new(format!("10.0.0.{n}"), 80))

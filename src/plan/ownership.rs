@@ -19,9 +19,28 @@ pub enum Claim {
     /// Registered by this cluster and not written about since.
     Registered,
     /// RegisterTargets was (or is about to be) sent; whether it took effect is unknown.
-    Registering { unhealthy_since: Option<u64> },
+    Registering { seen: Option<Seen> },
     /// DeregisterTargets was (or is about to be) sent; whether it took effect is unknown.
-    Leaving { unhealthy_since: Option<u64> },
+    Leaving { seen: Option<Seen> },
+}
+
+/// What an uncertain claim's target has been seen doing, and since when (Unix seconds): the
+/// evidence that, given time, tells this cluster's target from another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Seen {
+    /// Registered and failing its health checks.
+    Unhealthy(u64),
+    /// Still serving while the binding is deleted (or has left the group): ELBv2 reports health
+    /// late, so a target whose pod just went keeps looking healthy for a while.
+    ServingAfterRelease(u64),
+}
+
+impl Seen {
+    pub fn since(self) -> u64 {
+        match self {
+            Self::Unhealthy(since) | Self::ServingAfterRelease(since) => since,
+        }
+    }
 }
 
 impl Claim {
@@ -29,19 +48,34 @@ impl Claim {
         self == Self::Registered
     }
 
-    /// When the target was first seen registered but not serving while this claim was uncertain.
-    pub fn unhealthy_since(self) -> Option<u64> {
+    pub fn seen(self) -> Option<Seen> {
         match self {
             Self::Registered => None,
-            Self::Registering { unhealthy_since } | Self::Leaving { unhealthy_since } => unhealthy_since,
+            Self::Registering { seen } | Self::Leaving { seen } => seen,
         }
     }
 
-    pub fn with_unhealthy_since(self, since: Option<u64>) -> Self {
+    /// When the target was first seen registered but not serving while this claim was uncertain.
+    pub fn unhealthy_since(self) -> Option<u64> {
+        match self.seen() {
+            Some(Seen::Unhealthy(since)) => Some(since),
+            _ => None,
+        }
+    }
+
+    /// When the target was first seen serving after the binding let go of the group.
+    pub fn serving_after_release_since(self) -> Option<u64> {
+        match self.seen() {
+            Some(Seen::ServingAfterRelease(since)) => Some(since),
+            _ => None,
+        }
+    }
+
+    pub fn with_seen(self, seen: Option<Seen>) -> Self {
         match self {
             Self::Registered => Self::Registered,
-            Self::Registering { .. } => Self::Registering { unhealthy_since: since },
-            Self::Leaving { .. } => Self::Leaving { unhealthy_since: since },
+            Self::Registering { .. } => Self::Registering { seen },
+            Self::Leaving { .. } => Self::Leaving { seen },
         }
     }
 }
@@ -88,13 +122,15 @@ impl fmt::Display for Record {
         for (arn, claims) in self.groups.iter().filter(|(_, c)| !c.is_empty()) {
             writeln!(f, "group {arn}")?;
             for (id, claim) in claims {
-                let since = |s: Option<u64>| s.map(|s| format!(" unhealthy-since={s}")).unwrap_or_default();
+                let seen = match claim.seen() {
+                    None => String::new(),
+                    Some(Seen::Unhealthy(s)) => format!(" unhealthy-since={s}"),
+                    Some(Seen::ServingAfterRelease(s)) => format!(" serving-after-release-since={s}"),
+                };
                 match claim {
                     Claim::Registered => writeln!(f, "{id} registered")?,
-                    Claim::Registering { unhealthy_since } => {
-                        writeln!(f, "{id} registering{}", since(*unhealthy_since))?
-                    }
-                    Claim::Leaving { unhealthy_since } => writeln!(f, "{id} leaving{}", since(*unhealthy_since))?,
+                    Claim::Registering { .. } => writeln!(f, "{id} registering{seen}")?,
+                    Claim::Leaving { .. } => writeln!(f, "{id} leaving{seen}")?,
                 }
             }
         }
@@ -122,12 +158,20 @@ pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
             bad.push(line.to_owned());
             continue;
         };
-        let since = words.next().and_then(|w| w.strip_prefix("unhealthy-since=")).and_then(|s| s.parse().ok());
+        // An unknown or malformed timer only restarts that wait: never a reason to drop the claim.
+        let seen = words.next().and_then(|w| w.split_once('=')).and_then(|(key, since)| {
+            let since = since.parse().ok()?;
+            match key {
+                "unhealthy-since" => Some(Seen::Unhealthy(since)),
+                "serving-after-release-since" => Some(Seen::ServingAfterRelease(since)),
+                _ => None,
+            }
+        });
         let claim = match (legacy, state) {
-            (true, None) => Claim::Registering { unhealthy_since: None },
+            (true, None) => Claim::Registering { seen: None },
             (false, Some("registered")) => Claim::Registered,
-            (false, Some("registering")) => Claim::Registering { unhealthy_since: since },
-            (false, Some("leaving")) => Claim::Leaving { unhealthy_since: since },
+            (false, Some("registering")) => Claim::Registering { seen },
+            (false, Some("leaving")) => Claim::Leaving { seen },
             _ => {
                 bad.push(line.to_owned());
                 continue;
@@ -145,15 +189,15 @@ pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
     (record, bad)
 }
 
-/// The claims as a new leader may trust them: an `unhealthy_since` from before `leading_since` was
-/// read off another replica's wall clock, which may run ahead (a target removed at first look) or
-/// behind, so its grace starts again from this leader's first look.
+/// The claims as a new leader may trust them: a timer started before `leading_since` was read off
+/// another replica's wall clock, which may run ahead (a target removed at first look) or behind, so
+/// its wait starts again from this leader's first look.
 pub fn rearm_grace(claims: &BTreeMap<TargetId, Claim>, leading_since: u64) -> BTreeMap<TargetId, Claim> {
     claims
         .iter()
         .map(|(id, claim)| {
-            let trusted = claim.unhealthy_since().filter(|since| *since >= leading_since);
-            (id.clone(), claim.with_unhealthy_since(trusted))
+            let trusted = claim.seen().filter(|seen| seen.since() >= leading_since);
+            (id.clone(), claim.with_seen(trusted))
         })
         .collect()
 }
@@ -168,14 +212,16 @@ mod tests {
     fn a_new_leader_rearms_grace_measured_on_another_clock() {
         let id = |n: u8| TargetId::new(format!("10.0.0.{n}"), 80);
         let claims: BTreeMap<TargetId, Claim> = [
-            (id(1), Claim::Registering { unhealthy_since: Some(900) }),
-            (id(2), Claim::Leaving { unhealthy_since: Some(1_100) }),
+            (id(1), Claim::Registering { seen: Some(Seen::Unhealthy(900)) }),
+            (id(2), Claim::Leaving { seen: Some(Seen::Unhealthy(1_100)) }),
+            (id(4), Claim::Leaving { seen: Some(Seen::ServingAfterRelease(999)) }),
             (id(3), Claim::Registered),
         ]
         .into();
         let rearmed = rearm_grace(&claims, 1_000);
-        assert_eq!(rearmed[&id(1)], Claim::Registering { unhealthy_since: None }, "the old leader's clock");
-        assert_eq!(rearmed[&id(2)], Claim::Leaving { unhealthy_since: Some(1_100) }, "this leader's own");
+        assert_eq!(rearmed[&id(1)], Claim::Registering { seen: None }, "the old leader's clock");
+        assert_eq!(rearmed[&id(2)], Claim::Leaving { seen: Some(Seen::Unhealthy(1_100)) }, "this leader's own");
+        assert_eq!(rearmed[&id(4)], Claim::Leaving { seen: None });
         assert_eq!(rearmed[&id(3)], Claim::Registered);
     }
 
@@ -200,11 +246,14 @@ mod tests {
     }
 
     fn arb_claim() -> impl Strategy<Value = Claim> {
-        let since = prop::option::of(0u64..2_000_000_000);
+        let seen = prop::option::of(prop_oneof![
+            (0u64..2_000_000_000).prop_map(Seen::Unhealthy),
+            (0u64..2_000_000_000).prop_map(Seen::ServingAfterRelease),
+        ]);
         prop_oneof![
             Just(Claim::Registered),
-            since.clone().prop_map(|s| Claim::Registering { unhealthy_since: s }),
-            since.prop_map(|s| Claim::Leaving { unhealthy_since: s }),
+            seen.clone().prop_map(|seen| Claim::Registering { seen }),
+            seen.prop_map(|seen| Claim::Leaving { seen }),
         ]
     }
 

@@ -246,6 +246,7 @@ mod tests {
             vpc_id: Some("vpc-1".into()),
             ip_address_type: TargetGroupIpType::Ipv4,
             protocol: Some("HTTP".into()),
+            health_check: None,
         }
     }
 
