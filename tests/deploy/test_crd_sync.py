@@ -1,5 +1,6 @@
-"""deploy/crd/ holds an exact copy of the generated CRD in crds/ (kustomize cannot load it from
-outside deploy/). Until crds/ has it, a marked placeholder stands in."""
+"""deploy/crd/ and charts/tgb-agent/crds/ hold exact copies of the generated CRD in crds/ (neither
+kustomize nor Helm loads files from outside its directory), and charts/tgb-agent/files/ of
+deploy/monitoring's rules and dashboard. Until crds/ has the CRD, a marked placeholder stands in."""
 
 import pathlib
 import subprocess
@@ -11,6 +12,11 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 NAME = "targetgroupbindings.elbv2.k8s.aws.yaml"
 SOURCE = REPO / "crds" / NAME
 COPY = REPO / "deploy" / "crd" / NAME
+CHART_COPY = REPO / "charts" / "tgb-agent" / "crds" / NAME
+MONITORING_COPIES = {
+    REPO / "deploy" / "monitoring" / f: REPO / "charts" / "tgb-agent" / "files" / f
+    for f in ("prometheusrule.yaml", "grafana-dashboard.json")
+}
 
 
 def test_copy_matches_generated_crd():
@@ -20,9 +26,17 @@ def test_copy_matches_generated_crd():
             f"{SOURCE.relative_to(REPO)} does not exist, so {COPY.relative_to(REPO)} must be the marked placeholder"
         )
         pytest.skip(f"{SOURCE.relative_to(REPO)} not generated yet; deploy/ ships a placeholder CRD")
-    assert COPY.read_bytes() == SOURCE.read_bytes(), (
-        f"{COPY.relative_to(REPO)} is stale: run deploy/sync-crd and commit the result"
-    )
+    for copy in (COPY, CHART_COPY):
+        assert copy.read_bytes() == SOURCE.read_bytes(), (
+            f"{copy.relative_to(REPO)} is stale: run deploy/sync-crd and commit the result"
+        )
+
+
+def test_chart_monitoring_files_match_deploy():
+    for source, copy in MONITORING_COPIES.items():
+        assert copy.read_bytes() == source.read_bytes(), (
+            f"{copy.relative_to(REPO)} is stale: run deploy/sync-crd and commit the result"
+        )
 
 
 def test_copy_is_the_targetgroupbinding_crd():
