@@ -155,7 +155,11 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 ours_now: &ours_now,
                 now: unix_now(),
                 leading_since: ctx.leading_since,
-                why: Why { drift_check, stale_when: ctx.may_go_stale(&uid).then(|| input_changes.clone()) },
+                why: Why {
+                    drift_check,
+                    stale_when: ctx.may_go_stale(&uid).then(|| input_changes.clone()),
+                    sent_regardless: !ctx.may_go_stale(&uid),
+                },
                 read: read.as_deref(),
             };
             match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {

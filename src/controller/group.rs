@@ -45,6 +45,9 @@ pub struct Why {
     /// Changes to the binding's inputs: once they move, registrations and repairs still waiting
     /// for their turn are dropped so the binding decides again (removals are always kept).
     pub stale_when: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The binding's writes went stale too often in a row, so these are sent even if the inputs
+    /// move while they wait: what they register is claimed as uncertain.
+    pub sent_regardless: bool,
 }
 
 impl Why {
@@ -111,7 +114,8 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
         Sent::default()
     };
     if decision.claims_before.is_some() {
-        let after = settle(&observed, &decision, &deregistered.outcomes, &registered.outcomes);
+        let after =
+            settle(&observed, &decision, &deregistered.outcomes, &registered.outcomes, task.why.sent_regardless);
         persist(store, record, task.binding, task.arn, after).await?;
     }
     let registered_now = registered.applied(&decision.register);

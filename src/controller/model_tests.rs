@@ -10,13 +10,19 @@
 //! whose pod left keeps reporting healthy until its failed checks add up ([`ELB_LAG_SECS`]).
 //! Deletion takes this cluster's pods with it, as deleting a namespace does.
 //!
-//! Assumption, as with the VPC CNI's address cooldown: a pod gets an address only once the target
-//! group no longer routes that address to a target another cluster created (a draining or absent
-//! entry, or one its own cluster created).
+//! Addresses are reused across clusters: a pod of this cluster may get an address whose entry the
+//! other cluster created and, lagging, still routes; this cluster adopts the entry without a write,
+//! and the other cluster may then deregister it (nothing in ELBv2 can stop that). The agent must
+//! then be looking again within [`ADOPTION_RECHECK_SECS`] to register it back. Assumed: the other
+//! cluster's pod never gets an address whose entry this cluster created and still routes, or that
+//! this cluster still claims as certain. That is the same reuse seen from the other side: this
+//! cluster's deregistration, lagging, would remove the other cluster's adopted target, and the
+//! other cluster's own adoption watch (the one checked here) puts it back.
 //!
 //! Checked:
 //! 1. never is an entry the other cluster created deregistered while one of its pods holds the
-//!    address (after lost answers, crashes and address reuse included);
+//!    address (after lost answers, crashes and address reuse included); every adopted target is
+//!    looked at again within [`ADOPTION_RECHECK_SECS`] during its watch;
 //! 2. once faults stop, everything this cluster created and no longer wants is removed, everything it
 //!    wants is registered, and its record claims nothing else but uncertain serving foreign targets;
 //! 3. after deletion, nothing this cluster created remains.
@@ -31,12 +37,16 @@ use crate::model::{
     BindingId, HealthCheckTiming, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef,
     TargetGroupType, TargetId, TargetState,
 };
-use crate::plan::decide::{UNCERTAIN_GRACE_SECS, Want};
+use crate::plan::decide::{ADOPTION_RECHECK_SECS, ADOPTION_WATCH_SECS, UNCERTAIN_GRACE_SECS, Want};
+
+const _: () = assert!(THEIR_LAG_SECS < ADOPTION_WATCH_SECS, "the watch must outlast the other cluster's lag");
 use crate::plan::ownership::Record;
 
 const ADDRESSES: u8 = 8;
 /// The group's health checks: every 10 s, 5 s timeout, 3 failures to turn unhealthy.
 const TIMING: HealthCheckTiming = HealthCheckTiming { interval_secs: 10, timeout_secs: 5, unhealthy_threshold: 3 };
+/// The longest the other cluster takes to deregister an address its pod left.
+const THEIR_LAG_SECS: u64 = 200;
 /// How long the group goes on reporting healthy a target whose pod left.
 const ELB_LAG_SECS: u64 = 10 * 3 + 5;
 const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/shared/0123456789abcdef";
@@ -49,7 +59,12 @@ enum Side {
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
+    /// Whose pod the entry routes to: the writer whose RegisterTargets made it active, or this
+    /// cluster once its pod took the address from under the other cluster's entry.
     creator: Side,
+    /// Since when the other cluster, which created it for a pod that left, may still deregister it
+    /// (lagging, at most [`THEIR_LAG_SECS`]) although this cluster's pod now holds the address.
+    stale_for_them: Option<u64>,
     /// Ticks of draining left; `None` while active.
     draining: Option<u32>,
     age: u32,
@@ -71,6 +86,10 @@ struct Stats {
     lag_waits: u32,
     /// Serving targets under uncertain claims let go of after the lag.
     releases: u32,
+    /// Our pods given an address the other cluster's entry still routed.
+    reuses: u32,
+    /// Entries the other cluster deregistered while our pod held the address.
+    removed_under_us: u32,
 }
 
 struct Sim {
@@ -152,7 +171,7 @@ impl Sim {
 
     fn register(&mut self, side: Side, id: &TargetId) {
         if self.active(id).is_none() {
-            self.group.insert(id.clone(), Entry { creator: side, draining: None, age: 0 });
+            self.group.insert(id.clone(), Entry { creator: side, stale_for_them: None, draining: None, age: 0 });
         }
     }
 
@@ -163,6 +182,9 @@ impl Sim {
             && self.holder(id).is_some_and(|p| p.side == Side::Them)
         {
             self.violations.push(format!("t={} deregistered {id}, created by and serving the other cluster", self.now));
+        }
+        if side == Side::Them && self.holder(id).is_some_and(|p| p.side == Side::Us) && self.active(id).is_some() {
+            self.stats.removed_under_us += 1;
         }
         let ticks = self.rng.u32(0..3);
         if let Some(entry) = self.group.get_mut(id)
@@ -214,9 +236,22 @@ impl Sim {
                 Some(Pod { side: Side::Them, .. }) if churn && self.rng.f64() < 0.1 => self.leave(slot),
                 None if churn && self.rng.f64() < 0.3 => {
                     let side = if self.rng.bool() { Side::Us } else { Side::Them };
-                    // The address is reused only once no other cluster's target routes it.
-                    if self.active(&id).is_none_or(|e| e.creator == side) {
+                    let routed_by_other = self.active(&id).is_some_and(|e| e.creator != side);
+                    let we_claim_it = self
+                        .record
+                        .as_ref()
+                        .and_then(|r| r.claims(ARN))
+                        .is_some_and(|c| c.get(&id).is_some_and(|claim| claim.is_certain()));
+                    if side == Side::Them && we_claim_it {
+                        // The other direction of the reuse: the other cluster's own watch repairs it.
+                    } else if !routed_by_other {
                         self.pods[slot] = Some(Pod { side, ready: true });
+                    } else if side == Side::Us {
+                        self.stats.reuses += 1;
+                        self.pods[slot] = Some(Pod { side, ready: true });
+                        if let Some(entry) = self.group.get_mut(&id) {
+                            *entry = Entry { creator: Side::Us, stale_for_them: Some(self.now), ..*entry };
+                        }
                     }
                 }
                 _ => {}
@@ -228,9 +263,11 @@ impl Sim {
             let theirs = self.holder(&id).is_some_and(|p| p.side == Side::Them);
             if theirs && (!churn || self.rng.f64() < 0.7) {
                 self.register(Side::Them, &id);
-            } else if !theirs
-                && self.active(&id).is_some_and(|e| e.creator == Side::Them)
-                && (!churn || self.rng.f64() < 0.3)
+            } else if let Some(entry) = self.active(&id).copied().filter(|_| !theirs)
+                && (entry.creator == Side::Them || entry.stale_for_them.is_some())
+                && (!churn
+                    || self.rng.f64() < 0.3
+                    || entry.stale_for_them.is_some_and(|t| self.now >= t + THEIR_LAG_SECS))
             {
                 self.deregister(Side::Them, &id);
             }
@@ -392,12 +429,23 @@ fn reconcile(world: &World, deleting: bool) {
     };
     let result = futures::executor::block_on(reconcile_group(world, world, &mut record, task));
     assert!(!matches!(result, Ok(GroupResult::NeedsConfirmation(_))), "confirmed inputs never ask for confirmation");
-    if let Ok(GroupResult::Done(report)) = result
-        && deleting
-    {
-        let mut sim = world.sim();
+    let Ok(GroupResult::Done(report)) = result else { return };
+    let mut sim = world.sim();
+    if deleting {
         sim.stats.lag_waits += u32::from(!report.decision.uncertain_kept.is_empty());
         sim.stats.releases += u32::try_from(report.decision.released.len()).unwrap_or(u32::MAX);
+        return;
+    }
+    // While the other cluster may still deregister an entry our pod now needs, the agent must be
+    // back soon to register it again.
+    let exposed = sim.group.iter().any(|(id, e)| {
+        e.draining.is_none()
+            && e.stale_for_them.is_some()
+            && sim.holder(id) == Some(Pod { side: Side::Us, ready: true })
+    });
+    if exposed && report.decision.recheck_in.is_none_or(|r| r > ADOPTION_RECHECK_SECS) {
+        let message = format!("t={now} an adopted target is not looked at again within {ADOPTION_RECHECK_SECS}s");
+        sim.violations.push(message);
     }
 }
 
@@ -498,14 +546,25 @@ fn shared_group_survives_crashes_lost_answers_and_address_reuse() {
         totals.deregistrations += stats.deregistrations;
         totals.lag_waits += stats.lag_waits;
         totals.releases += stats.releases;
+        totals.reuses += stats.reuses;
+        totals.removed_under_us += stats.removed_under_us;
     }
     // The faults must actually have been exercised, or the test proves nothing.
     assert!(totals.lost_answers > schedules as u32 && totals.crashes > schedules as u32);
     assert!(totals.refusals > 0 && totals.deregistrations > schedules as u32);
     assert!(totals.lag_waits > 0 && totals.releases > 0, "deletion never met a lagging uncertain target");
+    assert!(totals.reuses > 0 && totals.removed_under_us > 0, "no address was reused while the other side lagged");
     println!(
         "{schedules} schedules: {} deregistrations, {} lost answers, {} crashes, {} refused batches, \
-         {} deletion passes waiting out the health lag, {} releases, 0 violations",
-        totals.deregistrations, totals.lost_answers, totals.crashes, totals.refusals, totals.lag_waits, totals.releases
+         {} deletion passes waiting out the health lag, {} releases, {} reuses of a routed address, \
+         {} adopted targets deregistered by the other cluster, 0 violations",
+        totals.deregistrations,
+        totals.lost_answers,
+        totals.crashes,
+        totals.refusals,
+        totals.lag_waits,
+        totals.releases,
+        totals.reuses,
+        totals.removed_under_us
     );
 }

@@ -68,8 +68,11 @@ pub async fn plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         .map(std::sync::Arc::new)
         .collect();
     // `plan` writes nothing: a closed fence refuses any record write.
-    let records =
-        OwnershipRecords::new(client.clone(), &settings.agent_namespace, std::sync::Arc::new(crate::fence::Fence::closed()));
+    let records = OwnershipRecords::new(
+        client.clone(),
+        &settings.agent_namespace,
+        std::sync::Arc::new(crate::fence::Fence::closed()),
+    );
     let mut out = Plan { text: String::new(), changes: 0 };
     let mut asks = Vec::new();
     for tgb in &all {

@@ -3,7 +3,11 @@
 //!
 //! Rules (shared groups; an exclusive binding owns its whole group and needs no claims):
 //! - a desired target that is registered is this cluster's (its endpoint serves at that address);
-//!   one that is not is registered, its claim persisted as *registering* first;
+//!   one that is not is registered, its claim persisted as *registering* first. One found
+//!   registered without a write of ours having taken effect is *adopted*: the address may have been
+//!   another cluster's a moment ago, and that cluster, lagging, may still deregister it; nothing in
+//!   ELBv2 prevents that, so the group is looked at every [`ADOPTION_RECHECK_SECS`] for
+//!   [`ADOPTION_WATCH_SECS`] and the target registered again at once if it went;
 //! - a target that is no longer desired and is draining or gone has its claim retired;
 //! - a registered, undesired target under a *certain* claim is deregistered, its claim persisted as
 //!   *leaving* first;
@@ -25,6 +29,16 @@ use crate::model::{RegisteredTarget, Target, TargetId, TargetState};
 
 /// How long a target under an uncertain claim must be seen unhealthy before it is removed.
 pub const UNCERTAIN_GRACE_SECS: u64 = 120;
+
+/// How long after an adoption the cluster the address came from may still deregister it: its
+/// endpoint stays Ready for up to ~50 s after its node dies, its agent may be failing over (a
+/// 15 s lease) and its write may wait in the write budget (p99 21 s measured); five minutes covers
+/// all three with room.
+pub const ADOPTION_WATCH_SECS: u64 = 300;
+
+/// How often an adopted target is checked during the watch: the longest it can stay out of the
+/// group before it is registered again.
+pub const ADOPTION_RECHECK_SECS: u64 = 10;
 
 /// What the binding wants in this group.
 #[derive(Clone, Copy, Debug)]
@@ -119,7 +133,21 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
 
     let mut after: BTreeMap<TargetId, Claim> = BTreeMap::new();
     for id in wanted.keys() {
-        let claim = if active.contains_key(id) { Claim::Registered } else { Claim::Registering { seen: None } };
+        let claim = match (active.contains_key(id), claims.get(*id).copied()) {
+            (false, _) => Claim::Registering { seen: None },
+            (true, Some(Claim::Registered)) => Claim::Registered,
+            (true, Some(Claim::Adopted { since })) if now.saturating_sub(since) >= ADOPTION_WATCH_SECS => {
+                Claim::Registered
+            }
+            (true, Some(Claim::Adopted { since })) => {
+                decision.recheck_after(ADOPTION_RECHECK_SECS.min(ADOPTION_WATCH_SECS - now.saturating_sub(since)));
+                Claim::Adopted { since }
+            }
+            (true, _) => {
+                decision.recheck_after(ADOPTION_RECHECK_SECS);
+                Claim::Adopted { since: now }
+            }
+        };
         after.insert((*id).clone(), claim);
     }
     for (id, claim) in claims.iter().filter(|(id, _)| !wanted.contains_key(id)) {
@@ -189,11 +217,15 @@ pub enum Outcome {
 
 /// The claims once the writes are done, from the claims observed before the decision, the
 /// decision and what became of each write. Targets without an outcome were not written.
+/// `inputs_may_have_moved`: the writes were sent even though the endpoints may have changed while
+/// they waited, so a registration that took effect may have landed on an address that is no longer
+/// this cluster's (and now is another's): its claim stays uncertain.
 pub fn settle(
     observed: &BTreeMap<TargetId, Claim>,
     decision: &GroupDecision,
     deregistered: &BTreeMap<TargetId, Outcome>,
     registered: &BTreeMap<TargetId, Outcome>,
+    inputs_may_have_moved: bool,
 ) -> BTreeMap<TargetId, Claim> {
     let Some(before) = &decision.claims_before else { return BTreeMap::new() };
     let mut after = before.clone();
@@ -211,6 +243,9 @@ pub fn settle(
     }
     for t in &decision.register {
         match registered.get(&t.id).copied().unwrap_or(Outcome::NotApplied) {
+            Outcome::Applied if inputs_may_have_moved => {
+                after.insert(t.id.clone(), Claim::Registering { seen: None });
+            }
             Outcome::Applied => {
                 after.insert(t.id.clone(), Claim::Registered);
             }
@@ -355,6 +390,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_wanted_target_found_registered_is_adopted_and_watched() {
+        let current = [reg(1, TargetState::Healthy)];
+        for before in [None, Some(UNSURE), Some(Claim::Registering { seen: None })] {
+            let claims: BTreeMap<TargetId, Claim> = before.map(|c| (id(1), c)).into_iter().collect();
+            let d = shared(&want(&[1]), &claims, &current, 1_000);
+            assert!(!d.writes());
+            assert_eq!(d.claims_before, Some([(id(1), Claim::Adopted { since: 1_000 })].into()), "{before:?}");
+            assert_eq!(d.recheck_in, Some(ADOPTION_RECHECK_SECS), "looked at again soon: {before:?}");
+        }
+        let adopted: BTreeMap<TargetId, Claim> = [(id(1), Claim::Adopted { since: 1_000 })].into();
+        let during = shared(&want(&[1]), &adopted, &current, 1_000 + ADOPTION_WATCH_SECS - 3);
+        assert_eq!(during.recheck_in, Some(3));
+        // Deregistered by the cluster it came from: registered again at once.
+        let gone = shared(&want(&[1]), &adopted, &[reg(1, TargetState::Draining)], 1_050);
+        assert_eq!(ids(&gone.register), vec![id(1)]);
+        let after = shared(&want(&[1]), &adopted, &current, 1_000 + ADOPTION_WATCH_SECS);
+        assert_eq!(after.claims_before, Some([(id(1), Claim::Registered)].into()));
+        assert_eq!(after.recheck_in, None, "the watch is over");
+        // Our own registration is not an adoption.
+        let ours = shared(&want(&[1]), &[(id(1), Claim::Registered)].into(), &current, 1_000);
+        assert_eq!(ours.recheck_in, None);
+    }
+
     fn deleting(claims: &BTreeMap<TargetId, Claim>, current: &[RegisteredTarget], now: u64) -> GroupDecision {
         decide(GroupInputs {
             want: Want::Nothing,
@@ -427,7 +486,9 @@ mod tests {
         assert_eq!(ids(&d.deregister), vec![id(1), id(2)]);
         let dereg = [(id(1), Outcome::Unknown), (id(2), Outcome::NotApplied)].into();
         let regs = [(id(3), Outcome::Applied), (id(4), Outcome::Refused), (id(5), Outcome::Unknown)].into();
-        let after = settle(&observed, &d, &dereg, &regs);
+        let after = settle(&observed, &d, &dereg, &regs, false);
+        let forced = settle(&observed, &d, &dereg, &regs, true);
+        assert_eq!(forced[&id(3)], Claim::Registering { seen: None }, "sent on inputs that may have moved");
         assert_eq!(
             after,
             [

@@ -18,6 +18,12 @@ use crate::model::TargetId;
 pub enum Claim {
     /// Registered by this cluster and not written about since.
     Registered,
+    /// Found registered while this cluster's endpoint holds the address, without a write of ours
+    /// taking effect (Unix seconds since). As certain as `Registered`; but the address may have been
+    /// another cluster's a moment ago, and that cluster may still deregister it when it catches up
+    /// (nothing in ELBv2 tells the two apart), so the group is looked at often until that can no
+    /// longer happen: see `plan::decide::ADOPTION_WATCH_SECS`.
+    Adopted { since: u64 },
     /// RegisterTargets was (or is about to be) sent; whether it took effect is unknown.
     Registering { seen: Option<Seen> },
     /// DeregisterTargets was (or is about to be) sent; whether it took effect is unknown.
@@ -45,12 +51,12 @@ impl Seen {
 
 impl Claim {
     pub fn is_certain(self) -> bool {
-        self == Self::Registered
+        matches!(self, Self::Registered | Self::Adopted { .. })
     }
 
     pub fn seen(self) -> Option<Seen> {
         match self {
-            Self::Registered => None,
+            Self::Registered | Self::Adopted { .. } => None,
             Self::Registering { seen } | Self::Leaving { seen } => seen,
         }
     }
@@ -73,7 +79,7 @@ impl Claim {
 
     pub fn with_seen(self, seen: Option<Seen>) -> Self {
         match self {
-            Self::Registered => Self::Registered,
+            Self::Registered | Self::Adopted { .. } => self,
             Self::Registering { .. } => Self::Registering { seen },
             Self::Leaving { .. } => Self::Leaving { seen },
         }
@@ -129,6 +135,7 @@ impl fmt::Display for Record {
                 };
                 match claim {
                     Claim::Registered => writeln!(f, "{id} registered")?,
+                    Claim::Adopted { since } => writeln!(f, "{id} adopted since={since}")?,
                     Claim::Registering { .. } => writeln!(f, "{id} registering{seen}")?,
                     Claim::Leaving { .. } => writeln!(f, "{id} leaving{seen}")?,
                 }
@@ -159,7 +166,9 @@ pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
             continue;
         };
         // An unknown or malformed timer only restarts that wait: never a reason to drop the claim.
-        let seen = words.next().and_then(|w| w.split_once('=')).and_then(|(key, since)| {
+        let timer = words.next().and_then(|w| w.split_once('='));
+        let words_since = timer.filter(|(key, _)| *key == "since").and_then(|(_, since)| since.parse().ok());
+        let seen = timer.and_then(|(key, since)| {
             let since = since.parse().ok()?;
             match key {
                 "unhealthy-since" => Some(Seen::Unhealthy(since)),
@@ -170,6 +179,11 @@ pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
         let claim = match (legacy, state) {
             (true, None) => Claim::Registering { seen: None },
             (false, Some("registered")) => Claim::Registered,
+            // A lost timestamp ends the watch early; the claim itself stays certain.
+            (false, Some("adopted")) => match words_since {
+                Some(since) => Claim::Adopted { since },
+                None => Claim::Registered,
+            },
             (false, Some("registering")) => Claim::Registering { seen },
             (false, Some("leaving")) => Claim::Leaving { seen },
             _ => {
@@ -191,13 +205,17 @@ pub fn decode(text: &str, legacy_arn: Option<&str>) -> (Record, Vec<String>) {
 
 /// The claims as a new leader may trust them: a timer started before `leading_since` was read off
 /// another replica's wall clock, which may run ahead (a target removed at first look) or behind, so
-/// its wait starts again from this leader's first look.
+/// its wait starts again from this leader's first look. An adoption's watch starts again from
+/// `leading_since`: it may only last longer, never end early.
 pub fn rearm_grace(claims: &BTreeMap<TargetId, Claim>, leading_since: u64) -> BTreeMap<TargetId, Claim> {
     claims
         .iter()
         .map(|(id, claim)| {
-            let trusted = claim.seen().filter(|seen| seen.since() >= leading_since);
-            (id.clone(), claim.with_seen(trusted))
+            let rearmed = match *claim {
+                Claim::Adopted { since } => Claim::Adopted { since: since.max(leading_since) },
+                _ => claim.with_seen(claim.seen().filter(|seen| seen.since() >= leading_since)),
+            };
+            (id.clone(), rearmed)
         })
         .collect()
 }
@@ -215,6 +233,8 @@ mod tests {
             (id(1), Claim::Registering { seen: Some(Seen::Unhealthy(900)) }),
             (id(2), Claim::Leaving { seen: Some(Seen::Unhealthy(1_100)) }),
             (id(4), Claim::Leaving { seen: Some(Seen::ServingAfterRelease(999)) }),
+            (id(5), Claim::Adopted { since: 900 }),
+            (id(6), Claim::Adopted { since: 1_200 }),
             (id(3), Claim::Registered),
         ]
         .into();
@@ -222,6 +242,8 @@ mod tests {
         assert_eq!(rearmed[&id(1)], Claim::Registering { seen: None }, "the old leader's clock");
         assert_eq!(rearmed[&id(2)], Claim::Leaving { seen: Some(Seen::Unhealthy(1_100)) }, "this leader's own");
         assert_eq!(rearmed[&id(4)], Claim::Leaving { seen: None });
+        assert_eq!(rearmed[&id(5)], Claim::Adopted { since: 1_000 }, "the watch starts again, never ends early");
+        assert_eq!(rearmed[&id(6)], Claim::Adopted { since: 1_200 });
         assert_eq!(rearmed[&id(3)], Claim::Registered);
     }
 
@@ -252,6 +274,7 @@ mod tests {
         ]);
         prop_oneof![
             Just(Claim::Registered),
+            (0u64..2_000_000_000).prop_map(|since| Claim::Adopted { since }),
             seen.clone().prop_map(|seen| Claim::Registering { seen }),
             seen.prop_map(|seen| Claim::Leaving { seen }),
         ]
