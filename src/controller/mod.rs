@@ -11,6 +11,8 @@ mod group;
 mod locks;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod sg_model_tests;
 mod networking;
 pub mod preview;
 mod report;
