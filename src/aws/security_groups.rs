@@ -239,13 +239,27 @@ impl Ec2SecurityGroups {
             .collect())
     }
 
-    async fn revoke_call(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
-        let request = self
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(group)
-            .set_security_group_rule_ids(Some(rule_ids.to_vec()));
-        self.write("RevokeSecurityGroupIngress", group, request.send()).await
+    /// Revokes those of `rule_ids` that are still unclaimed once it is this write's turn: the
+    /// planning read may be a long write-queue wait old by now, so the group is read again right
+    /// before the call, which is sent at once.
+    async fn revoke_unclaimed(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
+        const OP: &str = "RevokeSecurityGroupIngress";
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        self.take_turn(OP).await?;
+        let fresh = match self.ingress_rules(group).await {
+            Ok(fresh) => fresh,
+            Err(e) if e.is_gone() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let rule_ids = still_unclaimed(rule_ids, &fresh);
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        let request =
+            self.ec2.revoke_security_group_ingress().group_id(group).set_security_group_rule_ids(Some(rule_ids));
+        self.send(OP, group, request.send()).await
     }
 
     /// Sends a write on `group` under the write limit and fence (the request only goes out when
@@ -410,35 +424,12 @@ impl SecurityGroups for Ec2SecurityGroups {
     }
 
     async fn revoke(&self, group: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
-        const OP: &str = "RevokeSecurityGroupIngress";
-        if rule_ids.is_empty() {
-            return Ok(());
-        }
-        // The planning read may be a long write-queue wait old by now: read again once it is our
-        // turn, and send at once.
-        self.take_turn(OP).await?;
-        let fresh = match self.ingress_rules(group).await {
-            Ok(fresh) => fresh,
-            Err(e) if e.is_gone() => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let rule_ids = still_unclaimed(rule_ids, &fresh);
-        if rule_ids.is_empty() {
-            return Ok(());
-        }
-        let request = self
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(group)
-            .set_security_group_rule_ids(Some(rule_ids.clone()));
-        let first = self.send(OP, group, request.send()).await;
-        let rule_ids = rule_ids.as_slice();
-        match first {
-            Ok(()) => Ok(()),
+        match self.revoke_unclaimed(group, rule_ids).await {
             Err(e) if e.is_gone() && rule_ids.len() > 1 => {
-                // One id already gone may have failed the whole call: retry each on its own.
+                // One id already gone may have failed the whole call: each again on its own, each
+                // read again after its own wait (a claim may land during any of them).
                 for id in rule_ids {
-                    match self.revoke_call(group, std::slice::from_ref(id)).await {
+                    match self.revoke_unclaimed(group, std::slice::from_ref(id)).await {
                         Err(e) if !e.is_gone() => return Err(e),
                         _ => {}
                     }
@@ -446,7 +437,7 @@ impl SecurityGroups for Ec2SecurityGroups {
                 Ok(())
             }
             Err(e) if e.is_gone() => Ok(()),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 

@@ -268,8 +268,6 @@ enum Sent {
     AtOnce,
     /// After the other cluster acted between the re-read and the landing.
     InFlight,
-    /// A rule of a batch that failed, retried alone after its own turn, without a re-read.
-    Retried,
 }
 
 /// KNOWN BUGS found by this model with the code unmodified (issue #20): reported and counted, not
@@ -279,10 +277,6 @@ enum Known {
     /// A claim landed between a revoke's re-read and the revoke: EC2 has no conditional revoke,
     /// so the re-read narrows this to a round trip but cannot close it.
     InFlight,
-    /// A batch failed because one of its rules was already gone; each rule is then retried alone
-    /// after its own turn in the write queue, without a re-read, so a claim made during that wait
-    /// is revoked (`Ec2SecurityGroups::revoke`).
-    Retried,
     /// After either, the claimer's pass "at once" read the rule before it went, so the rule stays
     /// absent until the claimer's drift check.
     UntilDrift,
@@ -517,7 +511,6 @@ impl Sim {
         let kind = match sent {
             Sent::AtOnce => return self.violations.push(message),
             Sent::InFlight => Known::InFlight,
-            Sent::Retried => Known::Retried,
         };
         if !needed_by.is_empty() {
             self.lost_to_race.insert(row.rule.clone());
@@ -740,6 +733,28 @@ struct Ec2 {
 }
 
 impl Ec2 {
+    /// `Ec2SecurityGroups::revoke_unclaimed`: its own turn, a re-read, then the call at once.
+    async fn revoke_unclaimed(&self, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
+        const OP: &str = "RevokeSecurityGroupIngress";
+        if rule_ids.is_empty() {
+            return Ok(());
+        }
+        let pauses = self.world.sim().pauses(true);
+        self.wait(pauses).await;
+        let fresh = existing(&self.read("DescribeSecurityGroupRules", false, false).await?);
+        let ids = still_unclaimed(rule_ids, &fresh);
+        {
+            let mut sim = self.world.sim();
+            // Still there, yet no longer unclaimed: a claim made while the revoke waited its turn.
+            let there = rule_ids.iter().filter(|id| fresh.iter().any(|r| &r.rule_id == *id)).count();
+            sim.stats.kept_by_reread += (there - ids.len()) as u64;
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.write(OP, Change::Revoke(ids, Sent::AtOnce), Turn::AtOnce, false).await
+    }
+
     async fn wait(&self, n: u32) {
         for _ in 0..n {
             Pause::default().await;
@@ -861,30 +876,11 @@ impl SecurityGroups for Ec2 {
     }
 
     async fn revoke(&self, _: &str, rule_ids: &[String]) -> Result<(), SecurityGroupError> {
-        const OP: &str = "RevokeSecurityGroupIngress";
-        if rule_ids.is_empty() {
-            return Ok(());
-        }
-        let pauses = self.world.sim().pauses(true);
-        self.wait(pauses).await;
-        let fresh = existing(&self.read("DescribeSecurityGroupRules", false, false).await?);
-        let ids = still_unclaimed(rule_ids, &fresh);
-        {
-            let mut sim = self.world.sim();
-            // Still there, yet no longer unclaimed: a claim made while the revoke waited its turn.
-            let there = rule_ids.iter().filter(|id| fresh.iter().any(|r| &r.rule_id == *id)).count();
-            sim.stats.kept_by_reread += (there - ids.len()) as u64;
-        }
-        if ids.is_empty() {
-            return Ok(());
-        }
-        match self.write(OP, Change::Revoke(ids.clone(), Sent::AtOnce), Turn::AtOnce, false).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_gone(&e) && ids.len() > 1 => {
+        match self.revoke_unclaimed(rule_ids).await {
+            Err(e) if is_gone(&e) && rule_ids.len() > 1 => {
                 self.world.sim().stats.retries += 1;
-                for id in &ids {
-                    let change = Change::Revoke(vec![id.clone()], Sent::Retried);
-                    match self.write(OP, change, Turn::Queued, false).await {
+                for id in rule_ids {
+                    match self.revoke_unclaimed(std::slice::from_ref(id)).await {
                         Err(e) if !is_gone(&e) => return Err(e),
                         _ => {}
                     }
@@ -892,7 +888,7 @@ impl SecurityGroups for Ec2 {
                 Ok(())
             }
             Err(e) if is_gone(&e) => Ok(()),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
@@ -1440,10 +1436,11 @@ fn known_bug_a_claim_between_the_re_read_and_the_revoke() {
     assert_no_known(&runner);
 }
 
-/// Known::Retried then Known::UntilDrift. Two rules nobody claims; both clusters revoke one of them.
+/// Found by this model (it revoked under a claim, and the rule stayed gone until the claimer's drift
+/// check) and fixed: a batch that fails on a rule already gone is retried rule by rule, each read
+/// again after its own wait. Two rules nobody claims; both clusters revoke one of them.
 #[test]
-#[ignore = "KNOWN BUG (#20): a revoke retried rule by rule after a gone rule skips the re-read"]
-fn known_bug_a_revoke_retried_rule_by_rule_skips_the_re_read() {
+fn a_revoke_retried_rule_by_rule_reads_the_group_again() {
     let rows = vec![
         row("sgr-000000000000000a", lb(80), &[(MANAGED_TAG, "true")]),
         row("sgr-000000000000000b", lb(443), &[(MANAGED_TAG, "true")]),
@@ -1462,7 +1459,7 @@ fn known_bug_a_revoke_retried_rule_by_rule_skips_the_re_read() {
     runner.world.sim().faults.window = 0.0;
     // 2. ... while green revokes tcp/443 first (both graces ran out together).
     one_pass(&mut runner, GREEN);
-    // 3. blue's batch fails (tcp/443 is gone): tcp/80 waits for its own turn, to go alone.
+    // 3. blue's batch fails (tcp/443 is gone): tcp/80 waits for its own turn, to be read again.
     run_until(&mut runner, BLUE, |sim| sim.stats.retries == 1);
     // 4. Meanwhile green starts needing tcp/80 and claims it; its pass at once sees its claim.
     {
@@ -1471,7 +1468,7 @@ fn known_bug_a_revoke_retried_rule_by_rule_skips_the_re_read() {
     }
     one_pass(&mut runner, GREEN);
     one_pass(&mut runner, GREEN);
-    // 5. blue's retry lands without reading again: tcp/80 is revoked under green's claim.
+    // 5. blue's retry reads the group again: green's claim keeps tcp/80.
     one_pass(&mut runner, BLUE);
     assert_no_known(&runner);
 }
