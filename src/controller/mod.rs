@@ -11,11 +11,11 @@ mod group;
 mod locks;
 #[cfg(test)]
 mod model_tests;
-#[cfg(test)]
-mod sg_model_tests;
 mod networking;
 pub mod preview;
 mod report;
+#[cfg(test)]
+mod sg_model_tests;
 mod siblings;
 
 use std::sync::Arc;
