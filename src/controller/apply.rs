@@ -145,6 +145,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
         let mut read = None;
+        // Asked once: both halves of the answer must agree.
+        let may_go_stale = ctx.may_go_stale(&uid);
         loop {
             let task = GroupTask {
                 binding: &id,
@@ -157,8 +159,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 leading_since: ctx.leading_since,
                 why: Why {
                     drift_check,
-                    stale_when: ctx.may_go_stale(&uid).then(|| input_changes.clone()),
-                    sent_regardless: !ctx.may_go_stale(&uid),
+                    stale_when: may_go_stale.then(|| input_changes.clone()),
+                    sent_regardless: !may_go_stale,
                 },
                 read: read.as_deref(),
             };

@@ -136,12 +136,14 @@ pub fn decide(inputs: GroupInputs<'_>) -> GroupDecision {
         let claim = match (active.contains_key(id), claims.get(*id).copied()) {
             (false, _) => Claim::Registering { seen: None },
             (true, Some(Claim::Registered)) => Claim::Registered,
-            (true, Some(Claim::Adopted { since })) if now.saturating_sub(since) >= ADOPTION_WATCH_SECS => {
-                Claim::Registered
-            }
             (true, Some(Claim::Adopted { since })) => {
-                decision.recheck_after(ADOPTION_RECHECK_SECS.min(ADOPTION_WATCH_SECS - now.saturating_sub(since)));
-                Claim::Adopted { since }
+                match ADOPTION_WATCH_SECS.checked_sub(now.saturating_sub(since)) {
+                    Some(left) if left > 0 => {
+                        decision.recheck_after(ADOPTION_RECHECK_SECS.min(left));
+                        Claim::Adopted { since }
+                    }
+                    _ => Claim::Registered,
+                }
             }
             (true, _) => {
                 decision.recheck_after(ADOPTION_RECHECK_SECS);
