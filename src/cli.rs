@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the TargetGroupBinding CustomResourceDefinition as YAML.
     Crd,
     /// Read the cluster and AWS as `run` does, write nothing, and print per binding what `run` would
@@ -99,6 +99,58 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "TGB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// The pod webhook that injects readiness gates (served by every replica).
+#[derive(clap::Args, Debug)]
+pub struct WebhookArgs {
+    /// Serve the pod mutating webhook that adds `target-health.elbv2.k8s.aws/<binding>` readiness
+    /// gates to pods created in namespaces labelled `elbv2.k8s.aws/pod-readiness-gate-inject:
+    /// enabled` (the reference controller's contract). `=false` serves nothing and keeps no
+    /// certificate.
+    #[arg(long, env = "TGB_POD_READINESS_GATE_INJECT", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pod_readiness_gate_inject: bool,
+    /// Address of the webhook's HTTPS listener.
+    #[arg(long, env = "TGB_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// A directory holding `tls.crt` and `tls.key` kept by another tool (e.g. cert-manager, which
+    /// also injects its CA into the webhook configuration); re-read every minute. Unset: the agent
+    /// keeps its own CA and certificate in --webhook-secret and patches the CA into
+    /// --webhook-configuration.
+    #[arg(long, env = "TGB_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Secret (in the agent's namespace) holding the self-managed CA and serving certificate,
+    /// shared by all replicas.
+    #[arg(long, env = "TGB_WEBHOOK_SECRET", default_value = "tgb-agent-webhook-tls")]
+    pub webhook_secret: String,
+    /// MutatingWebhookConfiguration whose `caBundle` the agent keeps (self-managed certificate).
+    #[arg(long, env = "TGB_WEBHOOK_CONFIGURATION", default_value = "tgb-agent-webhook")]
+    pub webhook_configuration: String,
+    /// Service (in the agent's namespace) the API server reaches the webhook through: its DNS
+    /// names go into the self-managed certificate.
+    #[arg(long, env = "TGB_WEBHOOK_SERVICE", default_value = "tgb-agent-webhook")]
+    pub webhook_service: String,
+    /// More names or IP addresses for the self-managed certificate, comma-separated: for a webhook
+    /// configuration that reaches the agent by URL (e.g. an agent run outside the cluster).
+    #[arg(long, env = "TGB_WEBHOOK_HOSTS", value_delimiter = ',')]
+    pub webhook_hosts: Vec<String>,
+}
+
+impl WebhookArgs {
+    /// The names the self-managed certificate must hold: the Service's, then the extra ones.
+    pub fn certificate_hosts(&self, namespace: &str) -> Vec<String> {
+        let service = &self.webhook_service;
+        let mut hosts = vec![format!("{service}.{namespace}.svc"), format!("{service}.{namespace}.svc.cluster.local")];
+        for host in self.webhook_hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+            if !hosts.iter().any(|h| h == host) {
+                hosts.push(host.to_owned());
+            }
+        }
+        hosts
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -111,6 +111,8 @@ pub struct Health {
     pub progress: Progress,
     /// Set once the caches have listed everything (or at once on a standby, which has none).
     pub ready: std::sync::Arc<AtomicBool>,
+    /// The pod webhook can answer (certificate loaded, index listed); true when it is not served.
+    pub webhook_ready: std::sync::Arc<AtomicBool>,
     /// A reconcile running longer than this fails `/healthz`.
     pub stuck_after: Duration,
     /// The lease loop and how long it may go without a turn; `None` without leader election.
@@ -122,6 +124,7 @@ impl Health {
         Self {
             progress: Progress::default(),
             ready: std::sync::Arc::new(AtomicBool::new(false)),
+            webhook_ready: std::sync::Arc::new(AtomicBool::new(true)),
             stuck_after,
             lease: lease_loop_bound.map(|bound| (Heartbeat::default(), bound)),
         }
@@ -152,7 +155,7 @@ impl Health {
     }
 
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.webhook_ready.load(Ordering::Relaxed)
     }
 }
 

@@ -1,7 +1,8 @@
 //! tgb-agent: keeps the targets of Terraform-owned AWS target groups in sync with Kubernetes.
 //!
 //! Flow: `k8s` watches feed the `index`; `plan` decides (pure functions); `aws` applies; the
-//! `controller` orchestrates and reports through status conditions, Events and `metrics`.
+//! `controller` orchestrates and reports through status conditions, Events and `metrics`. The
+//! `webhook` injects readiness gates into new pods, on every replica.
 
 pub mod api;
 pub mod aws;
@@ -15,3 +16,4 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod server;
+pub mod webhook;

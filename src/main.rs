@@ -14,6 +14,7 @@ use tgb_agent::health::Health;
 use tgb_agent::k8s::leader::{self, LeaderElection};
 use tgb_agent::metrics::Metrics;
 use tgb_agent::server;
+use tgb_agent::webhook::{self, WebhookSettings, tls};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", tgb_agent::api::crd_yaml().context("rendering the CRD")?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Plan(args) => {
             let changes = plan(args).await?;
             std::process::exit(if changes > 0 { 2 } else { 0 });
@@ -85,10 +86,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let heartbeat = health.lease.as_ref().map(|(beat, _)| beat);
 
     let metrics_server = tokio::spawn(server::serve_metrics(args.metrics_addr, metrics.clone()));
+    // Every replica answers admission, leader or not: standbys keep the webhook available.
+    let webhook = args.webhook.pod_readiness_gate_inject.then(|| {
+        let settings = WebhookSettings {
+            addr: args.webhook.webhook_addr,
+            certificate: match &args.webhook.webhook_cert_dir {
+                Some(dir) => tls::Source::Files(dir.clone()),
+                None => tls::Source::SelfManaged {
+                    namespace: namespace.clone(),
+                    secret: args.webhook.webhook_secret.clone(),
+                    configuration: args.webhook.webhook_configuration.clone(),
+                    hosts: args.webhook.certificate_hosts(&namespace),
+                },
+            },
+            watch_namespace: args.scope.watch_namespace.clone(),
+        };
+        tokio::spawn(webhook::run(client.clone(), settings, metrics.clone(), health.webhook_ready.clone()))
+    });
+    let mut webhook_server = std::pin::pin!(async {
+        match webhook {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    });
     let health_server = tokio::spawn(server::serve_health(args.health_addr, health.clone()));
     tracing::info!(
         cluster = %cluster_name, %namespace, namespace_from = ?namespace_source,
-        metrics = %args.metrics_addr, health = %args.health_addr, "tgb-agent starting"
+        metrics = %args.metrics_addr, health = %args.health_addr,
+        webhook = ?args.webhook.pod_readiness_gate_inject.then_some(args.webhook.webhook_addr), "tgb-agent starting"
     );
 
     let mut acquired_at = None;
@@ -99,6 +124,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             at = leader.acquire(heartbeat) => acquired_at = Some(at),
             () = shutdown_signal() => return Ok(()),
+            result = &mut webhook_server => result.context("webhook task")?.context("webhook server")?,
         }
         health.ready.store(false, Ordering::Relaxed);
         tracing::info!(identity = leader.identity(), "leading");
@@ -124,6 +150,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         () = controller::run(client, aws, settings, metrics.clone(), health.ready.clone(), health.clone(), shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
         result = health_server => result.context("health server task")?.context("health server")?,
+        result = &mut webhook_server => result.context("webhook task")?.context("webhook server")?,
         // The fence is already closed; exiting drops the reconciles in flight, and the pod
         // restarts as a standby with nothing left over from its time as leader.
         deposed = lost_leadership => anyhow::bail!("stepping down as leader: {deposed}; exiting so that only the new leader writes"),

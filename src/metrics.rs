@@ -13,6 +13,8 @@ use crate::plan::health::HealthSummary;
 const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 /// Registration spans AWS round trips, a live read and record writes: seconds, not milliseconds.
 const REGISTER_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// An admission answers from memory: well under a millisecond, or something is wrong.
+const ADMISSION_BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
 
 const RECONCILE_DURATION: &str = "tgb_reconcile_duration_seconds";
 const TIME_TO_REGISTER: &str = "tgb_time_to_register_seconds";
@@ -20,11 +22,13 @@ const BINDING_TARGETS: &str = "tgb_binding_targets";
 const BINDING_READY: &str = "tgb_binding_ready";
 const REGISTERED_TARGETS: &str = "tgb_registered_targets";
 const LEADER: &str = "tgb_leader";
+const ADMISSION_DURATION: &str = "tgb_webhook_admission_duration_seconds";
+const ADMISSIONS: &str = "tgb_webhook_admissions_total";
 /// Families labelled by binding (`namespace`, `name`): dropped together when the binding is gone.
 const PER_BINDING: [&str; 3] = [BINDING_TARGETS, BINDING_READY, REGISTERED_TARGETS];
 
 /// `# HELP` text per family; every family the agent exports is listed (a unit test checks).
-const HELP: [(&str, &str); 10] = [
+const HELP: [(&str, &str); 12] = [
     ("tgb_aws_calls_total", "AWS API calls by operation and outcome (success, or the error's reason, e.g. Throttled)"),
     ("tgb_reconciles_total", "Reconciles of bindings by outcome"),
     ("tgb_reconcile_errors_total", "Failed reconciles by reason (the Ready condition's reason)"),
@@ -34,6 +38,13 @@ const HELP: [(&str, &str); 10] = [
     (BINDING_READY, "1 when the binding's Ready condition is True, 0 when False"),
     (LEADER, "1 while this replica leads (holds the lease, or runs with --leader-elect=false), 0 otherwise"),
     (RECONCILE_DURATION, "Duration of reconciles"),
+    (ADMISSION_DURATION, "Time the pod webhook took to answer an admission request (TLS excluded)"),
+    (
+        ADMISSIONS,
+        "Pod admission requests by outcome: injected (gates added or legacy ones removed), unchanged, \
+         not_synced (answered before the webhook's index had listed bindings and Services: nothing injected), \
+         rejected (not an AdmissionReview)",
+    ),
     (
         TIME_TO_REGISTER,
         "Seconds from the start of a reconcile to the end of its RegisterTargets calls, for reconciles that \
@@ -79,6 +90,7 @@ impl Default for Families {
         let histograms = BTreeMap::from([
             (RECONCILE_DURATION, Histogram::new(&DURATION_BUCKETS)),
             (TIME_TO_REGISTER, Histogram::new(&REGISTER_BUCKETS)),
+            (ADMISSION_DURATION, Histogram::new(&ADMISSION_BUCKETS)),
         ]);
         Self { counters: BTreeMap::new(), gauges: BTreeMap::new(), histograms }
     }
@@ -182,6 +194,11 @@ impl Metrics {
         if registered > 0 {
             self.observe(TIME_TO_REGISTER, took);
         }
+    }
+
+    pub fn admission(&self, outcome: &'static str, took: Duration) {
+        self.inc(ADMISSIONS, vec![("outcome", outcome.into())], 1);
+        self.observe(ADMISSION_DURATION, took);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -347,6 +364,7 @@ mod tests {
         m.registered_targets("demo", "web", Some(1));
         m.binding_observed("demo", "web", true, Some(&health(1, 0, 0)));
         m.leader(true);
+        m.admission("injected", Duration::from_micros(300));
         let text = m.render();
         let typed: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
         assert_eq!(typed.len(), HELP.len(), "{text}");

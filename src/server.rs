@@ -50,7 +50,7 @@ pub async fn serve_health(addr: SocketAddr, health: Arc<Health>) -> std::io::Res
                     if health.ready() {
                         (StatusCode::OK, "ready")
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet (or the pod webhook not serving yet)")
                     }
                 }
             }),

@@ -342,6 +342,15 @@ fn descriptions(targets: &[Target]) -> Vec<TargetDescription> {
         .collect()
 }
 
+/// Target writes are sent once: after an SDK retry, the final error (say a throttle) would hide
+/// that an earlier attempt took effect and only its answer was lost, and the claim would be
+/// settled as "did not happen". One attempt, one exact outcome; the reconcile owns the retry
+/// (and every attempt passes the write budget).
+fn one_attempt() -> aws_sdk_elasticloadbalancingv2::config::Builder {
+    aws_sdk_elasticloadbalancingv2::config::Builder::default()
+        .retry_config(aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::disabled())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -388,13 +397,4 @@ mod tests {
         let own = "arn:aws:elasticloadbalancing:us-east-1:222222222222:targetgroup/web/0123456789abcdef";
         assert_eq!(client.targets(own).await.map(drop).map_err(|e| e.reason()), Err("AWSUnreachable"));
     }
-}
-
-/// Target writes are sent once: after an SDK retry, the final error (say a throttle) would hide
-/// that an earlier attempt took effect and only its answer was lost, and the claim would be
-/// settled as "did not happen". One attempt, one exact outcome; the reconcile owns the retry
-/// (and every attempt passes the write budget).
-fn one_attempt() -> aws_sdk_elasticloadbalancingv2::config::Builder {
-    aws_sdk_elasticloadbalancingv2::config::Builder::default()
-        .retry_config(aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::disabled())
 }

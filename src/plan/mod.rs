@@ -5,6 +5,7 @@ pub mod decide;
 pub mod desired;
 pub mod gates;
 pub mod health;
+pub mod inject;
 pub mod instance;
 pub mod ownership;
 pub mod sg_rules;
