@@ -84,9 +84,48 @@ def check_defaults(docs):
     assert kinds == sorted([
         ("ClusterRole", "tgb-agent"), ("ClusterRoleBinding", "tgb-agent"), ("Deployment", "tgb-agent"),
         ("PodDisruptionBudget", "tgb-agent"), ("Role", "tgb-agent"), ("RoleBinding", "tgb-agent"),
-        ("ServiceAccount", "tgb-agent"),
+        ("ServiceAccount", "tgb-agent"), ("Service", "tgb-agent-webhook"),
+        ("MutatingWebhookConfiguration", "tgb-agent-webhook"),
     ])
     assert "annotations" not in one(docs, "ServiceAccount")["metadata"]
+    (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["clientConfig"]["service"] == {"name": "tgb-agent-webhook", "namespace": NS, "path": "/mutate-v1-pod",
+                                               "port": 443}
+    assert one(docs, "Service")["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert "--webhook-secret=tgb-agent-webhook-tls" in container(docs)["args"]
+
+
+def webhook_rules(docs) -> list[dict]:
+    return [r for kind in ("ClusterRole", "Role") for r in one(docs, kind)["rules"]
+            if r["resources"][0] in ("secrets", "mutatingwebhookconfigurations")]
+
+
+def check_no_injection(docs):
+    assert not by_kind(docs, "MutatingWebhookConfiguration") and not by_kind(docs, "Service")
+    assert "--pod-readiness-gate-inject=false" in container(docs)["args"]
+    assert not [p for p in container(docs)["ports"] if p["name"] == "webhook"]
+    assert not webhook_rules(docs), "no Secret or webhook-configuration rights without a webhook"
+
+
+def check_fail_policy(docs):
+    (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5
+
+
+def check_cert_manager(docs):
+    cert = one(docs, "Certificate")
+    assert cert["spec"]["secretName"] == "tgb-agent-webhook-tls"
+    assert cert["spec"]["dnsNames"][0] == f"tgb-agent-webhook.{NS}.svc"
+    assert one(docs, "Issuer")["spec"] == {"selfSigned": {}}
+    mwc = one(docs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NS}/tgb-agent-webhook"}
+    c = container(docs)
+    assert "--webhook-cert-dir=/var/run/tgb-agent/webhook-tls" in c["args"]
+    assert c["volumeMounts"][0]["mountPath"] == "/var/run/tgb-agent/webhook-tls"
+    (volume,) = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert volume["secret"]["secretName"] == "tgb-agent-webhook-tls"
+    assert not webhook_rules(docs), "cert-manager keeps the certificate: the agent needs no Secret rights"
 
 
 def check_monitoring(docs):
@@ -155,8 +194,12 @@ def check_everything_set(docs):
 
 def check_names_from_release(docs):
     for d in docs:
-        assert d["metadata"]["name"] == "edge-tgb-agent", (d["kind"], d["metadata"]["name"])
+        assert d["metadata"]["name"] in ("edge-tgb-agent", "edge-tgb-agent-webhook"), (d["kind"], d["metadata"]["name"])
         assert d["metadata"]["labels"][INSTANCE] == "edge"
+    assert "--webhook-configuration=edge-tgb-agent-webhook" in container(docs)["args"]
+    assert "--webhook-secret=edge-tgb-agent-webhook-tls" in container(docs)["args"]
+    secret_rule = [r for r in one(docs, "Role")["rules"] if r.get("resourceNames")]
+    assert secret_rule[0]["resourceNames"] == ["edge-tgb-agent-webhook-tls"]
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         assert one(docs, kind)["subjects"][0]["name"] == "edge-tgb-agent"
         assert one(docs, kind)["roleRef"]["name"] == "edge-tgb-agent"
@@ -200,6 +243,9 @@ CASES = {
         "additionalLabels": {"cost-center": "42"},
     }, "tgb-agent", check_everything_set),
     "release-name": ({}, "edge", check_names_from_release),
+    "no-injection": ({"enablePodReadinessGateInject": False}, "tgb-agent", check_no_injection),
+    "fail-policy": ({"webhookConfig": {"failurePolicy": "Fail", "timeoutSeconds": 5}}, "tgb-agent", check_fail_policy),
+    "cert-manager": ({"enableCertManager": True}, "tgb-agent", check_cert_manager),
 }
 
 
@@ -212,8 +258,8 @@ def test_renders_valid_objects(helm, tmp_path, case):
         # ArgoCD runs no Helm hooks the way Helm does: the chart has none.
         assert not any(k.startswith("helm.sh/hook") for k in (d["metadata"].get("annotations") or {})), d
         assert d["kind"] != "Namespace", "the release namespace is the user's (helm install -n NS --create-namespace)"
-        if d["apiVersion"].startswith("monitoring.coreos.com/"):
-            continue  # the Prometheus Operator's kinds: kubernetes-validate has no schema for them
+        if d["apiVersion"].startswith(("monitoring.coreos.com/", "cert-manager.io/")):
+            continue  # the Prometheus Operator's and cert-manager's kinds: kubernetes-validate has no schema for them
         assert d["metadata"].get("namespace", NS) in (NS, "monitoring")
         for version in K8S_VERSIONS:
             try:

@@ -53,8 +53,11 @@ def test_renders_the_expected_objects(rendered):
         ("Role", "tgb-agent"),
         ("RoleBinding", "tgb-agent"),
         ("ServiceAccount", "tgb-agent"),
+        ("Service", "tgb-agent-webhook"),
+        ("MutatingWebhookConfiguration", "tgb-agent-webhook"),
     ])
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace",
+                      "MutatingWebhookConfiguration"}
     for d in rendered:
         if d["kind"] not in cluster_scoped:
             assert d["metadata"].get("namespace") == NS, d["metadata"]
@@ -70,20 +73,22 @@ def test_validates_against_kubernetes_schemas(source, version):
             pytest.fail(f'{doc["kind"]}/{doc["metadata"]["name"]} invalid for {version}: {e.message} at {list(e.path)}')
 
 
-def rules(role) -> set[tuple[str, str, str]]:
+def rules(role) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, name) per grant; name "" for any name."""
     out = set()
     for rule in role["rules"]:
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        assert "nonResourceURLs" not in rule
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
-                    assert "*" not in (group, resource, verb), f"wildcard in {rule}"
-                    out.add((group, resource, verb))
+                    for name in rule.get("resourceNames", [""]):
+                        assert "*" not in (group, resource, verb), f"wildcard in {rule}"
+                        out.add((group, resource, verb, name))
     return out
 
 
 def expand(table):
-    return {(g, r, v) for (g, r), verbs in table.items() for v in verbs}
+    return {(g, r, v, (n[0] if n else "")) for (g, r, *n), verbs in table.items() for v in verbs}
 
 
 # What the agent does with each resource; update together with the agent's code.
@@ -102,12 +107,17 @@ CLUSTER_RULES = {
     # Events on the bindings, in the bindings' namespaces (both event APIs, by client version).
     ("", "events"): ["create", "patch"],
     ("events.k8s.io", "events"): ["create", "patch"],
+    # The pod webhook's CA bundle, in its own configuration only.
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "tgb-agent-webhook"): ["get", "patch"],
 }
 NAMESPACE_RULES = {
     # Multi-cluster ownership records, in the agent's own namespace only.
     ("", "configmaps"): ["get", "list", "watch", "create", "update", "patch", "delete"],
     # Leader election among replicas.
     ("coordination.k8s.io", "leases"): ["get", "create", "update"],
+    # The pod webhook's CA and certificate, shared by the replicas (RBAC cannot limit create by name).
+    ("", "secrets"): ["create"],
+    ("", "secrets", "tgb-agent-webhook-tls"): ["get", "update"],
 }
 
 
@@ -168,13 +178,15 @@ def test_args_probes_and_ports_agree(rendered):
     flags = dict(a.split("=", 1) if "=" in a else (a, "true") for a in args[1:])
     assert set(flags) <= {"--cluster-name", "--watch-namespace", "--drift-interval", "--metrics-addr",
                           "--health-addr", "--log-format", "--namespace", "--leader-elect", "--lease-duration",
-                          "--reconcile-stuck-after"}
+                          "--reconcile-stuck-after", "--webhook-addr", "--webhook-service",
+                          "--webhook-configuration", "--webhook-secret"}
     # Two replicas need leader election, or both would write to AWS.
     if dep["spec"]["replicas"] > 1:
         assert flags.get("--leader-elect") == "true"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert flags["--metrics-addr"].endswith(f':{ports["metrics"]}')
     assert flags["--health-addr"].endswith(f':{ports["health"]}')
+    assert flags["--webhook-addr"].endswith(f':{ports["webhook"]}')
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     env = {e["name"]: e for e in c["env"]}

@@ -55,3 +55,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- end -}}
 {{- $name -}}
 {{- end -}}
+
+{{/* The webhook's Service and MutatingWebhookConfiguration; its Secret adds -tls. */}}
+{{- define "tgb-agent.webhookName" -}}
+{{- printf "%s-webhook" (include "tgb-agent.fullname" .) | trunc 59 | trimSuffix "-" -}}
+{{- end -}}
