@@ -48,7 +48,7 @@ async fn run_by_hand_against_an_installed_cluster_needs_no_flags() {
     // The README's usage, with nothing but the cluster's kubeconfig and AWS settings.
     let log = sandbox.dir().join("by-hand.log");
     let mut agent = Command::new(AGENT)
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0"])
         .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("TGB_CLUSTER_NAME")

@@ -13,9 +13,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::PostParams;
@@ -131,7 +132,7 @@ fn installed_args(deployment: &Deployment) -> Vec<String> {
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     args.into_iter()
         .skip(1)
-        .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--health-addr"))
+        .filter(|a| !["--metrics-addr", "--health-addr", "--webhook-addr"].iter().any(|flag| a.starts_with(flag)))
         .map(|a| env.iter().fold(a, |a, (k, v)| a.replace(&format!("$({k})"), v)))
         .collect()
 }
@@ -252,6 +253,18 @@ async fn helm_install_upgrade_uninstall() {
         .filter_map(|c| c.metadata.name)
         .collect();
     assert!(records.iter().any(|n| n.starts_with("tgb-owned-")), "{records:?}");
+    // The pod webhook's certificate: kept in the chart's Secret, its CA patched into the chart's
+    // webhook configuration, by the agent under the chart's RBAC.
+    let configurations: Api<MutatingWebhookConfiguration> = Api::all(kube.clone());
+    let webhook = format!("{NAME}-webhook");
+    let ca_bundle = eventually("the webhook's CA bundle patched", Duration::from_secs(30), || async {
+        let configuration = configurations.get(&webhook).await.ok()?;
+        configuration.webhooks?.first()?.client_config.ca_bundle.clone().filter(|b| !b.0.is_empty())
+    })
+    .await;
+    let secret =
+        Api::<Secret>::namespaced(kube.clone(), NS).get(&format!("{webhook}-tls")).await.expect("webhook Secret");
+    assert_eq!(secret.data.as_ref().and_then(|d| d.get("ca.crt")), Some(&ca_bundle));
     let log = agent.log();
     assert!(!log.to_lowercase().contains("forbidden"), "the chart's RBAC refused something:\n{log}");
     let status = agent.terminate().expect("terminate");
@@ -269,6 +282,8 @@ async fn helm_install_upgrade_uninstall() {
         (s.replicas == Some(1) && s.updated_replicas == Some(1) && s.ready_replicas == Some(1)).then_some(())
     })
     .await;
+    let kept = configurations.get(&webhook).await.expect("webhook configuration").webhooks.expect("webhooks");
+    assert_eq!(kept[0].client_config.ca_bundle.as_ref(), Some(&ca_bundle), "helm upgrade dropped the CA bundle");
     let history = helm.ok(&["history", RELEASE, "-n", NS, "-o", "json"]).await;
     let history: serde_json::Value = serde_json::from_str(&history).expect("helm history JSON");
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
@@ -285,6 +300,12 @@ async fn helm_install_upgrade_uninstall() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{object} {NAME} survived the uninstall");
     }
     assert!(crds.get_opt(CRD_NAME).await.expect("get crd").is_some(), "helm uninstall deleted the CRD");
+    // The certificate Secret is owned by the webhook configuration: the garbage collector takes it.
+    eventually("the webhook's Secret collected with its configuration", Duration::from_secs(30), || async {
+        let secrets = Api::<Secret>::namespaced(kube.clone(), NS);
+        secrets.get_opt(&format!("{webhook}-tls")).await.ok()?.is_none().then_some(())
+    })
+    .await;
     assert!(get_binding(&kube, "demo", "web").await.is_some(), "the binding went with the release");
     eprintln!("e2e_helm: {:.1} s from sandbox start to uninstall", started.elapsed().as_secs_f64());
 }

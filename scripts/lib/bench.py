@@ -344,7 +344,8 @@ class Agent:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [binary, "run", "--cluster-name", "bench", "--leader-elect=false", "--drift-interval", "60m",
-             "--metrics-addr", self.metrics, "--health-addr", f"127.0.0.1:{free_port()}"],
+             "--metrics-addr", self.metrics, "--health-addr", f"127.0.0.1:{free_port()}",
+             "--webhook-addr", f"127.0.0.1:{free_port()}"],
             env=agent_env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"))
 
     def status_value(self, field):

@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rustls::pki_types::pem::PemObject;
@@ -164,10 +165,26 @@ async fn self_managed_pass(
             kind => (certs::renew(&material, &kind, hosts, now)?, true),
         },
     };
+    let webhook_configuration = configurations
+        .get_opt(configuration)
+        .await
+        .map_err(|source| TlsError::Configuration { name: configuration.to_owned(), source })?;
     if write {
+        // Owned by the webhook configuration when there is one: uninstalling it (helm uninstall,
+        // kubectl delete -k) lets the garbage collector take the CA and key with it.
+        let owner = webhook_configuration.as_ref().and_then(|c| {
+            Some(OwnerReference {
+                api_version: "admissionregistration.k8s.io/v1".to_owned(),
+                kind: "MutatingWebhookConfiguration".to_owned(),
+                name: c.metadata.name.clone()?,
+                uid: c.metadata.uid.clone()?,
+                ..OwnerReference::default()
+            })
+        });
         let object = Secret {
             metadata: ObjectMeta {
                 name: Some(secret.to_owned()),
+                owner_references: owner.map(|o| vec![o]),
                 annotations: Some(material.annotations()),
                 resource_version: stored.as_ref().and_then(|s| s.metadata.resource_version.clone()),
                 labels: Some([("app.kubernetes.io/name".to_owned(), "tgb-agent".to_owned())].into()),
@@ -187,19 +204,24 @@ async fn self_managed_pass(
             Err(e) => return Err(secret_error(e)),
         }
     }
-    trust(configurations, configuration, &material.ca_bundle).await?;
+    if let Some(current) = webhook_configuration {
+        trust(configurations, &current, &material.ca_bundle).await?;
+    } else {
+        tracing::debug!(configuration, "no MutatingWebhookConfiguration to trust the webhook's CA");
+    }
     serving.load(&material.cert, &material.key)?;
     Ok(Pass::Done)
 }
 
-/// Patches `bundle` into every webhook of the configuration that does not carry it yet. A missing
-/// configuration is not an error: injection may be switched off in the install.
-async fn trust(configurations: &Api<MutatingWebhookConfiguration>, name: &str, bundle: &str) -> Result<(), TlsError> {
+/// Patches `bundle` into every webhook of the configuration that does not carry it yet. (A missing
+/// configuration is not an error: the install may reach the webhook some other way, or not yet.)
+async fn trust(
+    configurations: &Api<MutatingWebhookConfiguration>,
+    current: &MutatingWebhookConfiguration,
+    bundle: &str,
+) -> Result<(), TlsError> {
+    let name = current.metadata.name.as_deref().unwrap_or_default();
     let error = |source| TlsError::Configuration { name: name.to_owned(), source };
-    let Some(current) = configurations.get_opt(name).await.map_err(error)? else {
-        tracing::debug!(configuration = name, "no MutatingWebhookConfiguration to trust the webhook's CA");
-        return Ok(());
-    };
     let stale: Vec<String> = current
         .webhooks
         .iter()

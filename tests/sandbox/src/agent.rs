@@ -12,6 +12,8 @@ pub struct Agent {
     child: Child,
     pub metrics_addr: String,
     pub health_addr: String,
+    /// The pod webhook's HTTPS listener (loopback, a free port, unless `extra` names one).
+    pub webhook_addr: String,
     log: std::path::PathBuf,
 }
 
@@ -39,6 +41,11 @@ impl Agent {
     ) -> anyhow::Result<Self> {
         let metrics_addr = format!("127.0.0.1:{}", free_port()?);
         let health_addr = format!("127.0.0.1:{}", free_port()?);
+        let webhook_flag = extra.iter().position(|a| *a == "--webhook-addr");
+        let webhook_addr = match webhook_flag.and_then(|i| extra.get(i + 1)) {
+            Some(addr) => (*addr).to_owned(),
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
         let log = sandbox.dir().join(format!("agent-{}.log", free_port()?));
         let file = std::fs::File::create(&log).context("agent log")?;
         let named = extra.iter().any(|a| *a == "--cluster-name" || a.starts_with("--cluster-name="));
@@ -48,6 +55,11 @@ impl Agent {
         let child = Command::new(binary)
             .arg("run")
             .args(["--metrics-addr", &metrics_addr, "--health-addr", &health_addr])
+            .args(
+                if webhook_flag.is_some() { None } else { Some(["--webhook-addr", &webhook_addr]) }
+                    .into_iter()
+                    .flatten(),
+            )
             .args(if named { &[][..] } else { &["--cluster-name", "e2e"][..] })
             .args(if elects { &[][..] } else { &["--leader-elect=false"][..] })
             .args(extra)
@@ -59,7 +71,7 @@ impl Agent {
             .stderr(file)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self { child, metrics_addr, health_addr, log })
+        Ok(Self { child, metrics_addr, health_addr, webhook_addr, log })
     }
 
     pub fn pid(&self) -> u32 {
