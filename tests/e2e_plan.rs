@@ -1,5 +1,6 @@
 //! End to end: `tgb-agent plan` on a cluster seeded with drift shows exactly the changes `run` then
-//! makes, writes nothing, and exits 2 while there are changes, 0 once there are none.
+//! makes (a pod only its readiness gate holds back included), writes nothing, and exits 2 while
+//! there are changes, 0 once there are none.
 
 mod common;
 
@@ -42,7 +43,20 @@ fn target_changes(text: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_exactly_what_run_then_does() {
-    let (sandbox, aws, kube) = world("plan", &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    let endpoints = [Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11"), Ep::NotReady("10.0.0.12")];
+    let (sandbox, aws, kube) = world("plan", &endpoints).await;
+    // 10.0.0.12: containers ready, held back only by `web`'s readiness gate: `run` registers it.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(kube.clone(), "demo");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "pod-10-0-0-12", "labels": {"app": "web"}},
+        "spec": {"nodeName": "hand-written-status", "containers": [{"name": "app", "image": "app"}],
+                 "readinessGates": [{"conditionType": "target-health.elbv2.k8s.aws/web"}]}
+    }))
+    .expect("pod");
+    pods.create(&Default::default(), &pod).await.expect("gated pod");
+    let status = json!({"status": {"podIP": "10.0.0.12", "conditions": [
+        {"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "False"}]}});
+    pods.patch_status("pod-10-0-0-12", &Default::default(), &kube::api::Patch::Merge(&status)).await.expect("status");
     let arn = aws.ip_target_group_arn.clone();
     let shared_arn = tgb_sandbox::create_ip_target_group(&sandbox, &aws, "plan-shared").await.expect("tg");
     // Drift: a stranger in the exclusive group, one target already there; another cluster's target
@@ -62,9 +76,9 @@ async fn plan_shows_exactly_what_run_then_does() {
     let web = text.split("binding demo/web").nth(1).unwrap_or_default();
     let shared_part =
         text.split("binding demo/shared").nth(1).and_then(|t| t.split("binding ").next()).unwrap_or_default();
-    assert_eq!(target_changes(web), vec!["+10.0.0.11:8080", "-10.0.9.9:8080"], "{text}");
+    assert_eq!(target_changes(web), vec!["+10.0.0.11:8080", "+10.0.0.12:8080", "-10.0.9.9:8080"], "{text}");
     assert_eq!(target_changes(shared_part), vec!["+10.0.0.10:8080", "+10.0.0.11:8080"], "{text}");
-    assert!(text.contains("Plan: 4 change(s)."), "{text}");
+    assert!(text.contains("Plan: 5 change(s)."), "{text}");
     assert!(text.contains("1 registered by others, left alone"), "{text}");
     let after = (sandbox.aws_call_count("RegisterTargets").await, sandbox.aws_call_count("DeregisterTargets").await);
     assert_eq!(before.0.ok(), after.0.ok(), "plan wrote nothing");
@@ -73,7 +87,7 @@ async fn plan_shows_exactly_what_run_then_does() {
     // run makes exactly those changes.
     let _agent =
         Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "e2e"]).expect("agent");
-    wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080", "10.0.0.11:8080"]).await;
+    wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080", "10.0.0.11:8080", "10.0.0.12:8080"]).await;
     wait_for_targets(&sandbox, &shared_arn, &["10.0.0.10:8080", "10.0.0.11:8080", "10.0.8.8:8080"]).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
     wait_for_condition(&kube, "demo", "shared", "True", "Reconciled").await;

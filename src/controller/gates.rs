@@ -13,7 +13,7 @@ use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
-use crate::k8s::pods::{GatedPod, gated_pods, set_gate};
+use crate::k8s::pods::{GatedPod, gated_endpoint_pods, gated_pods, held_back_by_gate, set_gate};
 use crate::model::{TargetId, TargetState};
 use crate::plan::desired::{AddressFamily, SliceView, not_ready_pods, pod_addresses};
 use crate::plan::gates::{GateStatus, gate_statuses, gate_type};
@@ -42,13 +42,9 @@ pub async fn held_back<T: TargetGroups, N: Network, S: SecurityGroups>(
     slices: &[&SliceView],
     family: AddressFamily,
 ) -> Result<BTreeSet<String>, ReconcileError> {
-    let candidates = not_ready_pods(slices.iter().copied(), family);
-    if candidates.is_empty() {
-        return Ok(BTreeSet::new());
-    }
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    let found = gated_pods(&ctx.kube.client, &namespace, &candidates, &gate)
+    let found = gated_endpoint_pods(&ctx.kube.client, &namespace, slices.iter().copied(), family, &gate)
         .await
         .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
     let uid = tgb.uid().unwrap_or_default();
@@ -57,7 +53,7 @@ pub async fn held_back<T: TargetGroups, N: Network, S: SecurityGroups>(
     for (name, pod) in &found {
         known.entry(name.clone()).or_insert_with(|| pod.gate.clone());
     }
-    Ok(found.into_iter().filter(|(_, p)| p.containers_ready).map(|(name, _)| name).collect())
+    Ok(held_back_by_gate(&found))
 }
 
 /// Sets each known gated pod's condition from its targets' states; returns whether some gate is

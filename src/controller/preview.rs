@@ -18,11 +18,12 @@ use crate::aws::{Network, TargetGroups};
 use crate::index::{BackendKey, selector};
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
-use crate::k8s::pods::named_container_ports;
+use crate::k8s::pods::{gated_endpoint_pods, held_back_by_gate, named_container_ports};
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Cidr, RegisteredTarget, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
 use crate::plan::desired::{AddressFamily, endpoint_addresses, held_addresses, serving_pods};
+use crate::plan::gates::gate_type;
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, rules_for_binding, select_groups, unclaimed_grace};
@@ -141,6 +142,11 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
             }),
             None => None,
         };
+        // As `run` does: pods only their readiness gate holds back are registered.
+        let gate = gate_type(&tgb.name_any());
+        let gated = gated_endpoint_pods(client, &id.namespace, &live.slices, resolved.family, &gate)
+            .await
+            .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
         let wanted = wanted_ip(
             live.service.as_ref(),
             &key.to_string(),
@@ -148,7 +154,7 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
             &live.slices,
             resolved.family,
             cidrs.as_deref(),
-            &BTreeSet::new(),
+            &held_back_by_gate(&gated),
         );
         (wanted, endpoint_addresses(&live.slices, resolved.family))
     };

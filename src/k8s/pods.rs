@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 
+use crate::plan::desired::{AddressFamily, SliceView, not_ready_pods};
+
 /// Container port name → the numbers it has across `pods`; sidecars (restartable init
 /// containers) count, other init containers do not. Pods already gone are skipped.
 pub async fn named_container_ports(
@@ -40,6 +42,28 @@ pub struct GatedPod {
     pub containers_ready: bool,
     /// The gate condition's status on the pod now.
     pub gate: Option<String>,
+}
+
+/// The pods of the not-Ready endpoints of `slices` (of `family`) that declare the readiness gate
+/// `gate`, read one by one by name. `run` and `plan` both find a binding's gated pods here.
+pub async fn gated_endpoint_pods<'a>(
+    client: &Client,
+    namespace: &str,
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: AddressFamily,
+    gate: &str,
+) -> Result<BTreeMap<String, GatedPod>, kube::Error> {
+    let candidates = not_ready_pods(slices, family);
+    if candidates.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    gated_pods(client, namespace, &candidates, gate).await
+}
+
+/// Of `found`, the pods only their gate holds back (containers ready): they are registered, so the
+/// load balancer can find them healthy and the gate can open.
+pub fn held_back_by_gate(found: &BTreeMap<String, GatedPod>) -> BTreeSet<String> {
+    found.iter().filter(|(_, p)| p.containers_ready).map(|(name, _)| name.clone()).collect()
 }
 
 /// Reads `pods` by name and keeps those whose spec declares the readiness gate `gate`.
