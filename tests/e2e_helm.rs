@@ -3,8 +3,9 @@
 //! `restricted` Pod Security admission and run on the simulated nodes (no containers); the agent
 //! binary, started with the installed Deployment's own arguments and a token of the chart's
 //! ServiceAccount, registers a binding's targets, so the chart's RBAC is enough (the real RBAC
-//! authorizer decides); `helm upgrade` changes the Deployment; `helm uninstall` removes the release
-//! and keeps the CRD, and with it the bindings.
+//! authorizer decides), and its pod webhook (reached by URL: the agent runs outside the cluster
+//! here) injects the readiness gate into a pod of a labelled namespace; `helm upgrade` changes the
+//! Deployment; `helm uninstall` removes the release and keeps the CRD, and with it the bindings.
 
 mod common;
 
@@ -16,7 +17,7 @@ use common::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::PostParams;
@@ -180,7 +181,10 @@ async fn helm_install_upgrade_uninstall() {
     Api::<Namespace>::all(kube.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
 
     // Install. No --wait: the Deployment's rollout is checked below.
-    helm.ok(&["install", RELEASE, chart, "-n", NS, "--set", &format!("clusterName={CLUSTER}")]).await;
+    let webhook_port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let webhook_url = format!("webhookConfig.url=https://127.0.0.1:{webhook_port}");
+    helm.ok(&["install", RELEASE, chart, "-n", NS, "--set", &format!("clusterName={CLUSTER}"), "--set", &webhook_url])
+        .await;
     let crd = crds.get(CRD_NAME).await.expect("the chart installed the CRD");
     // Created from crds/, outside the release: no release owns it, so no uninstall deletes it.
     let annotations = crd.metadata.annotations.unwrap_or_default();
@@ -230,7 +234,8 @@ async fn helm_install_upgrade_uninstall() {
     let mut spec = ip_binding(&arn);
     spec["multiClusterTargetGroup"] = json!(true); // ownership records: ConfigMaps in the release namespace
     binding(&kube, "demo", "web", spec).await;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let webhook_addr = format!("127.0.0.1:{webhook_port}");
+    let args: Vec<&str> = args.iter().map(String::as_str).chain(["--webhook-addr", &webhook_addr]).collect();
     let kubeconfig = kubeconfig.to_str().expect("path");
     let pod_name = format!("{NAME}-by-hand");
     let mut agent = Agent::start_with_env(
@@ -265,6 +270,25 @@ async fn helm_install_upgrade_uninstall() {
     let secret =
         Api::<Secret>::namespaced(kube.clone(), NS).get(&format!("{webhook}-tls")).await.expect("webhook Secret");
     assert_eq!(secret.data.as_ref().and_then(|d| d.get("ca.crt")), Some(&ca_bundle));
+    // A pod created in a namespace labelled for injection gets its binding's gate.
+    let label = json!({"metadata": {"labels": {"elbv2.k8s.aws/pod-readiness-gate-inject": "enabled"}}});
+    Api::<Namespace>::all(kube.clone())
+        .patch("demo", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&label))
+        .await
+        .expect("label namespace");
+    eventually("the agent ready (webhook serving)", Duration::from_secs(30), || async {
+        (agent.health("/readyz").ok()?.0 == 200).then_some(())
+    })
+    .await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-injected", "labels": {"app": "web"}},
+        "spec": {"nodeName": "hand-written-status", "containers": [{"name": "app", "image": "app"}]}
+    }))
+    .expect("pod");
+    let created = Api::<Pod>::namespaced(kube.clone(), "demo").create(&PostParams::default(), &pod).await.expect("pod");
+    let gates: Vec<String> =
+        created.spec.and_then(|s| s.readiness_gates).into_iter().flatten().map(|g| g.condition_type).collect();
+    assert_eq!(gates, ["target-health.elbv2.k8s.aws/web"], "the chart's webhook did not inject the gate");
     let log = agent.log();
     assert!(!log.to_lowercase().contains("forbidden"), "the chart's RBAC refused something:\n{log}");
     let status = agent.terminate().expect("terminate");

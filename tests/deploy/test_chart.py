@@ -113,6 +113,13 @@ def check_fail_policy(docs):
     assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] == 5
 
 
+def check_by_url(docs):
+    assert not by_kind(docs, "Service"), "reached by URL: no Service"
+    (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"] == {"url": "https://tgb.example.com:9443/mutate-v1-pod"}
+    assert "--webhook-hosts=tgb.example.com" in container(docs)["args"]
+
+
 def check_cert_manager(docs):
     cert = one(docs, "Certificate")
     assert cert["spec"]["secretName"] == "tgb-agent-webhook-tls"
@@ -246,6 +253,7 @@ CASES = {
     "no-injection": ({"enablePodReadinessGateInject": False}, "tgb-agent", check_no_injection),
     "fail-policy": ({"webhookConfig": {"failurePolicy": "Fail", "timeoutSeconds": 5}}, "tgb-agent", check_fail_policy),
     "cert-manager": ({"enableCertManager": True}, "tgb-agent", check_cert_manager),
+    "by-url": ({"webhookConfig": {"url": "https://tgb.example.com:9443"}}, "tgb-agent", check_by_url),
 }
 
 
@@ -281,7 +289,8 @@ def test_lint_strict(helm, tmp_path, case):
     ({"clusterName": "default"}, "clusterName must not be `default`"),
     ({"clusterName": CLUSTER, "logFormat": "yaml"}, "at '/logFormat': value must be one of 'text', 'json'"),
     ({"clusterName": CLUSTER, "extraArgs": ["drift-interval=1m"]}, "at '/extraArgs/0'"),
-], ids=["unset", "empty", "default", "bad-log-format", "arg-without-dashes"])
+    ({"clusterName": CLUSTER, "webhookConfig": {"url": "http://x:9443/path"}}, "at '/webhookConfig/url'"),
+], ids=["unset", "empty", "default", "bad-log-format", "arg-without-dashes", "bad-webhook-url"])
 def test_refuses_bad_values(helm, tmp_path, values, message):
     proc = run_helm(helm, "template", "tgb-agent", str(CHART), "-n", NS, "-f", values_file(tmp_path, values))
     assert proc.returncode != 0, proc.stdout
