@@ -13,23 +13,23 @@ use super::error::ReconcileError;
 use super::gates;
 use super::group::{GroupReport, GroupResult, GroupTask, Why, reconcile_group};
 use super::networking;
+use super::observe::{self, BackendViews, Binding};
 use super::report::{refused_note, report_group, uncertain_note};
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, Network, TargetGroups};
-use crate::index::{Backend, BackendKey, Nodes, selector};
+use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
 use crate::model::{BindingId, TargetGroupInfo};
 use crate::plan::decide::Want;
-use crate::plan::desired::{PortRef, SliceView, endpoint_addresses, serving_pods};
-use crate::plan::instance::{Selector, instance_ids};
+use crate::plan::desired::serving_pods;
 use crate::plan::ownership::Record;
-use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
-use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
+use crate::plan::validate::{account_of, check_spec};
+use crate::plan::wanted::{BackendProblem, Wanted};
 
 /// How soon to look again when the inputs are not known yet.
 const RECHECK_SOON: Duration = Duration::from_secs(2);
@@ -55,7 +55,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
 
     // Observe: the spec (checked before any AWS call), the backend and nodes from the watches.
-    let (tg_ref, port_ref) = check_spec(&tgb.spec)?;
+    check_spec(&tgb.spec)?;
     let binding_ref = ObjectRef::from_obj(tgb);
     // Before the inputs are read: any change after the read makes writes still waiting stale.
     let input_changes = ctx.watches.wake.subscribe(&binding_ref);
@@ -77,10 +77,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // Nothing changed since the last apply: this is a check against AWS (drift, health, gates).
     let drift_check =
         ctx.unchanged_since_converged(&uid, fingerprint(tgb, &backend, nodes.as_deref(), networking_version));
-    let account = account_of(&tgb.spec)?;
-    let tg = ctx.target_group(&tg_ref, &account, drift_check).await?;
-    let resolved = check_against(&tgb.spec, &tg)?;
-    let instance_mode = resolved.target_type == TargetType::Instance;
+    let binding = observe::resolve(ctx, tgb, drift_check).await?;
+    let instance_mode = binding.instance_mode();
     ctx.set_instance_mode(&uid, instance_mode);
     if !instance_mode {
         ctx.watches.nodes.untrack(&binding_ref);
@@ -93,43 +91,20 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         nodes = Some(tracked);
     }
     let inputs = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
-    let node_selector = match &tgb.spec.node_selector {
-        Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
-        None => None,
-    };
-    let shared = tgb.spec.multi_cluster_target_group == Some(true);
+    let (id, tg, shared) = (&binding.id, &binding.tg, binding.shared);
     let all_bindings = ctx.kube.bindings.state();
     let siblings: Vec<BindingId> = siblings_of(tgb, &tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
-    let id = binding_id(tgb);
     // Only shared bindings keep claims; an exclusive one owns its whole group.
-    let mut record = if shared { ctx.kube.records.read(&id).await?.unwrap_or_default() } else { Record::default() };
+    let mut record = if shared { ctx.kube.records.read(id).await?.unwrap_or_default() } else { Record::default() };
 
-    let ours_now = match &nodes {
-        Some(nodes) => instance_ids(nodes.by_name.values()),
-        None => endpoint_addresses(backend.slices.by_name.values(), resolved.family),
-    };
+    let views = BackendViews::watched(&backend, nodes.as_deref());
+    let ours_now = observe::ours_now(&binding, &views);
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, &id, &tg.arn, shared, &ours_now, &mut record).await;
-
-    let no_gates = BTreeSet::new();
-    let how = How {
-        key: &key,
-        port: &port_ref,
-        tg: &tg,
-        resolved: &resolved,
-        selector: node_selector.as_ref(),
-        gated: &no_gates,
-        account: &account,
-    };
-    // Pods held back only by this binding's readiness gate are registered so that the gate can open.
-    let slices: Vec<&SliceView> = backend.slices.by_name.values().collect();
-    let gated =
-        if instance_mode { BTreeSet::new() } else { gates::held_back(ctx, tgb, &slices, resolved.family).await? };
-    let how = How { gated: &gated, ..how };
-    let mut wanted = how.watched(ctx, &backend, nodes.as_deref()).await??;
+    let left_behind = clean_previous_groups(ctx, tgb, id, &tg.arn, shared, &ours_now, &mut record).await;
+    let mut wanted = observe::wanted(ctx, tgb, &binding, &views).await??;
     // The security-group loop works from this on its own; a failure here never holds targets back.
-    let pods =
-        if instance_mode { Default::default() } else { serving_pods(backend.slices.by_name.values(), resolved.family) };
+    let family = binding.resolved.family;
+    let pods = if instance_mode { Default::default() } else { serving_pods(views.slices.iter().copied(), family) };
     let endpoints = networking::Endpoints {
         target_is_ip: !instance_mode,
         vpc_id: tg.vpc_id.as_deref(),
@@ -140,7 +115,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     if publish_error.is_some() {
         networking::mark_broken(ctx, tgb);
     }
-    let target_groups = ctx.aws.target_groups.in_account(&account).await?;
+    let target_groups = ctx.aws.target_groups.in_account(&binding.account).await?;
     let report = {
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
@@ -149,7 +124,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         let may_go_stale = ctx.may_go_stale(&uid);
         loop {
             let task = GroupTask {
-                binding: &id,
+                binding: id,
                 arn: &tg.arn,
                 want: Want::Targets { targets: &wanted.targets, confirmed },
                 shared,
@@ -168,7 +143,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
                 Ok(GroupResult::Done(report)) => break report,
                 Ok(GroupResult::NeedsConfirmation(current)) => {
                     read = Some(current);
-                    let live = how.live(ctx).await??;
+                    let live = live_wanted(ctx, tgb, &binding).await??;
                     if !live.targets.is_empty() {
                         tracing::warn!(backend = %key, live_targets = live.targets.len(), "the watch cache showed no endpoints but the API server has some; using the live read");
                     }
@@ -203,7 +178,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
         Some(e) => Some((e.reason(), e.to_string())),
         None => ctx.networking.result(&uid).1,
     };
-    let observed = observed(ctx, tgb, &tg, &wanted, &report, left_behind.as_deref(), networking).await;
+    let observed = observed(ctx, tgb, tg, &wanted, &report, left_behind.as_deref(), networking).await;
     ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
     ctx.metrics.binding_observed(&namespace, &tgb.name_any(), observed.ready.is_ok(), report.health.as_ref());
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
@@ -211,7 +186,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // only at drift checks.
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
     // A closed readiness gate holds a rollout: health is read every second until it opens.
-    let gates_closed = !instance_mode && gates::update(ctx, tgb, &slices, resolved.family, &report.states).await?;
+    let gates_closed = !instance_mode && gates::update(ctx, tgb, &views.slices, family, &report.states).await?;
     let gate_poll = gates_closed.then_some(GATE_POLL);
     let check_within =
         report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min();
@@ -274,65 +249,19 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
 }
 
-/// How this binding's wanted targets are computed, from the watches or from a live read: one
-/// function either way.
-struct How<'a> {
-    key: &'a BackendKey,
-    port: &'a PortRef,
-    tg: &'a TargetGroupInfo,
-    resolved: &'a Resolved,
-    selector: Option<&'a Selector>,
-    /// Pods held back only by the binding's readiness gate.
-    gated: &'a BTreeSet<String>,
-    account: &'a crate::model::Account,
-}
-
-impl How<'_> {
-    async fn watched<T: TargetGroups, N: Network, S: SecurityGroups>(
-        &self,
-        ctx: &Context<T, N, S>,
-        backend: &Backend,
-        nodes: Option<&Nodes>,
-    ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
-        let name = self.key.to_string();
-        match nodes {
-            Some(nodes) => {
-                Ok(wanted_instance(backend.service(), &name, self.port, nodes.by_name.values(), self.selector))
-            }
-            None => {
-                let cidrs = self.vpc_cidrs(ctx).await?;
-                let slices = backend.slices.by_name.values();
-                let family = self.resolved.family;
-                Ok(wanted_ip(backend.service(), &name, self.port, slices, family, cidrs.as_deref(), self.gated))
-            }
-        }
-    }
-
-    async fn live<T: TargetGroups, N: Network, S: SecurityGroups>(
-        &self,
-        ctx: &Context<T, N, S>,
-    ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
-        let live =
-            read_backend(&ctx.kube.client, self.key).await.map_err(ReconcileError::kube("read the backend live"))?;
-        let name = self.key.to_string();
-        if self.resolved.target_type == TargetType::Instance {
-            let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
-            return Ok(wanted_instance(live.service.as_ref(), &name, self.port, &nodes, self.selector));
-        }
-        let cidrs = self.vpc_cidrs(ctx).await?;
-        let family = self.resolved.family;
-        Ok(wanted_ip(live.service.as_ref(), &name, self.port, &live.slices, family, cidrs.as_deref(), self.gated))
-    }
-
-    async fn vpc_cidrs<T: TargetGroups, N: Network, S: SecurityGroups>(
-        &self,
-        ctx: &Context<T, N, S>,
-    ) -> Result<Option<Vec<crate::model::Cidr>>, ReconcileError> {
-        match self.tg.vpc_id.as_deref() {
-            Some(vpc) => Ok(Some(ctx.vpc_cidrs(vpc, self.account).await?)),
-            None => Ok(None),
-        }
-    }
+/// What the backend wants as the API server has it right now (the watches showed it empty).
+async fn live_wanted<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    tgb: &TargetGroupBinding,
+    binding: &Binding,
+) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
+    let client = &ctx.kube.client;
+    let live = read_backend(client, &binding.key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let nodes = match binding.instance_mode() {
+        true => Some(read_nodes(client).await.map_err(ReconcileError::kube("read the nodes live"))?),
+        false => None,
+    };
+    observe::wanted(ctx, tgb, binding, &BackendViews::live(&live, nodes.as_deref())).await
 }
 
 /// Cleans the groups this binding fed before its spec named `current`: every other group in its

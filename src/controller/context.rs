@@ -166,10 +166,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         if let Some(cidrs) = cached() {
             return Ok(cidrs);
         }
-        let cidrs = match self.aws.network.vpc_cidrs(vpc_id).await {
-            Err(AwsError::VpcNotFound(_)) if *account != Account::Own => Vec::new(),
-            other => other?,
-        };
+        let cidrs = super::observe::seen_from(self.aws.network.vpc_cidrs(vpc_id).await, account)?;
         self.memory().vpc_cidrs.insert(key, (cidrs.clone(), Instant::now()));
         Ok(cidrs)
     }
@@ -255,6 +252,32 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
 
     pub fn succeeded(&self, binding: &ObjectRef<TargetGroupBinding>) {
         self.memory().failures.remove(binding);
+    }
+}
+
+/// `run` reads through the caches and watches: target groups and VPC CIDRs as remembered, gated
+/// pods remembered for their gates.
+impl<T: TargetGroups, N: Network, S: SecurityGroups> super::observe::Reads for Context<T, N, S> {
+    async fn target_group(
+        &self,
+        tg: &TargetGroupRef,
+        account: &Account,
+        drift_check: bool,
+    ) -> Result<TargetGroupInfo, super::ReconcileError> {
+        Ok(Context::target_group(self, tg, account, drift_check).await?)
+    }
+
+    async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, super::ReconcileError> {
+        Ok(Context::vpc_cidrs(self, vpc_id, account).await?)
+    }
+
+    async fn held_back(
+        &self,
+        tgb: &TargetGroupBinding,
+        slices: &[&crate::plan::desired::SliceView],
+        family: crate::plan::desired::AddressFamily,
+    ) -> Result<std::collections::BTreeSet<String>, super::ReconcileError> {
+        super::gates::held_back(self, tgb, slices, family).await
     }
 }
 

@@ -12,6 +12,7 @@ mod locks;
 #[cfg(test)]
 mod model_tests;
 mod networking;
+mod observe;
 pub mod preview;
 mod report;
 #[cfg(test)]

@@ -11,24 +11,24 @@ use kube::{Api, Client, ResourceExt};
 use super::apply::unix_now;
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
+use super::observe::{self as inputs, BackendViews, Reads};
 use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
-use crate::index::{BackendKey, selector};
+use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
 use crate::k8s::pods::{gated_endpoint_pods, held_back_by_gate, named_container_ports};
 use crate::model::sg_rule::IngressRule;
-use crate::model::{Cidr, RegisteredTarget, TargetState};
+use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
-use crate::plan::desired::{AddressFamily, endpoint_addresses, held_addresses, serving_pods};
+use crate::plan::desired::{AddressFamily, SliceView, held_addresses, serving_pods};
 use crate::plan::gates::gate_type;
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, rules_for_binding, select_groups, unclaimed_grace};
-use crate::plan::validate::{account_of, check_against, check_spec};
-use crate::plan::wanted::{Wanted, wanted_instance, wanted_ip};
+use crate::plan::validate::account_of;
 
 /// Where `plan` reads from.
 pub struct PlanSettings {
@@ -92,6 +92,41 @@ pub async fn plan<T: TargetGroups, N: Network, S: SecurityGroups>(
     Ok(out)
 }
 
+/// `plan` reads AWS and the API server directly, through a fence that never opens.
+struct LiveReads<'a, T, N, S> {
+    client: &'a Client,
+    aws: &'a super::AwsPorts<T, N, S>,
+}
+
+impl<T: TargetGroups, N: Network, S: SecurityGroups> Reads for LiveReads<'_, T, N, S> {
+    async fn target_group(
+        &self,
+        tg: &TargetGroupRef,
+        account: &Account,
+        _drift_check: bool,
+    ) -> Result<TargetGroupInfo, ReconcileError> {
+        Ok(self.aws.target_groups.in_account(account).await?.describe(tg).await?)
+    }
+
+    async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, ReconcileError> {
+        Ok(inputs::seen_from(self.aws.network.vpc_cidrs(vpc_id).await, account)?)
+    }
+
+    async fn held_back(
+        &self,
+        tgb: &TargetGroupBinding,
+        slices: &[&SliceView],
+        family: AddressFamily,
+    ) -> Result<BTreeSet<String>, ReconcileError> {
+        let gate = gate_type(&tgb.name_any());
+        let namespace = tgb.namespace().unwrap_or_default();
+        let found = gated_endpoint_pods(self.client, &namespace, slices.iter().copied(), family, &gate)
+            .await
+            .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
+        Ok(held_back_by_gate(&found))
+    }
+}
+
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
 async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
     client: &Client,
@@ -118,46 +153,20 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
         return Ok(None);
     }
-    let (tg_ref, port) = check_spec(&tgb.spec)?;
-    let account = account_of(&tgb.spec)?;
-    let tg = aws.target_groups.in_account(&account).await?.describe(&tg_ref).await?;
-    let resolved = check_against(&tgb.spec, &tg)?;
+    // Observed and decided by the code `run` uses, reading live.
+    let reads = LiveReads { client, aws };
+    let binding = inputs::resolve(&reads, tgb, true).await?;
+    let (tg, resolved) = (&binding.tg, &binding.resolved);
     siblings_of(tgb, &tg.arn, all)?;
     let live = read_backend(client, &key).await.map_err(ReconcileError::kube("read the backend"))?;
-    let instance = resolved.target_type == TargetType::Instance;
-    let (wanted, ours_now): (Result<Wanted, _>, BTreeSet<String>) = if instance {
-        let nodes = read_nodes(client).await.map_err(ReconcileError::kube("read the nodes"))?;
-        let node_selector = match &tgb.spec.node_selector {
-            Some(s) => Some(selector(s).map_err(ReconcileError::InvalidNodeSelector)?),
-            None => None,
-        };
-        let wanted = wanted_instance(live.service.as_ref(), &key.to_string(), &port, &nodes, node_selector.as_ref());
-        (wanted, instance_ids(&nodes))
-    } else {
-        let cidrs: Option<Vec<Cidr>> = match tg.vpc_id.as_deref() {
-            // As `run` reads it: another account's VPC the agent cannot see holds no pod address.
-            Some(vpc) => Some(match aws.network.vpc_cidrs(vpc).await {
-                Err(crate::aws::AwsError::VpcNotFound(_)) if account != crate::model::Account::Own => Vec::new(),
-                other => other?,
-            }),
-            None => None,
-        };
-        // As `run` does: pods only their readiness gate holds back are registered.
-        let gate = gate_type(&tgb.name_any());
-        let gated = gated_endpoint_pods(client, &id.namespace, &live.slices, resolved.family, &gate)
-            .await
-            .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
-        let wanted = wanted_ip(
-            live.service.as_ref(),
-            &key.to_string(),
-            &port,
-            &live.slices,
-            resolved.family,
-            cidrs.as_deref(),
-            &held_back_by_gate(&gated),
-        );
-        (wanted, endpoint_addresses(&live.slices, resolved.family))
+    let instance = binding.instance_mode();
+    let nodes = match instance {
+        true => Some(read_nodes(client).await.map_err(ReconcileError::kube("read the nodes"))?),
+        false => None,
     };
+    let views = BackendViews::live(&live, nodes.as_deref());
+    let wanted = inputs::wanted(&reads, tgb, &binding, &views).await?;
+    let ours_now = inputs::ours_now(&binding, &views);
     for (old, claimed) in previous_groups(tgb, &tg.arn, &record, shared, all) {
         let _ = writeln!(out.text, "  previous target group {old} (the spec names another now): cleaned first");
         group_plan(aws, records, &record, tgb, all, &old, Want::Nothing, claimed, &ours_now, out).await?;
