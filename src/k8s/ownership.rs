@@ -52,6 +52,53 @@ pub trait OwnershipStore: Send + Sync + 'static {
     fn delete(&self, binding: &BindingId) -> impl Future<Output = Result<(), RecordError>> + Send;
 }
 
+/// What one replica last saw of each record: the precondition its next write of it carries.
+#[derive(Debug, Default)]
+pub struct Versions {
+    seen: HashMap<String, Option<String>>,
+}
+
+/// The condition a record write is sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Seen absent: create it, so that a record another writer made meanwhile is not replaced.
+    Create,
+    /// Replace it only if it is still at this resourceVersion.
+    Version(String),
+    /// Never read by this replica (the controller always reads before it writes): as it is.
+    Unconditional,
+}
+
+impl Versions {
+    /// A read saw the record at `version` (`None`: absent).
+    pub fn read(&mut self, name: &str, version: Option<String>) {
+        self.seen.insert(name.to_owned(), version);
+    }
+
+    pub fn precondition(&self, name: &str) -> Precondition {
+        match self.seen.get(name) {
+            Some(None) => Precondition::Create,
+            Some(Some(version)) => Precondition::Version(version.clone()),
+            None => Precondition::Unconditional,
+        }
+    }
+
+    /// Our write left it at `version`.
+    pub fn written(&mut self, name: &str, version: Option<String>) {
+        self.seen.insert(name.to_owned(), version);
+    }
+
+    /// Another writer changed it since we saw it.
+    pub fn conflicted(&mut self, name: &str) {
+        self.seen.remove(name);
+    }
+
+    /// We deleted it.
+    pub fn deleted(&mut self, name: &str) {
+        self.seen.remove(name);
+    }
+}
+
 /// [`OwnershipStore`] on ConfigMaps `tgb-owned-<binding uid>`. Writes pass the same fence as AWS
 /// writes, and are conditional on the version this replica last read or wrote: a stale writer's
 /// record never replaces a newer one.
@@ -59,21 +106,20 @@ pub trait OwnershipStore: Send + Sync + 'static {
 pub struct OwnershipRecords {
     api: Api<ConfigMap>,
     fence: Arc<Fence>,
-    /// Per record name: the resourceVersion last seen, or `None` when it was seen absent.
-    seen: Arc<Mutex<HashMap<String, Option<String>>>>,
+    versions: Arc<Mutex<Versions>>,
 }
 
 impl OwnershipRecords {
     pub fn new(client: Client, namespace: &str, fence: Arc<Fence>) -> Self {
-        Self { api: Api::namespaced(client, namespace), fence, seen: Arc::default() }
+        Self { api: Api::namespaced(client, namespace), fence, versions: Arc::default() }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Named by UID: unique across namespaces and re-creations, and always a valid object name.
-    fn name(binding: &BindingId) -> String {
+    pub fn name(binding: &BindingId) -> String {
         format!("tgb-owned-{}", binding.uid)
     }
 }
@@ -86,7 +132,7 @@ impl OwnershipStore for OwnershipRecords {
             action: "read",
             source,
         })?;
-        self.seen().insert(name.clone(), cm.as_ref().and_then(|cm| cm.metadata.resource_version.clone()));
+        self.versions().read(&name, cm.as_ref().and_then(|cm| cm.metadata.resource_version.clone()));
         let Some(cm) = cm else { return Ok(None) };
         let text = cm.data.as_ref().and_then(|d| d.get(TARGETS_KEY)).cloned().unwrap_or_default();
         let legacy_arn = cm.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_ARN_ANNOTATION));
@@ -102,7 +148,7 @@ impl OwnershipStore for OwnershipRecords {
         if !self.fence.allows_writes() {
             return Err(RecordError::Fenced { name });
         }
-        let seen = self.seen().get(&name).cloned();
+        let precondition = self.versions().precondition(&name);
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -113,12 +159,9 @@ impl OwnershipStore for OwnershipRecords {
             data: Some([(TARGETS_KEY.to_owned(), record.to_string())].into()),
             ..Default::default()
         };
-        let written = match seen {
-            // Seen absent: create, so that a record another writer made meanwhile is not replaced.
-            Some(None) => self.api.create(&PostParams::default(), &cm).await,
-            // Seen (or never read, which the controller never does before a write): apply with the
-            // version seen as a precondition.
-            version => {
+        let written = match precondition {
+            Precondition::Create => self.api.create(&PostParams::default(), &cm).await,
+            precondition => {
                 let mut cm = serde_json::to_value(&cm).map_err(|e| RecordError::Kube {
                     name: name.clone(),
                     action: "encoded",
@@ -126,7 +169,7 @@ impl OwnershipStore for OwnershipRecords {
                 })?;
                 cm["apiVersion"] = "v1".into();
                 cm["kind"] = "ConfigMap".into();
-                if let Some(Some(version)) = version {
+                if let Precondition::Version(version) = precondition {
                     cm["metadata"]["resourceVersion"] = version.into();
                 }
                 self.api.patch(&name, &PatchParams::apply("tgb-agent").force(), &Patch::Apply(&cm)).await
@@ -134,11 +177,11 @@ impl OwnershipStore for OwnershipRecords {
         };
         match written {
             Ok(cm) => {
-                self.seen().insert(name, cm.metadata.resource_version);
+                self.versions().written(&name, cm.metadata.resource_version);
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
-                self.seen().remove(&name);
+                self.versions().conflicted(&name);
                 Err(RecordError::Conflict { name })
             }
             Err(source) => Err(RecordError::Kube { name, action: "written", source }),
@@ -147,7 +190,7 @@ impl OwnershipStore for OwnershipRecords {
 
     async fn delete(&self, binding: &BindingId) -> Result<(), RecordError> {
         let name = Self::name(binding);
-        self.seen().remove(&name);
+        self.versions().deleted(&name);
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
