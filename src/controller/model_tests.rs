@@ -167,10 +167,6 @@ enum Known {
     /// only what it wants now: a target of ours whose pod left (or went unready) in between is
     /// claimed by nobody, and the deletion cannot see the loss any more.
     LostWhileLive,
-    /// The new leader sends a write on a claim the deposed one wrote (its record unchanged, so not
-    /// written again); the deposed leader's settle, still based on the version both read, lands
-    /// first and drops that claim; the new leader's settle then fails its precondition.
-    StaleSettle,
 }
 
 struct Sim {
@@ -195,8 +191,6 @@ struct Sim {
     lost_annotation: Option<usize>,
     /// The record was deleted by hand while the binding lived.
     lost_live: bool,
-    /// A deposed leader's reconcile overlapped the new leader's.
-    raced: bool,
     /// Scripted tests: the next AWS target write is throttled.
     throttle_next_write: bool,
     /// The deletion ended (finalizer removed), or is held with `OwnershipRecordLost`.
@@ -580,14 +574,20 @@ impl OwnershipStore for Handle {
         if self.fenced(&mut sim) {
             return Err(RecordError::Fenced { name });
         }
+        let precondition = sim.replicas[self.r].versions.precondition(&name);
+        if precondition == Precondition::ReadFirst {
+            sim.stats.conflicts += 1;
+            return Err(RecordError::Conflict { name });
+        }
         let fault = sim.fault(self.r);
         if matches!(fault, Fault::Before | Fault::Unknown | Fault::Crash { applied: false }) {
             return Err(record_error());
         }
-        let holds = match sim.replicas[self.r].versions.precondition(&name) {
+        // Every write carries a fresh mark, so one that lands always moves the version.
+        let holds = match precondition {
             Precondition::Create => sim.record.is_none(),
             Precondition::Version(v) => sim.record.is_some() && v == sim.record_version.to_string(),
-            Precondition::Unconditional => true,
+            Precondition::Unconditional | Precondition::ReadFirst => true,
         };
         let r = self.r;
         sim.note(|_| format!("replica {r} writes record (holds {holds}): {record:?}"));
@@ -614,6 +614,16 @@ impl OwnershipStore for Handle {
         let mut sim = self.world.sim();
         if self.fenced(&mut sim) {
             return Err(RecordError::Fenced { name });
+        }
+        let holds = match sim.replicas[self.r].versions.precondition(&name) {
+            Precondition::ReadFirst => false,
+            Precondition::Version(v) => sim.record.is_none() || v == sim.record_version.to_string(),
+            Precondition::Create | Precondition::Unconditional => true,
+        };
+        if !holds {
+            sim.stats.conflicts += 1;
+            sim.replicas[self.r].versions.conflicted(&name);
+            return Err(RecordError::Conflict { name });
         }
         sim.replicas[self.r].versions.deleted(&name);
         sim.record = None;
@@ -804,7 +814,6 @@ fn reconcile(world: &World, deleting: bool) {
     let new_first = {
         let mut sim = world.sim();
         sim.stats.stale_writers += 1;
-        sim.raced = true;
         sim.replicas[old].fenced = sim.rng.bool();
         sim.replicas[new] = Replica::default();
         sim.leader = new;
@@ -841,8 +850,6 @@ fn reconcile(world: &World, deleting: bool) {
 fn strand(sim: &mut Sim, failures: &mut Vec<String>, message: String) {
     if sim.lost_live {
         sim.known.push((Known::LostWhileLive, message));
-    } else if sim.raced {
-        sim.known.push((Known::StaleSettle, message));
     } else {
         failures.push(message);
     }
@@ -873,7 +880,6 @@ fn new_world(seed: u64, loss_rate: f64, change_rate: f64) -> World {
         status_registered: None,
         lost_annotation: None,
         lost_live: false,
-        raced: false,
         throttle_next_write: false,
         deleted: false,
         held: false,
@@ -1053,14 +1059,14 @@ fn until_write(world: &World, r: usize, at: u32) -> Option<Pin<Box<dyn Future<Ou
     if f.as_mut().poll(&mut cx).is_ready() { None } else { Some(f) }
 }
 
-/// Found by this model: the deposed leader (0) wrote its claim on 10.0.0.4 and was throttled on
-/// the registration; the new leader (1) read that claim, found the record unchanged, so wrote
-/// nothing before registering 10.0.0.4; 0's settle ("not registered": no claim), based on the
-/// version both read, then passed its precondition, and 1's settle failed it. 10.0.0.4 stayed
-/// registered with no claim: once its pod left, nothing removed it.
+/// Found by this model and fixed: the deposed leader (0) wrote its claim on 10.0.0.4 and was
+/// throttled on the registration; the new leader (1) read that claim, found the record unchanged,
+/// so wrote nothing before registering 10.0.0.4; 0's settle ("not registered": no claim), based
+/// on the version both read, then passed its precondition, and 1's settle failed it. 10.0.0.4
+/// stayed registered with no claim: once its pod left, nothing removed it. Now the claims are
+/// written before every target write, unchanged or not, so 0's settle fails its precondition.
 #[test]
-#[ignore = "KNOWN BUG (#20): a stale settle drops the claim the new leader registered on"]
-fn known_bug_a_deposed_leaders_settle_drops_the_new_leaders_claim() {
+fn a_deposed_leaders_settle_never_drops_the_new_leaders_claim() {
     let world = new_world(0, 0.0, 0.0);
     {
         let mut sim = world.sim();

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
 use crate::fence::Fence;
@@ -14,6 +16,8 @@ use crate::model::BindingId;
 use crate::plan::ownership::{Record, decode};
 
 const TARGETS_KEY: &str = "targets";
+/// Changes with every write (see [`OwnershipRecords::write`]).
+const WRITE_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/write";
 /// Where the first record version kept its one group; read only to migrate such records.
 const LEGACY_ARN_ANNOTATION: &str = "elbv2.k8s.aws/target-group-arn";
 
@@ -55,7 +59,15 @@ pub trait OwnershipStore: Send + Sync + 'static {
 /// What one replica last saw of each record: the precondition its next write of it carries.
 #[derive(Debug, Default)]
 pub struct Versions {
-    seen: HashMap<String, Option<String>>,
+    seen: HashMap<String, Seen>,
+}
+
+#[derive(Clone, Debug)]
+enum Seen {
+    Absent,
+    Version(String),
+    /// Changed by another writer since: what this replica holds in memory is stale.
+    Stale,
 }
 
 /// The condition a record write is sent with.
@@ -67,35 +79,40 @@ pub enum Precondition {
     Version(String),
     /// Never read by this replica (the controller always reads before it writes): as it is.
     Unconditional,
+    /// Another writer changed it since this replica read it: not sent until it is read again.
+    ReadFirst,
 }
 
 impl Versions {
     /// A read saw the record at `version` (`None`: absent).
     pub fn read(&mut self, name: &str, version: Option<String>) {
-        self.seen.insert(name.to_owned(), version);
+        self.seen.insert(name.to_owned(), version.map_or(Seen::Absent, Seen::Version));
     }
 
     pub fn precondition(&self, name: &str) -> Precondition {
         match self.seen.get(name) {
-            Some(None) => Precondition::Create,
-            Some(Some(version)) => Precondition::Version(version.clone()),
+            Some(Seen::Absent) => Precondition::Create,
+            Some(Seen::Version(version)) => Precondition::Version(version.clone()),
+            Some(Seen::Stale) => Precondition::ReadFirst,
             None => Precondition::Unconditional,
         }
     }
 
-    /// Our write left it at `version`.
+    /// Our write left it at `version` (unknown: read it again before the next write).
     pub fn written(&mut self, name: &str, version: Option<String>) {
-        self.seen.insert(name.to_owned(), version);
+        self.seen.insert(name.to_owned(), version.map_or(Seen::Stale, Seen::Version));
     }
 
-    /// Another writer changed it since we saw it.
+    /// Another writer changed it since we saw it. The caller may go on to another group with the
+    /// record it holds (a deletion's loop, a changed spec's old group): that write must not
+    /// replace the newer record unconditionally.
     pub fn conflicted(&mut self, name: &str) {
-        self.seen.remove(name);
+        self.seen.insert(name.to_owned(), Seen::Stale);
     }
 
     /// We deleted it.
     pub fn deleted(&mut self, name: &str) {
-        self.seen.remove(name);
+        self.seen.insert(name.to_owned(), Seen::Absent);
     }
 }
 
@@ -107,11 +124,26 @@ pub struct OwnershipRecords {
     api: Api<ConfigMap>,
     fence: Arc<Fence>,
     versions: Arc<Mutex<Versions>>,
+    /// This process (its start, in nanoseconds) and its writes so far: the write mark.
+    process: u128,
+    writes: Arc<AtomicU64>,
 }
 
 impl OwnershipRecords {
     pub fn new(client: Client, namespace: &str, fence: Arc<Fence>) -> Self {
-        Self { api: Api::namespaced(client, namespace), fence, versions: Arc::default() }
+        let process = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self {
+            api: Api::namespaced(client, namespace),
+            fence,
+            versions: Arc::default(),
+            process,
+            writes: Arc::default(),
+        }
+    }
+
+    /// Unique per write across processes (another replica starts at another nanosecond).
+    fn write_mark(&self) -> String {
+        format!("{}-{}", self.process, self.writes.fetch_add(1, Ordering::Relaxed))
     }
 
     fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
@@ -149,11 +181,21 @@ impl OwnershipStore for OwnershipRecords {
             return Err(RecordError::Fenced { name });
         }
         let precondition = self.versions().precondition(&name);
+        if precondition == Precondition::ReadFirst {
+            return Err(RecordError::Conflict { name });
+        }
+        // A fresh mark on every write: a write of unchanged claims still moves the
+        // resourceVersion (the API server drops a no-op write), so that a writer that decided on
+        // the version before it fails its precondition.
+        let mark = self.write_mark();
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some([("app.kubernetes.io/managed-by".to_owned(), "tgb-agent".to_owned())].into()),
-                annotations: Some([("elbv2.k8s.aws/binding".to_owned(), binding.to_string())].into()),
+                annotations: Some(
+                    [("elbv2.k8s.aws/binding".to_owned(), binding.to_string()), (WRITE_ANNOTATION.to_owned(), mark)]
+                        .into(),
+                ),
                 ..Default::default()
             },
             data: Some([(TARGETS_KEY.to_owned(), record.to_string())].into()),
@@ -190,11 +232,56 @@ impl OwnershipStore for OwnershipRecords {
 
     async fn delete(&self, binding: &BindingId) -> Result<(), RecordError> {
         let name = Self::name(binding);
-        self.versions().deleted(&name);
-        match self.api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        if !self.fence.allows_writes() {
+            return Err(RecordError::Fenced { name });
+        }
+        // Only the version this replica decided on: claims another writer added since stay.
+        let params = match self.versions().precondition(&name) {
+            Precondition::ReadFirst => return Err(RecordError::Conflict { name }),
+            Precondition::Version(version) => {
+                DeleteParams::default().preconditions(Preconditions { resource_version: Some(version), uid: None })
+            }
+            Precondition::Create | Precondition::Unconditional => DeleteParams::default(),
+        };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => {
+                self.versions().deleted(&name);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                self.versions().deleted(&name);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                self.versions().conflicted(&name);
+                Err(RecordError::Conflict { name })
+            }
             Err(source) => Err(RecordError::Kube { name, action: "deleted", source }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica that met another writer's change holds a stale record in memory: its next write
+    /// (another group of the same deletion, say) waits for a read, never replaces the newer one.
+    #[test]
+    fn after_a_conflict_a_write_waits_for_a_read() {
+        let mut versions = Versions::default();
+        assert_eq!(versions.precondition("r"), Precondition::Unconditional);
+        versions.read("r", None);
+        assert_eq!(versions.precondition("r"), Precondition::Create);
+        versions.written("r", Some("7".into()));
+        assert_eq!(versions.precondition("r"), Precondition::Version("7".into()));
+        versions.conflicted("r");
+        assert_eq!(versions.precondition("r"), Precondition::ReadFirst);
+        versions.read("r", Some("9".into()));
+        assert_eq!(versions.precondition("r"), Precondition::Version("9".into()));
+        versions.written("r", None);
+        assert_eq!(versions.precondition("r"), Precondition::ReadFirst, "a write whose version is unknown");
+        versions.deleted("r");
+        assert_eq!(versions.precondition("r"), Precondition::Create);
     }
 }
