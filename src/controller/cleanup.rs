@@ -88,9 +88,12 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         (Ok(account), false) => Some(ctx.aws.target_groups.in_account(&account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
+    let mut held = 0;
     if let (Some((arn, _)), Some(target_groups)) = (&lost, target_groups.as_ref()) {
         let current = target_groups.targets(arn).await?;
-        record = record.with_group(arn, reclaimed(&current, &ours_now));
+        let claims = reclaimed(record.claims(arn), &current, &ours_now);
+        held = accounted_for(&current, &claims, &ours_now);
+        record = record.with_group(arn, claims);
     }
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
@@ -133,7 +136,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     if !failures.is_empty() {
         return Err(ReconcileError::CleanupFailed(failures.join("; ")));
     }
-    held_for_lost_record(lost, ours_now.len())?;
+    held_for_lost_record(lost, held)?;
     if let Some(wait) = wait {
         let note = format!(
             "waiting up to {wait}s on targets whose ownership a lost AWS answer made uncertain: they are removed \
@@ -211,17 +214,35 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
 pub(super) const RECORD_LOST_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/ownership-record-lost";
 
 /// With the record lost: what this binding's own endpoints hold now in the group is ours, whoever
-/// registered it.
-pub(super) fn reclaimed(current: &[RegisteredTarget], ours_now: &BTreeSet<String>) -> BTreeMap<TargetId, Claim> {
-    current
-        .iter()
-        .filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id))
-        .map(|t| (t.target.id.clone(), Claim::Registering { seen: None }))
-        .collect()
+/// registered it; claims an earlier pass of this deletion persisted since stay as they are.
+pub(super) fn reclaimed(
+    claimed: Option<&BTreeMap<TargetId, Claim>>,
+    current: &[RegisteredTarget],
+    ours_now: &BTreeSet<String>,
+) -> BTreeMap<TargetId, Claim> {
+    let mut claims = claimed.cloned().unwrap_or_default();
+    for t in current.iter().filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id)) {
+        claims.entry(t.target.id.clone()).or_insert(Claim::Registering { seen: None });
+    }
+    claims
+}
+
+/// How many targets the lost record's registrations are accounted for by: those in the group
+/// (draining ones included: this deletion may have just removed them) or claimed, at an address
+/// this binding's endpoints hold. Not the endpoints themselves: a pod that came since holds an
+/// address never registered, while the one that left may still be.
+pub(super) fn accounted_for(
+    current: &[RegisteredTarget],
+    claims: &BTreeMap<TargetId, Claim>,
+    ours_now: &BTreeSet<String>,
+) -> usize {
+    let ids: BTreeSet<&TargetId> = current.iter().map(|t| &t.target.id).chain(claims.keys()).collect();
+    ids.into_iter().filter(|id| ours_now.contains(&id.id)).count()
 }
 
 /// With the record lost (`lost`: the group, how many targets were registered), the deletion is held
-/// while more were registered than `held`: the rest cannot be told from another cluster's.
+/// while more were registered than `held` accounts for: the rest cannot be told from another
+/// cluster's.
 pub(super) fn held_for_lost_record(lost: Option<(String, usize)>, held: usize) -> Result<(), ReconcileError> {
     match lost {
         Some((arn, registered)) if registered > held => Err(ReconcileError::RecordLost { arn, registered, held }),
