@@ -2,7 +2,7 @@
 //! binding go. A group that is gone counts as clean; any other failure keeps the finalizer and says
 //! why, so a deletion is never silently stuck and nothing it registered is left behind.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
@@ -22,6 +22,7 @@ use crate::index::BackendKey;
 use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
+use crate::model::{RegisteredTarget, TargetId};
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
@@ -87,14 +88,11 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
         (Ok(account), false) => Some(ctx.aws.target_groups.in_account(&account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
+    let mut held = 0;
     if let (Some((arn, _)), Some(target_groups)) = (&lost, target_groups.as_ref()) {
-        // What this binding's own endpoints hold now is ours, whoever registered it.
         let current = target_groups.targets(arn).await?;
-        let claims = current
-            .iter()
-            .filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id))
-            .map(|t| (t.target.id.clone(), Claim::Registering { seen: None }))
-            .collect();
+        let claims = reclaimed(record.claims(arn), &current, &ours_now);
+        held = accounted_for(&current, &claims, &ours_now);
         record = record.with_group(arn, claims);
     }
     let mut failures = Vec::new();
@@ -138,11 +136,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     if !failures.is_empty() {
         return Err(ReconcileError::CleanupFailed(failures.join("; ")));
     }
-    if let Some((arn, registered)) = lost
-        && registered > ours_now.len()
-    {
-        return Err(ReconcileError::RecordLost { arn, registered, held: ours_now.len() });
-    }
+    held_for_lost_record(lost, held)?;
     if let Some(wait) = wait {
         let note = format!(
             "waiting up to {wait}s on targets whose ownership a lost AWS answer made uncertain: they are removed \
@@ -217,11 +211,48 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
 }
 
 /// Set on a shared binding found without its ownership record: how many targets it had registered.
-const RECORD_LOST_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/ownership-record-lost";
+pub(super) const RECORD_LOST_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/ownership-record-lost";
+
+/// With the record lost: what this binding's own endpoints hold now in the group is ours, whoever
+/// registered it; claims an earlier pass of this deletion persisted since stay as they are.
+pub(super) fn reclaimed(
+    claimed: Option<&BTreeMap<TargetId, Claim>>,
+    current: &[RegisteredTarget],
+    ours_now: &BTreeSet<String>,
+) -> BTreeMap<TargetId, Claim> {
+    let mut claims = claimed.cloned().unwrap_or_default();
+    for t in current.iter().filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id)) {
+        claims.entry(t.target.id.clone()).or_insert(Claim::Registering { seen: None });
+    }
+    claims
+}
+
+/// How many targets the lost record's registrations are accounted for by: those in the group
+/// (draining ones included: this deletion may have just removed them) or claimed, at an address
+/// this binding's endpoints hold. Not the endpoints themselves: a pod that came since holds an
+/// address never registered, while the one that left may still be.
+pub(super) fn accounted_for(
+    current: &[RegisteredTarget],
+    claims: &BTreeMap<TargetId, Claim>,
+    ours_now: &BTreeSet<String>,
+) -> usize {
+    let ids: BTreeSet<&TargetId> = current.iter().map(|t| &t.target.id).chain(claims.keys()).collect();
+    ids.into_iter().filter(|id| ours_now.contains(&id.id)).count()
+}
+
+/// With the record lost (`lost`: the group, how many targets were registered), the deletion is held
+/// while more were registered than `held` accounts for: the rest cannot be told from another
+/// cluster's.
+pub(super) fn held_for_lost_record(lost: Option<(String, usize)>, held: usize) -> Result<(), ReconcileError> {
+    match lost {
+        Some((arn, registered)) if registered > held => Err(ReconcileError::RecordLost { arn, registered, held }),
+        _ => Ok(()),
+    }
+}
 
 /// A shared binding whose record is gone while its status says it registered targets (or that was
 /// found so before): the group and how many targets were registered.
-fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<(String, usize)> {
+pub(super) fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<(String, usize)> {
     let status = tgb.status.as_ref()?;
     let arn = status.target_group_arn.clone()?;
     let remembered = tgb.annotations().get(RECORD_LOST_ANNOTATION).and_then(|v| v.parse::<usize>().ok());

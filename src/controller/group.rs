@@ -104,7 +104,12 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
         return Ok(GroupResult::NeedsConfirmation(current));
     }
     if let Some(before) = &decision.claims_before {
-        persist(store, record, task.binding, task.arn, before.clone()).await?;
+        // Written before any target write even when unchanged: the write's precondition is the
+        // version this decision was made from, so a writer that decided on the same version (a
+        // deposed leader) cannot settle over the claims these writes rely on, nor this one over
+        // its claims.
+        let always = decision.writes();
+        persist(store, record, task.binding, task.arn, before.clone(), always).await?;
     }
     let deregister = task.why.turn(Write::Deregister);
     let deregistered = send(aws, Write::Deregister, task.arn, &decision.deregister, &deregister).await;
@@ -116,7 +121,7 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
     if decision.claims_before.is_some() {
         let after =
             settle(&observed, &decision, &deregistered.outcomes, &registered.outcomes, task.why.sent_regardless);
-        persist(store, record, task.binding, task.arn, after).await?;
+        persist(store, record, task.binding, task.arn, after, false).await?;
     }
     let registered_now = registered.applied(&decision.register);
     let (wanted_registered, health, states) = match task.want {
@@ -192,16 +197,18 @@ pub async fn observe<T: TargetGroups, R: OwnershipStore>(
     Ok(Observed { current, claims, decision })
 }
 
-/// Writes `record` with `arn`'s claims replaced, unless that is what is persisted already.
+/// Writes `record` with `arn`'s claims replaced, unless that is what is persisted already (and
+/// not `always`).
 async fn persist<R: OwnershipStore>(
     store: &R,
     record: &mut Record,
     binding: &BindingId,
     arn: &str,
     claims: BTreeMap<TargetId, Claim>,
+    always: bool,
 ) -> Result<(), ReconcileError> {
     let next = record.with_group(arn, claims);
-    if next != *record {
+    if always || next != *record {
         store.write(binding, &next).await?;
         *record = next;
     }

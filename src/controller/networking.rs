@@ -59,8 +59,11 @@ struct State {
     enis: HashMap<String, (EniGroups, Instant)>,
     /// Per group: rule id → when first seen created by an agent and claimed by nobody.
     unclaimed_since: HashMap<String, BTreeMap<String, u64>>,
-    /// Whether any binding ever asked for rules since start: until then no EC2 call at all.
+    /// Whether any binding ever asked for rules since start.
     ever_asked: bool,
+    /// Since start, a pass that could release found nothing of this cluster's left to release or
+    /// revoke. Until a binding asks, passes run only to sweep up what an earlier run claimed.
+    swept: bool,
 }
 
 impl Contributions {
@@ -187,21 +190,20 @@ pub async fn run_loop<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<C
 /// One pass over every group; returns when to look again.
 async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N, S>) -> Option<Duration> {
     let bindings = ctx.kube.bindings.state();
-    let (asks, ever_asked) = {
+    let (asks, ever_asked, swept) = {
         let mut state = ctx.networking.state();
         // A binding gone from the cluster (even with its finalizer removed by hand) asks nothing.
         let present: BTreeSet<String> = bindings.iter().filter_map(|b| b.uid()).collect();
         state.asks.retain(|uid, _| present.contains(uid));
-        (state.asks.clone(), state.ever_asked)
+        (state.asks.clone(), state.ever_asked, state.swept)
     };
-    if !ever_asked {
+    let may_release = may_release(bindings.iter().map(AsRef::as_ref), |uid| asks.contains_key(uid));
+    // With nothing asked, claims an earlier run left (its bindings lost their rules while it was
+    // down) are still released: once every ask is known to be empty, and until a pass finds
+    // nothing left, so that bindings without rules cost no EC2 call after that.
+    if !ever_asked && (swept || !may_release) {
         return None;
     }
-    // Nothing is released until every binding with networking has said what it asks since start.
-    let may_release = bindings
-        .iter()
-        .filter(|b| b.spec.networking.is_some() && b.metadata.deletion_timestamp.is_none())
-        .all(|b| asks.contains_key(&b.uid().unwrap_or_default()));
 
     let mut outcomes: HashMap<String, Outcome> = asks.keys().map(|uid| (uid.clone(), None)).collect();
     let mut desired: BTreeMap<String, BTreeMap<IngressRule, BTreeSet<String>>> = BTreeMap::new();
@@ -236,9 +238,14 @@ async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N
     groups.extend(
         ctx.networking.state().unclaimed_since.iter().filter(|(_, rules)| !rules.is_empty()).map(|(g, _)| g.clone()),
     );
+    // Whether this pass left anything to do: a failure, a write, a grace still running.
+    let mut left = false;
     match ctx.aws.security_groups.groups_with_rules_of(&ctx.cluster_name).await {
         Ok(claimed) => groups.extend(claimed),
-        Err(error) => tracing::warn!(%error, "could not list the security groups holding this cluster's rules"),
+        Err(error) => {
+            left = true;
+            tracing::warn!(%error, "could not list the security groups holding this cluster's rules")
+        }
     }
     let grace = unclaimed_grace(ctx.drift_interval.as_secs());
     let mut recheck: Option<u64> = None;
@@ -246,17 +253,22 @@ async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N
     for group in groups {
         let wanted = desired.get(&group).unwrap_or(&no_rules);
         match reconcile_group(ctx, &group, wanted, &protected, may_release, grace).await {
-            Ok(group_recheck) => {
-                if let Some(r) = group_recheck {
+            Ok(done) => {
+                left |= done.wrote || done.recheck.is_some();
+                if let Some(r) = done.recheck {
                     recheck = Some(recheck.map_or(r, |x| x.min(r)));
                 }
             }
             Err(failures) => {
+                left = true;
                 for (uid, outcome) in failures {
                     outcomes.insert(uid, Some(outcome));
                 }
             }
         }
+    }
+    if !ever_asked && !left {
+        ctx.networking.state().swept = true;
     }
     report(ctx, &asks, outcomes);
     recheck.map(Duration::from_secs)
@@ -288,6 +300,26 @@ fn report<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
 }
 
+/// Whether this cluster's claims may be released: every binding whose spec asks for rules has
+/// said what it asks since start (`spoken`). A binding with no rules in its spec (no `networking`,
+/// `networking: {}`, an empty `ingress`) asks nothing, and one being deleted asks nothing more:
+/// neither holds releases back. Before that, a release could revoke a rule a binding still needs.
+fn may_release<'a>(bindings: impl IntoIterator<Item = &'a TargetGroupBinding>, spoken: impl Fn(&str) -> bool) -> bool {
+    bindings
+        .into_iter()
+        .filter(|b| b.metadata.deletion_timestamp.is_none())
+        .filter(|b| b.spec.networking.as_ref().is_some_and(|n| !n.ingress.is_empty()))
+        .all(|b| spoken(&b.uid().unwrap_or_default()))
+}
+
+/// How one group's reconcile went, when nothing failed.
+struct GroupDone {
+    /// Seconds until a rule's grace runs out.
+    recheck: Option<u64>,
+    /// The plan wrote something.
+    wrote: bool,
+}
+
 /// Plans and applies one group. `Err`: the bindings whose rules failed, with why.
 async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
@@ -296,7 +328,7 @@ async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
     protected: &BTreeSet<IngressRule>,
     may_release: bool,
     grace: u64,
-) -> Result<Option<u64>, Vec<(String, (&'static str, String))>> {
+) -> Result<GroupDone, Vec<(String, (&'static str, String))>> {
     let sg = &ctx.aws.security_groups;
     let cluster = ctx.cluster_name.as_str();
     let everyone = |e: &SecurityGroupError| -> Vec<(String, (&'static str, String))> {
@@ -370,7 +402,7 @@ async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
             Err(e) => fail(&mut failures, rule, &e),
         }
     }
-    if failures.is_empty() { Ok(plan.recheck_in) } else { Err(failures) }
+    if failures.is_empty() { Ok(GroupDone { recheck: plan.recheck_in, wrote: plan.writes() }) } else { Err(failures) }
 }
 
 /// The security groups of the targets' interfaces: ENIs of the pod IPs (ip) or the nodes'
@@ -415,4 +447,40 @@ async fn groups_of<T: TargetGroups, N: Network, S: SecurityGroups>(
         return Err(NetworkingError::EniNotFound(unresolved.join(", ")).into());
     }
     Ok(select_groups(enis.values(), &ctx.cluster_name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{NetworkingIngressRule, TargetGroupBindingNetworking, TargetGroupBindingSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn binding(uid: &str, networking: Option<TargetGroupBindingNetworking>) -> TargetGroupBinding {
+        let mut b = TargetGroupBinding::new(uid, TargetGroupBindingSpec { networking, ..Default::default() });
+        b.metadata.namespace = Some("ns".into());
+        b.metadata.uid = Some(uid.into());
+        b
+    }
+
+    fn with_rules() -> Option<TargetGroupBindingNetworking> {
+        Some(TargetGroupBindingNetworking { ingress: vec![NetworkingIngressRule::default()] })
+    }
+
+    /// A binding whose spec asks for no rule is known to ask nothing without its reconcile: with
+    /// `networking: {}` left in a spec it used to hold every release of the cluster back for ever.
+    #[test]
+    fn only_bindings_whose_spec_asks_for_rules_hold_releases_back() {
+        let none = binding("none", None);
+        let empty = binding("empty", Some(TargetGroupBindingNetworking::default()));
+        let asking = binding("asking", with_rules());
+        let mut leaving = binding("leaving", with_rules());
+        let t = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("valid time");
+        leaving.metadata.deletion_timestamp = Some(Time(t));
+        let nobody = |_: &str| false;
+
+        assert!(may_release([&none, &empty, &leaving], nobody), "nothing to wait for");
+        assert!(!may_release([&none, &empty, &asking], nobody), "a binding with rules has not spoken");
+        assert!(may_release([&none, &empty, &asking], |uid| uid == "asking"));
+        assert!(may_release(std::iter::empty(), nobody), "no binding at all asks nothing");
+    }
 }

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
 use crate::fence::Fence;
@@ -14,6 +16,8 @@ use crate::model::BindingId;
 use crate::plan::ownership::{Record, decode};
 
 const TARGETS_KEY: &str = "targets";
+/// Changes with every write (see [`OwnershipRecords::write`]).
+const WRITE_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/write";
 /// Where the first record version kept its one group; read only to migrate such records.
 const LEGACY_ARN_ANNOTATION: &str = "elbv2.k8s.aws/target-group-arn";
 
@@ -52,6 +56,66 @@ pub trait OwnershipStore: Send + Sync + 'static {
     fn delete(&self, binding: &BindingId) -> impl Future<Output = Result<(), RecordError>> + Send;
 }
 
+/// What one replica last saw of each record: the precondition its next write of it carries.
+#[derive(Debug, Default)]
+pub struct Versions {
+    seen: HashMap<String, Seen>,
+}
+
+#[derive(Clone, Debug)]
+enum Seen {
+    Absent,
+    Version(String),
+    /// Changed by another writer since: what this replica holds in memory is stale.
+    Stale,
+}
+
+/// The condition a record write is sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Seen absent: create it, so that a record another writer made meanwhile is not replaced.
+    Create,
+    /// Replace it only if it is still at this resourceVersion.
+    Version(String),
+    /// Never read by this replica (the controller always reads before it writes): as it is.
+    Unconditional,
+    /// Another writer changed it since this replica read it: not sent until it is read again.
+    ReadFirst,
+}
+
+impl Versions {
+    /// A read saw the record at `version` (`None`: absent).
+    pub fn read(&mut self, name: &str, version: Option<String>) {
+        self.seen.insert(name.to_owned(), version.map_or(Seen::Absent, Seen::Version));
+    }
+
+    pub fn precondition(&self, name: &str) -> Precondition {
+        match self.seen.get(name) {
+            Some(Seen::Absent) => Precondition::Create,
+            Some(Seen::Version(version)) => Precondition::Version(version.clone()),
+            Some(Seen::Stale) => Precondition::ReadFirst,
+            None => Precondition::Unconditional,
+        }
+    }
+
+    /// Our write left it at `version` (unknown: read it again before the next write).
+    pub fn written(&mut self, name: &str, version: Option<String>) {
+        self.seen.insert(name.to_owned(), version.map_or(Seen::Stale, Seen::Version));
+    }
+
+    /// Another writer changed it since we saw it. The caller may go on to another group with the
+    /// record it holds (a deletion's loop, a changed spec's old group): that write must not
+    /// replace the newer record unconditionally.
+    pub fn conflicted(&mut self, name: &str) {
+        self.seen.insert(name.to_owned(), Seen::Stale);
+    }
+
+    /// We deleted it.
+    pub fn deleted(&mut self, name: &str) {
+        self.seen.insert(name.to_owned(), Seen::Absent);
+    }
+}
+
 /// [`OwnershipStore`] on ConfigMaps `tgb-owned-<binding uid>`. Writes pass the same fence as AWS
 /// writes, and are conditional on the version this replica last read or wrote: a stale writer's
 /// record never replaces a newer one.
@@ -59,21 +123,35 @@ pub trait OwnershipStore: Send + Sync + 'static {
 pub struct OwnershipRecords {
     api: Api<ConfigMap>,
     fence: Arc<Fence>,
-    /// Per record name: the resourceVersion last seen, or `None` when it was seen absent.
-    seen: Arc<Mutex<HashMap<String, Option<String>>>>,
+    versions: Arc<Mutex<Versions>>,
+    /// This process (its start, in nanoseconds) and its writes so far: the write mark.
+    process: u128,
+    writes: Arc<AtomicU64>,
 }
 
 impl OwnershipRecords {
     pub fn new(client: Client, namespace: &str, fence: Arc<Fence>) -> Self {
-        Self { api: Api::namespaced(client, namespace), fence, seen: Arc::default() }
+        let process = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self {
+            api: Api::namespaced(client, namespace),
+            fence,
+            versions: Arc::default(),
+            process,
+            writes: Arc::default(),
+        }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    /// Unique per write across processes (another replica starts at another nanosecond).
+    fn write_mark(&self) -> String {
+        format!("{}-{}", self.process, self.writes.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Named by UID: unique across namespaces and re-creations, and always a valid object name.
-    fn name(binding: &BindingId) -> String {
+    pub fn name(binding: &BindingId) -> String {
         format!("tgb-owned-{}", binding.uid)
     }
 }
@@ -86,7 +164,7 @@ impl OwnershipStore for OwnershipRecords {
             action: "read",
             source,
         })?;
-        self.seen().insert(name.clone(), cm.as_ref().and_then(|cm| cm.metadata.resource_version.clone()));
+        self.versions().read(&name, cm.as_ref().and_then(|cm| cm.metadata.resource_version.clone()));
         let Some(cm) = cm else { return Ok(None) };
         let text = cm.data.as_ref().and_then(|d| d.get(TARGETS_KEY)).cloned().unwrap_or_default();
         let legacy_arn = cm.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_ARN_ANNOTATION));
@@ -102,23 +180,30 @@ impl OwnershipStore for OwnershipRecords {
         if !self.fence.allows_writes() {
             return Err(RecordError::Fenced { name });
         }
-        let seen = self.seen().get(&name).cloned();
+        let precondition = self.versions().precondition(&name);
+        if precondition == Precondition::ReadFirst {
+            return Err(RecordError::Conflict { name });
+        }
+        // A fresh mark on every write: a write of unchanged claims still moves the
+        // resourceVersion (the API server drops a no-op write), so that a writer that decided on
+        // the version before it fails its precondition.
+        let mark = self.write_mark();
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some([("app.kubernetes.io/managed-by".to_owned(), "tgb-agent".to_owned())].into()),
-                annotations: Some([("elbv2.k8s.aws/binding".to_owned(), binding.to_string())].into()),
+                annotations: Some(
+                    [("elbv2.k8s.aws/binding".to_owned(), binding.to_string()), (WRITE_ANNOTATION.to_owned(), mark)]
+                        .into(),
+                ),
                 ..Default::default()
             },
             data: Some([(TARGETS_KEY.to_owned(), record.to_string())].into()),
             ..Default::default()
         };
-        let written = match seen {
-            // Seen absent: create, so that a record another writer made meanwhile is not replaced.
-            Some(None) => self.api.create(&PostParams::default(), &cm).await,
-            // Seen (or never read, which the controller never does before a write): apply with the
-            // version seen as a precondition.
-            version => {
+        let written = match precondition {
+            Precondition::Create => self.api.create(&PostParams::default(), &cm).await,
+            precondition => {
                 let mut cm = serde_json::to_value(&cm).map_err(|e| RecordError::Kube {
                     name: name.clone(),
                     action: "encoded",
@@ -126,7 +211,7 @@ impl OwnershipStore for OwnershipRecords {
                 })?;
                 cm["apiVersion"] = "v1".into();
                 cm["kind"] = "ConfigMap".into();
-                if let Some(Some(version)) = version {
+                if let Precondition::Version(version) = precondition {
                     cm["metadata"]["resourceVersion"] = version.into();
                 }
                 self.api.patch(&name, &PatchParams::apply("tgb-agent").force(), &Patch::Apply(&cm)).await
@@ -134,11 +219,11 @@ impl OwnershipStore for OwnershipRecords {
         };
         match written {
             Ok(cm) => {
-                self.seen().insert(name, cm.metadata.resource_version);
+                self.versions().written(&name, cm.metadata.resource_version);
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
-                self.seen().remove(&name);
+                self.versions().conflicted(&name);
                 Err(RecordError::Conflict { name })
             }
             Err(source) => Err(RecordError::Kube { name, action: "written", source }),
@@ -147,11 +232,56 @@ impl OwnershipStore for OwnershipRecords {
 
     async fn delete(&self, binding: &BindingId) -> Result<(), RecordError> {
         let name = Self::name(binding);
-        self.seen().remove(&name);
-        match self.api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        if !self.fence.allows_writes() {
+            return Err(RecordError::Fenced { name });
+        }
+        // Only the version this replica decided on: claims another writer added since stay.
+        let params = match self.versions().precondition(&name) {
+            Precondition::ReadFirst => return Err(RecordError::Conflict { name }),
+            Precondition::Version(version) => {
+                DeleteParams::default().preconditions(Preconditions { resource_version: Some(version), uid: None })
+            }
+            Precondition::Create | Precondition::Unconditional => DeleteParams::default(),
+        };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => {
+                self.versions().deleted(&name);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                self.versions().deleted(&name);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                self.versions().conflicted(&name);
+                Err(RecordError::Conflict { name })
+            }
             Err(source) => Err(RecordError::Kube { name, action: "deleted", source }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica that met another writer's change holds a stale record in memory: its next write
+    /// (another group of the same deletion, say) waits for a read, never replaces the newer one.
+    #[test]
+    fn after_a_conflict_a_write_waits_for_a_read() {
+        let mut versions = Versions::default();
+        assert_eq!(versions.precondition("r"), Precondition::Unconditional);
+        versions.read("r", None);
+        assert_eq!(versions.precondition("r"), Precondition::Create);
+        versions.written("r", Some("7".into()));
+        assert_eq!(versions.precondition("r"), Precondition::Version("7".into()));
+        versions.conflicted("r");
+        assert_eq!(versions.precondition("r"), Precondition::ReadFirst);
+        versions.read("r", Some("9".into()));
+        assert_eq!(versions.precondition("r"), Precondition::Version("9".into()));
+        versions.written("r", None);
+        assert_eq!(versions.precondition("r"), Precondition::ReadFirst, "a write whose version is unknown");
+        versions.deleted("r");
+        assert_eq!(versions.precondition("r"), Precondition::Create);
     }
 }
