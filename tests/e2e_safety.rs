@@ -297,13 +297,19 @@ async fn the_shipped_rbac_grants_exactly_what_the_agent_uses() {
             assert!(!status.incomplete, "the authorizer could not list every rule");
             let mut granted = BTreeSet::new();
             for rule in status.resource_rules {
+                // A grant limited to named objects shows as `…:verb@name`.
+                let names =
+                    rule.resource_names.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| vec![String::new()]);
                 for group in rule.api_groups.unwrap_or_default() {
                     for resource in rule.resources.clone().unwrap_or_default() {
                         for verb in &rule.verbs {
-                            // Not from deploy/: the API server's bootstrap policy lets every
-                            // identity review itself and every ServiceAccount read trust bundles.
-                            if !resource.starts_with("selfsubject") && resource != "clustertrustbundles" {
-                                granted.insert(format!("{group}/{resource}:{verb}"));
+                            for name in &names {
+                                // Not from deploy/: the API server's bootstrap policy lets every
+                                // identity review itself and every ServiceAccount read trust bundles.
+                                if !resource.starts_with("selfsubject") && resource != "clustertrustbundles" {
+                                    let at = if name.is_empty() { String::new() } else { format!("@{name}") };
+                                    granted.insert(format!("{group}/{resource}:{verb}{at}"));
+                                }
                             }
                         }
                     }
@@ -334,6 +340,9 @@ async fn the_shipped_rbac_grants_exactly_what_the_agent_uses() {
         "/events:patch",
         "events.k8s.io/events:create",
         "events.k8s.io/events:patch",
+        // The pod webhook's CA bundle, in its own configuration only.
+        "admissionregistration.k8s.io/mutatingwebhookconfigurations:get@tgb-agent-webhook",
+        "admissionregistration.k8s.io/mutatingwebhookconfigurations:patch@tgb-agent-webhook",
     ];
     let own_namespace = [
         "/configmaps:get",
@@ -346,6 +355,10 @@ async fn the_shipped_rbac_grants_exactly_what_the_agent_uses() {
         "coordination.k8s.io/leases:get",
         "coordination.k8s.io/leases:create",
         "coordination.k8s.io/leases:update",
+        // The pod webhook's certificate Secret (RBAC cannot limit create by name).
+        "/secrets:create",
+        "/secrets:get@tgb-agent-webhook-tls",
+        "/secrets:update@tgb-agent-webhook-tls",
     ];
     let expected: BTreeSet<String> = cluster_wide.iter().map(|s| s.to_string()).collect();
     assert_eq!(granted("demo").await, expected, "grants in any namespace");

@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::cleanup::{lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
@@ -95,10 +96,16 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     let all_bindings = ctx.kube.bindings.state();
     let siblings: Vec<BindingId> = siblings_of(tgb, &tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
     // Only shared bindings keep claims; an exclusive one owns its whole group.
-    let mut record = if shared { ctx.kube.records.read(id).await?.unwrap_or_default() } else { Record::default() };
+    let stored = if shared { ctx.kube.records.read(id).await? } else { None };
 
     let views = BackendViews::watched(&backend, nodes.as_deref());
     let ours_now = observe::ours_now(&binding, &views);
+    let target_groups = ctx.aws.target_groups.in_account(&binding.account).await?;
+    let mut record = match stored {
+        Some(record) => record,
+        None if shared => reclaim_lost_record(ctx, tgb, &*target_groups, &ours_now).await?,
+        None => Record::default(),
+    };
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
     let left_behind = clean_previous_groups(ctx, tgb, id, &tg.arn, shared, &ours_now, &mut record).await;
     let mut wanted = observe::wanted(ctx, tgb, &binding, &views).await??;
@@ -115,7 +122,6 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     if publish_error.is_some() {
         networking::mark_broken(ctx, tgb);
     }
-    let target_groups = ctx.aws.target_groups.in_account(&binding.account).await?;
     let report = {
         let _serialized = ctx.locks.lock(&tg.arn).await;
         let mut confirmed = false;
@@ -247,6 +253,37 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
         target_group_arn: status_arn,
         health: report.health.clone(),
     }
+}
+
+/// A shared binding without its record while its status says it registered targets (the record
+/// was deleted by hand): what its endpoints hold in the group now is claimed again at once (as
+/// `cleanup` does), ready or not, so those targets leave when their pods do. When fewer than it
+/// registered are found so, a pod left while the record was gone and its target can no longer be
+/// told from another cluster's: that is remembered on the binding, so its deletion is held with a
+/// reason instead of ending with the target left behind.
+async fn reclaim_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
+    ctx: &Context<T, N, S>,
+    tgb: &TargetGroupBinding,
+    target_groups: &T,
+    ours_now: &BTreeSet<String>,
+) -> Result<Record, ReconcileError> {
+    let Some((arn, registered)) = lost_record(tgb, false) else { return Ok(Record::default()) };
+    let current = target_groups.targets(&arn).await?;
+    if registered_beyond(registered, &current, ours_now) {
+        tracing::warn!(%arn, registered, "ownership record lost while the binding lived; its deletion will be held");
+        remember_lost_record(ctx, tgb, registered).await?;
+        let message = format!(
+            "the ownership record was deleted and {registered} targets were registered in {arn}; not all are at this \
+             binding's endpoints any more, and those cannot be told from another cluster's: check the group (the \
+             binding's deletion will wait for that)"
+        );
+        ctx.kube.events.warning(tgb, "OwnershipRecordLost", message).await;
+    }
+    let record = Record::default().with_group(&arn, reclaimed(None, &current, ours_now));
+    if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
+        ctx.kube.records.write(&binding_id(tgb), &record).await?;
+    }
+    Ok(record)
 }
 
 /// What the backend wants as the API server has it right now (the watches showed it empty).

@@ -240,6 +240,12 @@ pub(super) fn accounted_for(
     ids.into_iter().filter(|id| ours_now.contains(&id.id)).count()
 }
 
+/// Whether a binding that registered `registered` targets accounts now for fewer of them (in the
+/// group at addresses its endpoints hold): the rest may be stranded.
+pub(super) fn registered_beyond(registered: usize, current: &[RegisteredTarget], ours_now: &BTreeSet<String>) -> bool {
+    registered > accounted_for(current, &BTreeMap::new(), ours_now)
+}
+
 /// With the record lost (`lost`: the group, how many targets were registered), the deletion is held
 /// while more were registered than `held` accounts for: the rest cannot be told from another
 /// cluster's.
@@ -264,7 +270,7 @@ pub(super) fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<
     }
 }
 
-async fn remember_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
+pub(super) async fn remember_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx: &Context<T, N, S>,
     tgb: &TargetGroupBinding,
     registered: usize,
