@@ -7,6 +7,7 @@
 pub mod api;
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod fence;
 pub mod health;

@@ -180,9 +180,10 @@ async fn gated_rollout_keeps_healthy_targets_throughout() {
     assert!(min_healthy >= 1, "the group had no healthy target during the rollout");
 }
 
-/// A shared binding's ownership record deleted by hand: deleting the binding while its pods serve
-/// removes what they hold; once they are gone, the binding cannot tell its targets from another
-/// cluster's, so its deletion is held with a reason and a Warning instead of vanishing quietly.
+/// A shared binding's ownership record deleted by hand: while its pods serve, what they hold is
+/// this binding's (claimed again, removed at deletion); once they are gone, the binding cannot tell
+/// its targets from another cluster's, so its deletion is held with a reason and a Warning
+/// instead of vanishing quietly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -212,9 +213,9 @@ async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     })
     .await;
 
-    // `web` re-registers them; its record is lost, then its Service and so its endpoints go.
+    // `web` re-registers them; its Service and so its endpoints go (fail static: targets kept),
+    // then its record is lost.
     serving(&sandbox, &kube, &arn, 2).await;
-    lose("web").await;
     Api::<Service>::namespaced(kube.clone(), "demo").delete("web", &DeleteParams::default()).await.expect("delete svc");
     wait_for_condition(&kube, "demo", "web", "False", "ServiceNotFound").await;
     let slices: Api<EndpointSlice> = Api::namespaced(kube.clone(), "demo");
@@ -223,6 +224,7 @@ async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
         list.items.is_empty().then_some(())
     })
     .await;
+    lose("web").await;
     delete_binding(&kube, "demo", "web").await;
     wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordLost").await;
     eventually("an OwnershipRecordLost Warning", Duration::from_secs(10), || async {

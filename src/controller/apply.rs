@@ -2,24 +2,26 @@
 //! changed spec left behind, reconcile its own group, then networking and status.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::cleanup::{lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
-use super::group::{GroupReport, GroupResult, GroupTask, Why, reconcile_group};
+use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_group};
+use super::lost_record::{lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::networking;
 use super::observe::{self, BackendViews, Binding};
+use super::outcome::GroupReport;
 use super::report::{refused_note, report_group, uncertain_note};
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, Network, TargetGroups};
+use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
@@ -40,10 +42,6 @@ const HEALTH_POLL: Duration = Duration::from_secs(5);
 /// How often AWS is read while a pod's readiness gate is closed (pods must turn Ready within about
 /// two seconds of their target turning healthy).
 const GATE_POLL: Duration = Duration::from_secs(1);
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
@@ -192,7 +190,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
     // only at drift checks.
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
     // A closed readiness gate holds a rollout: health is read every second until it opens.
-    let gates_closed = !instance_mode && gates::update(ctx, tgb, &views.slices, family, &report.states).await?;
+    let gates_closed = !instance_mode
+        && gates::update(&ctx.kube.client, &ctx.gates, tgb, &views.slices, family, &report.states).await?;
     let gate_poll = gates_closed.then_some(GATE_POLL);
     let check_within =
         report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min();
@@ -271,7 +270,7 @@ async fn reclaim_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
     let current = target_groups.targets(&arn).await?;
     if registered_beyond(registered, &current, ours_now) {
         tracing::warn!(%arn, registered, "ownership record lost while the binding lived; its deletion will be held");
-        remember_lost_record(ctx, tgb, registered).await?;
+        remember_lost_record(&ctx.kube.client, tgb, registered).await?;
         let message = format!(
             "the ownership record was deleted and {registered} targets were registered in {arn}; not all are at this \
              binding's endpoints any more, and those cannot be told from another cluster's: check the group (the \
@@ -350,7 +349,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
             Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone(&arn) => {
-                if let Err(e) = forget_group(ctx, id, &arn, record).await {
+                if let Err(e) = forget_group(&ctx.kube.records, id, &arn, record).await {
                     left.push(format!("previous target group {arn}: {e}"));
                 }
             }
@@ -363,19 +362,4 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
     }
     (!left.is_empty()).then(|| left.join("; "))
-}
-
-/// Drops the claims on a group that no longer exists.
-pub async fn forget_group<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    id: &BindingId,
-    arn: &str,
-    record: &mut Record,
-) -> Result<(), ReconcileError> {
-    let next = record.with_group(arn, Default::default());
-    if next != *record {
-        ctx.kube.records.write(id, &next).await?;
-        *record = next;
-    }
-    Ok(())
 }

@@ -2,31 +2,31 @@
 //! binding go. A group that is gone counts as clean; any other failure keeps the finalizer and says
 //! why, so a deletion is never silently stuck and nothing it registered is left behind.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::apply::{forget_group, unix_now};
 use super::context::Context;
 use super::error::ReconcileError;
+use super::group::forget_group;
 use super::group::{GroupResult, GroupTask, Why, reconcile_group};
+use super::lost_record::{accounted_for, held_for_lost_record, lost_record, reclaimed, remember_lost_record};
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
+use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::{RegisteredTarget, TargetId};
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
-use crate::plan::ownership::Claim;
 use crate::plan::validate::{account_of, check_spec};
 
 pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
@@ -64,7 +64,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     let lost = lost_record(tgb, stored.is_some());
     if let Some((_, registered)) = &lost {
         // Remembered on the binding: the record this pass writes must not make the loss forgotten.
-        remember_lost_record(ctx, tgb, *registered).await?;
+        remember_lost_record(&ctx.kube.client, tgb, *registered).await?;
     }
     let mut record = stored.unwrap_or_default();
     let mut groups: Vec<(String, bool)> = record.groups.keys().map(|arn| (arn.clone(), true)).collect();
@@ -123,7 +123,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
             Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone(&arn) => {
                 ctx.forget_target_group_arn(&arn);
-                forget_group(ctx, &id, &arn, &mut record).await?;
+                forget_group(&ctx.kube.records, &id, &arn, &mut record).await?;
             }
             Err(e) => {
                 if let ReconcileError::GroupWrite { report, .. } = &e {
@@ -185,7 +185,7 @@ async fn open_readiness_gates<T: TargetGroups, N: Network, S: SecurityGroups>(
         Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
         _ => AddressFamily::Ipv4,
     };
-    super::gates::open_all(ctx, tgb, &live.slices, family).await
+    super::gates::open_all(&ctx.kube.client, &ctx.gates, tgb, &live.slices, family).await
 }
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`
@@ -208,80 +208,4 @@ async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
             if e.means_group_gone(reference) { Ok(None) } else { Err(e) }
         }
     }
-}
-
-/// Set on a shared binding found without its ownership record: how many targets it had registered.
-pub(super) const RECORD_LOST_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/ownership-record-lost";
-
-/// With the record lost: what this binding's own endpoints hold now in the group is ours, whoever
-/// registered it; claims an earlier pass of this deletion persisted since stay as they are.
-pub(super) fn reclaimed(
-    claimed: Option<&BTreeMap<TargetId, Claim>>,
-    current: &[RegisteredTarget],
-    ours_now: &BTreeSet<String>,
-) -> BTreeMap<TargetId, Claim> {
-    let mut claims = claimed.cloned().unwrap_or_default();
-    for t in current.iter().filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id)) {
-        claims.entry(t.target.id.clone()).or_insert(Claim::Registering { seen: None });
-    }
-    claims
-}
-
-/// How many targets the lost record's registrations are accounted for by: those in the group
-/// (draining ones included: this deletion may have just removed them) or claimed, at an address
-/// this binding's endpoints hold. Not the endpoints themselves: a pod that came since holds an
-/// address never registered, while the one that left may still be.
-pub(super) fn accounted_for(
-    current: &[RegisteredTarget],
-    claims: &BTreeMap<TargetId, Claim>,
-    ours_now: &BTreeSet<String>,
-) -> usize {
-    let ids: BTreeSet<&TargetId> = current.iter().map(|t| &t.target.id).chain(claims.keys()).collect();
-    ids.into_iter().filter(|id| ours_now.contains(&id.id)).count()
-}
-
-/// Whether a binding that registered `registered` targets accounts now for fewer of them (in the
-/// group at addresses its endpoints hold): the rest may be stranded.
-pub(super) fn registered_beyond(registered: usize, current: &[RegisteredTarget], ours_now: &BTreeSet<String>) -> bool {
-    registered > accounted_for(current, &BTreeMap::new(), ours_now)
-}
-
-/// With the record lost (`lost`: the group, how many targets were registered), the deletion is held
-/// while more were registered than `held` accounts for: the rest cannot be told from another
-/// cluster's.
-pub(super) fn held_for_lost_record(lost: Option<(String, usize)>, held: usize) -> Result<(), ReconcileError> {
-    match lost {
-        Some((arn, registered)) if registered > held => Err(ReconcileError::RecordLost { arn, registered, held }),
-        _ => Ok(()),
-    }
-}
-
-/// A shared binding whose record is gone while its status says it registered targets (or that was
-/// found so before): the group and how many targets were registered.
-pub(super) fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<(String, usize)> {
-    let status = tgb.status.as_ref()?;
-    let arn = status.target_group_arn.clone()?;
-    let remembered = tgb.annotations().get(RECORD_LOST_ANNOTATION).and_then(|v| v.parse::<usize>().ok());
-    let registered = usize::try_from(status.registered_targets.unwrap_or(0)).unwrap_or(0);
-    let shared = tgb.spec.multi_cluster_target_group == Some(true);
-    match remembered {
-        Some(n) => Some((arn, n)),
-        None => (shared && !has_record && registered > 0).then_some((arn, registered)),
-    }
-}
-
-pub(super) async fn remember_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    tgb: &TargetGroupBinding,
-    registered: usize,
-) -> Result<(), ReconcileError> {
-    if tgb.annotations().contains_key(RECORD_LOST_ANNOTATION) {
-        return Ok(());
-    }
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"annotations": {RECORD_LOST_ANNOTATION: registered.to_string()}}});
-    api.patch(&tgb.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .map(drop)
-        .map_err(ReconcileError::kube("mark the binding's ownership record lost"))
 }

@@ -50,7 +50,7 @@ pub struct Context<T, N, S> {
     /// One writer per target group.
     pub locks: KeyedLocks,
     /// Each binding's part of the security-group rules, for the networking reconcile.
-    pub networking: super::networking::Contributions,
+    pub networking: super::asks::Contributions,
     /// Pods that declare a binding's readiness gate.
     pub gates: super::gates::GateMemory,
     /// When this replica began to lead (Unix seconds): the controller is built only once it leads,
@@ -83,7 +83,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         cluster_name: String,
         drift_interval: Duration,
         metrics: Arc<Metrics>,
-        networking: super::networking::Contributions,
+        networking: super::asks::Contributions,
     ) -> Self {
         Self {
             kube,
@@ -95,7 +95,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
             locks: KeyedLocks::default(),
             networking,
             gates: Default::default(),
-            leading_since: super::apply::unix_now(),
+            leading_since: crate::clock::unix_now(),
             memory: Mutex::default(),
             vpc_lookups: KeyedLocks::default(),
         }
@@ -277,7 +277,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> super::observe::Reads for C
         slices: &[&crate::plan::desired::SliceView],
         family: crate::plan::desired::AddressFamily,
     ) -> Result<std::collections::BTreeSet<String>, super::ReconcileError> {
-        super::gates::held_back(self, tgb, slices, family).await
+        super::gates::held_back(&self.kube.client, &self.gates, tgb, slices, family).await
     }
 }
 

@@ -1,4 +1,4 @@
-use super::group::GroupReport;
+use super::outcome::GroupReport;
 use crate::aws::AwsError;
 use crate::aws::security_groups::SecurityGroupError;
 use crate::k8s::ownership::RecordError;

@@ -6,13 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use kube::ResourceExt;
+use kube::{Client, ResourceExt};
 
-use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
-use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{Network, TargetGroups};
 use crate::k8s::pods::{GatedPod, gated_endpoint_pods, gated_pods, held_back_by_gate, set_gate};
 use crate::model::{TargetId, TargetState};
 use crate::plan::desired::{AddressFamily, SliceView, not_ready_pods, pod_addresses};
@@ -36,19 +33,20 @@ impl GateMemory {
 
 /// The pods of `tgb`'s not-Ready endpoints that declare its gate and whose containers are ready:
 /// they are registered, so the load balancer can find them healthy and the gate can open.
-pub async fn held_back<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+pub async fn held_back(
+    client: &Client,
+    memory: &GateMemory,
     tgb: &TargetGroupBinding,
     slices: &[&SliceView],
     family: AddressFamily,
 ) -> Result<BTreeSet<String>, ReconcileError> {
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    let found = gated_endpoint_pods(&ctx.kube.client, &namespace, slices.iter().copied(), family, &gate)
+    let found = gated_endpoint_pods(client, &namespace, slices.iter().copied(), family, &gate)
         .await
         .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
     let uid = tgb.uid().unwrap_or_default();
-    let mut memory = ctx.gates.lock();
+    let mut memory = memory.lock();
     let known = memory.entry(uid).or_default();
     for (name, pod) in &found {
         known.entry(name.clone()).or_insert_with(|| pod.gate.clone());
@@ -58,15 +56,16 @@ pub async fn held_back<T: TargetGroups, N: Network, S: SecurityGroups>(
 
 /// Sets each known gated pod's condition from its targets' states; returns whether some gate is
 /// still closed (the binding then reads health again soon).
-pub async fn update<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+pub async fn update(
+    client: &Client,
+    memory: &GateMemory,
     tgb: &TargetGroupBinding,
     slices: &[&SliceView],
     family: AddressFamily,
     states: &BTreeMap<TargetId, (TargetState, Option<String>)>,
 ) -> Result<bool, ReconcileError> {
     let uid = tgb.uid().unwrap_or_default();
-    let known: BTreeSet<String> = match ctx.gates.lock().get(&uid) {
+    let known: BTreeSet<String> = match memory.lock().get(&uid) {
         Some(pods) => pods.keys().cloned().collect(),
         None => return Ok(false),
     };
@@ -74,7 +73,7 @@ pub async fn update<T: TargetGroups, N: Network, S: SecurityGroups>(
     let statuses = gate_statuses(&addresses, states);
     {
         // Pods no longer behind an endpoint are forgotten.
-        let mut memory = ctx.gates.lock();
+        let mut memory = memory.lock();
         if let Some(pods) = memory.get_mut(&uid) {
             pods.retain(|name, _| addresses.contains_key(name));
         }
@@ -82,17 +81,18 @@ pub async fn update<T: TargetGroups, N: Network, S: SecurityGroups>(
     let mut closed = false;
     for (name, status) in &statuses {
         closed |= !status.healthy;
-        let last = ctx.gates.lock().get(&uid).and_then(|p| p.get(name).cloned()).flatten();
+        let last = memory.lock().get(&uid).and_then(|p| p.get(name).cloned()).flatten();
         if last.as_deref() != Some(status.status()) {
-            set(ctx, tgb, name, status).await?;
+            set(client, memory, tgb, name, status).await?;
         }
     }
     Ok(closed)
 }
 
 /// Opens every gate of `tgb`'s pods: a deleted binding must never leave pods unready.
-pub async fn open_all<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+pub async fn open_all(
+    client: &Client,
+    memory: &GateMemory,
     tgb: &TargetGroupBinding,
     slices: &[SliceView],
     family: AddressFamily,
@@ -100,7 +100,7 @@ pub async fn open_all<T: TargetGroups, N: Network, S: SecurityGroups>(
     let candidates = not_ready_pods(slices, family);
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    let found = gated_pods(&ctx.kube.client, &namespace, &candidates, &gate)
+    let found = gated_pods(client, &namespace, &candidates, &gate)
         .await
         .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
     let open = GateStatus {
@@ -109,43 +109,44 @@ pub async fn open_all<T: TargetGroups, N: Network, S: SecurityGroups>(
         message: format!("TargetGroupBinding {} was deleted; the gate no longer applies", tgb.name_any()),
     };
     for pod in found.values().filter(|p| p.gate.as_deref() != Some("True")) {
-        patch(ctx, tgb, pod, &open).await?;
+        patch(client, tgb, pod, &open).await?;
     }
-    ctx.gates.forget(&tgb.uid().unwrap_or_default());
+    memory.forget(&tgb.uid().unwrap_or_default());
     Ok(())
 }
 
 /// Reads the pod fresh (its UID guards the patch) and sets the condition unless it already has it.
-async fn set<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn set(
+    client: &Client,
+    memory: &GateMemory,
     tgb: &TargetGroupBinding,
     name: &str,
     status: &GateStatus,
 ) -> Result<(), ReconcileError> {
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    let pods = gated_pods(&ctx.kube.client, &namespace, &BTreeSet::from([name.to_owned()]), &gate)
+    let pods = gated_pods(client, &namespace, &BTreeSet::from([name.to_owned()]), &gate)
         .await
         .map_err(ReconcileError::kube("read a gated pod"))?;
     let Some(pod) = pods.get(name) else { return Ok(()) };
     if pod.gate.as_deref() != Some(status.status()) {
-        patch(ctx, tgb, pod, status).await?;
+        patch(client, tgb, pod, status).await?;
     }
-    if let Some(pods) = ctx.gates.lock().get_mut(&tgb.uid().unwrap_or_default()) {
+    if let Some(pods) = memory.lock().get_mut(&tgb.uid().unwrap_or_default()) {
         pods.insert(name.to_owned(), Some(status.status().to_owned()));
     }
     Ok(())
 }
 
-async fn patch<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn patch(
+    client: &Client,
     tgb: &TargetGroupBinding,
     pod: &GatedPod,
     status: &GateStatus,
 ) -> Result<(), ReconcileError> {
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    match set_gate(&ctx.kube.client, &namespace, pod, &gate, status.status(), &status.reason, &status.message).await {
+    match set_gate(client, &namespace, pod, &gate, status.status(), &status.reason, &status.message).await {
         Ok(()) => {
             tracing::info!(pod = %pod.name, gate = %gate, status = status.status(), reason = %status.reason, "set the readiness gate");
             Ok(())

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::ReconcileError;
 use super::execute::{Sent, Write, send};
+use super::outcome::GroupReport;
 use crate::aws::{TargetGroups, Turn, Urgency};
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::{BindingId, RegisteredTarget, Target, TargetGroupRef, TargetId, TargetState};
+use crate::model::{BindingId, RegisteredTarget, TargetGroupRef, TargetId, TargetState};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
-use crate::plan::health::{HealthSummary, health_lag, summarize};
+use crate::plan::health::{health_lag, summarize};
 use crate::plan::ownership::{Claim, Record, rearm_grace};
 
 /// One binding's work on one group.
@@ -65,22 +66,6 @@ impl Why {
         let stale_when = if urgency == Urgency::Remove { None } else { self.stale_when.clone() };
         Turn { urgency, stale_when }
     }
-}
-
-/// What happened to the group.
-#[derive(Debug, Default)]
-pub struct GroupReport {
-    pub decision: GroupDecision,
-    pub deregistered: Vec<Target>,
-    pub registered: Vec<Target>,
-    /// Targets AWS refused one by one (register: not registrable; they are retried at the next check).
-    pub refused: Vec<(Target, String)>,
-    /// Wanted targets registered once the writes are done (seen registered, or registered now).
-    pub wanted_registered: usize,
-    /// The wanted targets' health as just read (new registrations count as initial).
-    pub health: Option<HealthSummary>,
-    /// Each wanted target's state and ELBv2 reason as just read (new registrations: initial).
-    pub states: BTreeMap<TargetId, (TargetState, Option<String>)>,
 }
 
 pub enum GroupResult {
@@ -229,4 +214,19 @@ async fn sibling_claims<R: OwnershipStore>(
         }
     }
     Ok(claimed)
+}
+
+/// Drops the claims on a group that no longer exists.
+pub async fn forget_group<R: OwnershipStore>(
+    store: &R,
+    id: &BindingId,
+    arn: &str,
+    record: &mut Record,
+) -> Result<(), ReconcileError> {
+    let next = record.with_group(arn, Default::default());
+    if next != *record {
+        store.write(id, &next).await?;
+        *record = next;
+    }
+    Ok(())
 }

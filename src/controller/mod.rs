@@ -2,6 +2,7 @@
 //! and the reconcile of one binding (apply or cleanup) with its status, Events and retries.
 
 mod apply;
+mod asks;
 mod cleanup;
 mod context;
 mod error;
@@ -9,10 +10,12 @@ mod execute;
 mod gates;
 mod group;
 mod locks;
+mod lost_record;
 #[cfg(test)]
 mod model_tests;
 mod networking;
 mod observe;
+mod outcome;
 pub mod preview;
 mod report;
 #[cfg(test)]
@@ -87,7 +90,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         events: Events::new(client, settings.instance),
     };
     let watches = Watches { backends: index, nodes, wake: wake.clone() };
-    let contributions = networking::Contributions::new(wake.clone());
+    let contributions = asks::Contributions::new(wake.clone());
     let ctx = Arc::new(Context::new(
         kube,
         aws,

@@ -54,10 +54,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use super::cleanup::{
+use super::group::{GroupResult, GroupTask, reconcile_group};
+use super::lost_record::{
     RECORD_LOST_ANNOTATION, accounted_for, held_for_lost_record, lost_record, reclaimed, registered_beyond,
 };
-use super::group::{GroupResult, GroupTask, reconcile_group};
 use crate::api::{TargetGroupBinding, TargetGroupBindingSpec, TargetGroupBindingStatus};
 use crate::aws::{AwsError, TargetGroups};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore, Precondition, RecordError, Versions};

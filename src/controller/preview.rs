@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::apply::unix_now;
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
 use super::observe::{self as inputs, BackendViews, Reads};
@@ -16,6 +15,7 @@ use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
+use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
@@ -351,10 +351,9 @@ async fn rules_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
             }
         }
     }
+    // Also with nothing asked: a restarted `run` releases the claims an earlier run left.
     let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
-    if !asks.is_empty() {
-        groups.extend(aws.security_groups.groups_with_rules_of(&settings.cluster_name).await?);
-    }
+    groups.extend(aws.security_groups.groups_with_rules_of(&settings.cluster_name).await?);
     let no_rules = BTreeMap::new();
     for group in groups {
         let wanted = desired.get(&group).unwrap_or(&no_rules);

@@ -1,7 +1,7 @@
 //! What a group's reconcile did, told as metrics, a log line and Events on the binding.
 
 use super::context::Context;
-use super::group::GroupReport;
+use super::outcome::GroupReport;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};

@@ -12,23 +12,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::relist::Views;
-use super::store::{Change, Table, version_of};
+use super::store::{BackendKey, Change, Table, version_of};
 use super::views::{service_view, slice_view};
 use crate::api::TargetGroupBinding;
 use crate::plan::desired::{ServiceView, SliceView};
-
-/// A Service a binding points at.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackendKey {
-    pub namespace: String,
-    pub service: String,
-}
-
-impl std::fmt::Display for BackendKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.service)
-    }
-}
 
 /// What the watches know of one Service and its EndpointSlices.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

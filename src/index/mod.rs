@@ -11,8 +11,9 @@ mod store;
 mod views;
 mod wake;
 
-pub use backends::{Backend, BackendIndex, BackendKey};
+pub use backends::{Backend, BackendIndex};
 pub use nodes::{NodeIndex, Nodes};
 pub use relist::Views;
+pub use store::BackendKey;
 pub use views::{node_view, selector, service_view, slice_view};
 pub use wake::Wake;

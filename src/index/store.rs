@@ -15,8 +15,20 @@ use std::collections::{BTreeMap, HashMap};
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
-use super::backends::BackendKey;
 use super::relist::Views;
+
+/// A Service a binding points at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub namespace: String,
+    pub service: String,
+}
+
+impl std::fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.service)
+    }
+}
 
 /// One object's view as a fill lists it, or a watch change kept during a fill.
 #[derive(Clone, Debug)]

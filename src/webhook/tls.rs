@@ -241,8 +241,7 @@ async fn trust(
 }
 
 fn unix_now() -> i64 {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+    i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

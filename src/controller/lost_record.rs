@@ -1,0 +1,88 @@
+//! A shared binding's ownership record lost (deleted by hand, or with a namespace moved): what can
+//! still be told to be this binding's, and how the loss is remembered on the binding so that its
+//! deletion is held with a reason rather than ending with targets left behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::{Api, Client, ResourceExt};
+
+use super::error::ReconcileError;
+use crate::api::TargetGroupBinding;
+use crate::model::{RegisteredTarget, TargetId};
+use crate::plan::ownership::Claim;
+
+/// Set on a shared binding found without its ownership record: how many targets it had registered.
+pub(super) const RECORD_LOST_ANNOTATION: &str = "tgb-agent.elbv2.k8s.aws/ownership-record-lost";
+
+/// With the record lost: what this binding's own endpoints hold now in the group is ours, whoever
+/// registered it; claims an earlier pass of this deletion persisted since stay as they are.
+pub(super) fn reclaimed(
+    claimed: Option<&BTreeMap<TargetId, Claim>>,
+    current: &[RegisteredTarget],
+    ours_now: &BTreeSet<String>,
+) -> BTreeMap<TargetId, Claim> {
+    let mut claims = claimed.cloned().unwrap_or_default();
+    for t in current.iter().filter(|t| !t.state.is_draining() && ours_now.contains(&t.target.id.id)) {
+        claims.entry(t.target.id.clone()).or_insert(Claim::Registering { seen: None });
+    }
+    claims
+}
+
+/// How many targets the lost record's registrations are accounted for by: those in the group
+/// (draining ones included: this deletion may have just removed them) or claimed, at an address
+/// this binding's endpoints hold. Not the endpoints themselves: a pod that came since holds an
+/// address never registered, while the one that left may still be.
+pub(super) fn accounted_for(
+    current: &[RegisteredTarget],
+    claims: &BTreeMap<TargetId, Claim>,
+    ours_now: &BTreeSet<String>,
+) -> usize {
+    let ids: BTreeSet<&TargetId> = current.iter().map(|t| &t.target.id).chain(claims.keys()).collect();
+    ids.into_iter().filter(|id| ours_now.contains(&id.id)).count()
+}
+
+/// Whether a binding that registered `registered` targets accounts now for fewer of them (in the
+/// group at addresses its endpoints hold): the rest may be stranded.
+pub(super) fn registered_beyond(registered: usize, current: &[RegisteredTarget], ours_now: &BTreeSet<String>) -> bool {
+    registered > accounted_for(current, &BTreeMap::new(), ours_now)
+}
+
+/// With the record lost (`lost`: the group, how many targets were registered), the deletion is held
+/// while more were registered than `held` accounts for: the rest cannot be told from another
+/// cluster's.
+pub(super) fn held_for_lost_record(lost: Option<(String, usize)>, held: usize) -> Result<(), ReconcileError> {
+    match lost {
+        Some((arn, registered)) if registered > held => Err(ReconcileError::RecordLost { arn, registered, held }),
+        _ => Ok(()),
+    }
+}
+
+/// A shared binding whose record is gone while its status says it registered targets (or that was
+/// found so before): the group and how many targets were registered.
+pub(super) fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<(String, usize)> {
+    let status = tgb.status.as_ref()?;
+    let arn = status.target_group_arn.clone()?;
+    let remembered = tgb.annotations().get(RECORD_LOST_ANNOTATION).and_then(|v| v.parse::<usize>().ok());
+    let registered = usize::try_from(status.registered_targets.unwrap_or(0)).unwrap_or(0);
+    let shared = tgb.spec.multi_cluster_target_group == Some(true);
+    match remembered {
+        Some(n) => Some((arn, n)),
+        None => (shared && !has_record && registered > 0).then_some((arn, registered)),
+    }
+}
+
+pub(super) async fn remember_lost_record(
+    client: &Client,
+    tgb: &TargetGroupBinding,
+    registered: usize,
+) -> Result<(), ReconcileError> {
+    if tgb.annotations().contains_key(RECORD_LOST_ANNOTATION) {
+        return Ok(());
+    }
+    let api: Api<TargetGroupBinding> = Api::namespaced(client.clone(), &tgb.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {RECORD_LOST_ANNOTATION: registered.to_string()}}});
+    api.patch(&tgb.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .map(drop)
+        .map_err(ReconcileError::kube("mark the binding's ownership record lost"))
+}
