@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
@@ -40,12 +39,11 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
         }
         open_readiness_gates(tgb, ctx).await?;
         // The security-group loop releases its rules on its own; the binding never waits for EC2.
-        ctx.networking.withdraw(&tgb.uid().unwrap_or_default());
+        if let Some(uid) = tgb.uid() {
+            ctx.networking.withdraw(&uid);
+        }
         finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
-    ctx.watches.backends.untrack(&ObjectRef::from_obj(tgb));
-    ctx.watches.nodes.untrack(&ObjectRef::from_obj(tgb));
-    ctx.metrics.registered_targets(&tgb.namespace().unwrap_or_default(), &tgb.name_any(), None);
     ctx.forget_binding(tgb);
     Ok(Action::await_change())
 }

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,6 +73,9 @@ struct Memory {
     instance_mode: std::collections::HashSet<String>,
     /// Per binding UID: reconciles in a row whose writes went stale while they waited.
     stale_in_a_row: HashMap<String, u32>,
+    /// What the last sweep found kept for bindings absent from the cluster (see `forget_gone`).
+    absent_uids: HashSet<String>,
+    absent_refs: HashSet<ObjectRef<TargetGroupBinding>>,
 }
 
 impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
@@ -229,15 +232,67 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         }
     }
 
+    /// Forgets everything kept about `tgb`, whose deletion is done: the one place every part of a
+    /// binding's state is dropped, so none lingers.
     pub fn forget_binding(&self, tgb: &TargetGroupBinding) {
-        let uid = tgb.uid().unwrap_or_default();
+        if let Some(uid) = tgb.uid() {
+            self.forget_uid(&uid);
+        }
+        self.forget_ref(&ObjectRef::from_obj(tgb));
+    }
+
+    /// What is kept by UID.
+    fn forget_uid(&self, uid: &str) {
         let mut memory = self.memory();
-        memory.converged.remove(&uid);
-        memory.instance_mode.remove(&uid);
-        memory.stale_in_a_row.remove(&uid);
-        memory.failures.remove(&ObjectRef::from_obj(tgb));
+        memory.converged.remove(uid);
+        memory.instance_mode.remove(uid);
+        memory.stale_in_a_row.remove(uid);
         drop(memory);
-        self.watches.wake.forget(&ObjectRef::from_obj(tgb));
+        self.gates.forget(uid);
+        self.networking.withdraw(uid);
+    }
+
+    /// What is kept by namespace and name.
+    fn forget_ref(&self, binding: &ObjectRef<TargetGroupBinding>) {
+        self.memory().failures.remove(binding);
+        self.watches.wake.forget(binding);
+        self.watches.backends.untrack(binding);
+        self.watches.nodes.untrack(binding);
+        self.metrics.registered_targets(binding.namespace.as_deref().unwrap_or_default(), &binding.name, None);
+    }
+
+    /// Forgets the bindings gone from the cluster without a cleanup of theirs (a finalizer removed
+    /// by hand) for two sweeps in a row: one sweep could race a binding created meanwhile.
+    /// Returns how many were forgotten.
+    pub fn forget_gone(&self, present: &[Arc<TargetGroupBinding>]) -> usize {
+        let uids: HashSet<String> = present.iter().filter_map(|b| b.uid()).collect();
+        let refs: HashSet<ObjectRef<TargetGroupBinding>> =
+            present.iter().map(|b| ObjectRef::from_obj(b.as_ref())).collect();
+        let (gone_uids, gone_refs) = {
+            let mut memory = self.memory();
+            let mut known_uids: HashSet<String> = memory.converged.keys().cloned().collect();
+            known_uids.extend(memory.instance_mode.iter().cloned());
+            known_uids.extend(memory.stale_in_a_row.keys().cloned());
+            known_uids.extend(self.gates.uids());
+            let mut known_refs: HashSet<ObjectRef<TargetGroupBinding>> = memory.failures.keys().cloned().collect();
+            known_refs.extend(self.watches.wake.known());
+            known_refs.extend(self.watches.backends.tracked());
+            known_refs.extend(self.watches.nodes.tracked());
+            let absent_uids: HashSet<String> = known_uids.into_iter().filter(|u| !uids.contains(u)).collect();
+            let absent_refs: HashSet<_> = known_refs.into_iter().filter(|r| !refs.contains(r)).collect();
+            let gone_uids: Vec<String> = absent_uids.intersection(&memory.absent_uids).cloned().collect();
+            let gone_refs: Vec<_> = absent_refs.intersection(&memory.absent_refs).cloned().collect();
+            memory.absent_uids = absent_uids;
+            memory.absent_refs = absent_refs;
+            (gone_uids, gone_refs)
+        };
+        for uid in &gone_uids {
+            self.forget_uid(uid);
+        }
+        for binding in &gone_refs {
+            self.forget_ref(binding);
+        }
+        gone_uids.len() + gone_refs.len()
     }
 
     /// Counts a failure of `binding` and returns the retry delay: exponential from 1 s, capped at
@@ -291,4 +346,87 @@ pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&N
     backend.hash(&mut h);
     nodes.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::security_groups::Ec2SecurityGroups;
+    use crate::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
+    use crate::fence::Fence;
+
+    /// A Context whose clients point at a closed port: nothing here sends a request.
+    async fn context() -> Context<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups> {
+        let url = "http://127.0.0.1:9".parse().expect("url");
+        let client = Client::try_from(kube::Config::new(url)).expect("client");
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_elasticloadbalancingv2::config::Credentials::new("k", "s", None, None, "t"))
+            .load()
+            .await;
+        let metrics = Arc::new(Metrics::default());
+        let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
+        let aws = AwsPorts {
+            target_groups: Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone()),
+            network: Ec2Network::new(&sdk, limits.clone(), metrics.clone()),
+            security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics.clone()),
+        };
+        let (wake, _) = crate::index::Wake::new();
+        let kube = Kube {
+            client: client.clone(),
+            bindings: kube::runtime::reflector::store::Writer::default().as_reader(),
+            records: OwnershipRecords::new(client.clone(), "tgb-system", Arc::new(Fence::closed())),
+            events: Events::new(client.clone(), None),
+        };
+        let watches = Watches {
+            backends: BackendIndex::new(client.clone(), None, wake.clone()),
+            nodes: NodeIndex::new(client, wake.clone()),
+            wake: wake.clone(),
+        };
+        let contributions = super::super::asks::Contributions::new(wake);
+        Context::new(kube, aws, watches, "test".into(), Duration::from_secs(300), metrics, contributions)
+    }
+
+    fn binding(name: &str, uid: &str) -> Arc<TargetGroupBinding> {
+        let mut tgb = TargetGroupBinding::new(name, Default::default());
+        tgb.metadata.namespace = Some("demo".into());
+        tgb.metadata.uid = Some(uid.into());
+        Arc::new(tgb)
+    }
+
+    #[tokio::test]
+    async fn a_binding_gone_without_a_cleanup_is_forgotten_at_the_second_sweep() {
+        let ctx = context().await;
+        let (gone, here) = (binding("gone", "u-gone"), binding("here", "u-here"));
+        for b in [&gone, &here] {
+            let uid = b.uid().expect("uid");
+            ctx.converged(&uid, 7, None);
+            ctx.set_instance_mode(&uid, true);
+            ctx.went_stale(&uid, true);
+            ctx.failed(&ObjectRef::from_obj(b.as_ref()));
+            ctx.metrics.registered_targets("demo", &b.name_any(), Some(2));
+        }
+        assert_eq!(ctx.forget_gone(&[here.clone()]), 0, "one sweep could race a binding just created");
+        assert!(ctx.unchanged_since_converged("u-gone", 7));
+        assert!(ctx.forget_gone(&[here.clone()]) > 0);
+        assert!(!ctx.unchanged_since_converged("u-gone", 7) && !ctx.was_instance_mode("u-gone"));
+        assert!(ctx.may_go_stale("u-gone"), "its stale count is gone too");
+        assert!(!ctx.memory().failures.contains_key(&ObjectRef::from_obj(gone.as_ref())));
+        assert!(!ctx.metrics.render().contains("name=\"gone\""), "its metric series are dropped");
+        // The binding still there keeps everything.
+        assert!(ctx.unchanged_since_converged("u-here", 7) && ctx.was_instance_mode("u-here"));
+        assert!(ctx.memory().failures.contains_key(&ObjectRef::from_obj(here.as_ref())));
+        assert!(ctx.metrics.render().contains("name=\"here\""));
+    }
+
+    #[tokio::test]
+    async fn a_binding_back_before_the_second_sweep_is_kept() {
+        let ctx = context().await;
+        let back = binding("back", "u-back");
+        ctx.converged("u-back", 7, None);
+        assert_eq!(ctx.forget_gone(&[]), 0);
+        assert_eq!(ctx.forget_gone(&[back]), 0);
+        assert!(ctx.unchanged_since_converged("u-back", 7));
+    }
 }

@@ -29,6 +29,11 @@ impl GateMemory {
     pub fn forget(&self, uid: &str) {
         self.lock().remove(uid);
     }
+
+    /// The bindings it remembers pods of.
+    pub fn uids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
 }
 
 /// The pods of `tgb`'s not-Ready endpoints that declare its gate and whose containers are ready:

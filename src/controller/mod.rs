@@ -25,7 +25,7 @@ mod siblings;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -101,6 +101,7 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         contributions,
     ));
     let security_groups = tokio::spawn(networking::run_loop(ctx.clone()));
+    let sweeper = tokio::spawn(forget_gone_bindings(ctx.clone()));
     tokio::spawn(async move {
         // kube-runtime wakes only the last task waiting for readiness (the controller): ask again.
         let listed = loop {
@@ -125,6 +126,25 @@ pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
         })
         .await;
     security_groups.abort();
+    sweeper.abort();
+}
+
+/// How often what is kept for bindings is checked against the bindings that exist.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A binding deleted without a cleanup of ours (its finalizer removed by hand, or never added)
+/// gets no reconcile: what is kept for it is dropped here instead.
+async fn forget_gone_bindings<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<Context<T, N, S>>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        // Until the bindings are listed, absence proves nothing.
+        if ctx.kube.bindings.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()) {
+            let forgotten = ctx.forget_gone(&ctx.kube.bindings.state());
+            if forgotten > 0 {
+                tracing::debug!(forgotten, "forgot what was kept for bindings gone without a cleanup");
+            }
+        }
+    }
 }
 
 async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(

@@ -125,6 +125,11 @@ impl BackendIndex {
         }
     }
 
+    /// Bindings it tracks.
+    pub fn tracked(&self) -> Vec<BindingRef> {
+        self.state().backend_of.keys().cloned().collect()
+    }
+
     /// Number of backends kept.
     pub fn watched(&self) -> usize {
         self.state().bindings.len()

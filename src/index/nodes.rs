@@ -59,6 +59,11 @@ impl NodeIndex {
         self.bindings().remove(binding);
     }
 
+    /// Bindings it tracks.
+    pub fn tracked(&self) -> Vec<BindingRef> {
+        self.bindings().iter().cloned().collect()
+    }
+
     fn wake_all(&self) {
         for binding in self.bindings().iter() {
             self.wake.inputs_changed(binding);

@@ -53,6 +53,11 @@ impl Wake {
     pub fn forget(&self, binding: &BindingRef) {
         self.changes().remove(binding);
     }
+
+    /// Bindings it keeps a change counter for.
+    pub fn known(&self) -> Vec<BindingRef> {
+        self.changes().keys().cloned().collect()
+    }
 }
 
 #[cfg(test)]
