@@ -407,9 +407,9 @@ mod tests {
             ctx.failed(&ObjectRef::from_obj(b.as_ref()));
             ctx.metrics.registered_targets("demo", &b.name_any(), Some(2));
         }
-        assert_eq!(ctx.forget_gone(&[here.clone()]), 0, "one sweep could race a binding just created");
+        assert_eq!(ctx.forget_gone(std::slice::from_ref(&here)), 0, "one sweep could race a binding just created");
         assert!(ctx.unchanged_since_converged("u-gone", 7));
-        assert!(ctx.forget_gone(&[here.clone()]) > 0);
+        assert!(ctx.forget_gone(std::slice::from_ref(&here)) > 0);
         assert!(!ctx.unchanged_since_converged("u-gone", 7) && !ctx.was_instance_mode("u-gone"));
         assert!(ctx.may_go_stale("u-gone"), "its stale count is gone too");
         assert!(!ctx.memory().failures.contains_key(&ObjectRef::from_obj(gone.as_ref())));
