@@ -17,7 +17,7 @@ use super::networking;
 use super::observe::{self, BackendViews, Binding};
 use super::outcome::GroupReport;
 use super::report::{refused_note, report_group, uncertain_note};
-use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
+use super::siblings::{binding_id, bound_to, previous_groups, siblings_of, uid_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{AwsError, Network, TargetGroups};
@@ -49,7 +49,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
 ) -> Result<Action, ReconcileError> {
     let namespace = tgb.namespace().unwrap_or_default();
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &namespace);
-    let uid = tgb.uid().unwrap_or_default();
+    let uid = uid_of(tgb)?;
     let started = std::time::Instant::now(); // for tgb_time_to_register_seconds
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
 

@@ -154,7 +154,7 @@ async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
     ctx: &Context<T, N, S>,
 ) -> Result<BTreeSet<String>, ReconcileError> {
-    if tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&tgb.uid().unwrap_or_default()) {
+    if tgb.spec.target_type == Some(TargetType::Instance) || tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid)) {
         let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
         return Ok(instance_ids(&nodes));
     }

@@ -42,6 +42,10 @@ pub enum ReconcileError {
         "the ownership record of this binding is gone, and {registered} target(s) were registered in {arn} while its endpoints now hold {held}; the rest cannot be told from other clusters' targets. Check the target group, then remove the finalizer by hand: kubectl patch targetgroupbinding <name> --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]'"
     )]
     RecordLost { arn: String, registered: usize, held: usize },
+    /// Every object the API server returns has one; without it nothing kept for the binding (its
+    /// ownership record above all) could be told from another's.
+    #[error("TargetGroupBinding {binding} has no metadata.uid")]
+    NoUid { binding: String },
 }
 
 impl ReconcileError {
@@ -58,6 +62,7 @@ impl ReconcileError {
             Self::Kube { .. } => "KubernetesAPIError",
             Self::CleanupFailed(_) => "CleanupFailed",
             Self::RecordLost { .. } => "OwnershipRecordLost",
+            Self::NoUid { .. } => "InvalidObject",
         }
     }
 
@@ -71,6 +76,7 @@ impl ReconcileError {
                 | Self::Networking(_)
                 | Self::TargetGroupConflict { .. }
                 | Self::InvalidNodeSelector(_)
+                | Self::NoUid { .. }
                 | Self::SecurityGroup(
                     SecurityGroupError::RulesLimitExceeded { .. } | SecurityGroupError::InvalidRule { .. }
                 )

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use kube::{Client, ResourceExt};
 
 use super::error::ReconcileError;
+use super::siblings::uid_of;
 use crate::api::TargetGroupBinding;
 use crate::k8s::pods::{GatedPod, gated_endpoint_pods, gated_pods, held_back_by_gate, set_gate};
 use crate::model::{TargetId, TargetState};
@@ -50,7 +51,7 @@ pub async fn held_back(
     let found = gated_endpoint_pods(client, &namespace, slices.iter().copied(), family, &gate)
         .await
         .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
-    let uid = tgb.uid().unwrap_or_default();
+    let uid = uid_of(tgb)?;
     let mut memory = memory.lock();
     let known = memory.entry(uid).or_default();
     for (name, pod) in &found {
@@ -69,7 +70,7 @@ pub async fn update(
     family: AddressFamily,
     states: &BTreeMap<TargetId, (TargetState, Option<String>)>,
 ) -> Result<bool, ReconcileError> {
-    let uid = tgb.uid().unwrap_or_default();
+    let uid = uid_of(tgb)?;
     let known: BTreeSet<String> = match memory.lock().get(&uid) {
         Some(pods) => pods.keys().cloned().collect(),
         None => return Ok(false),
@@ -116,7 +117,7 @@ pub async fn open_all(
     for pod in found.values().filter(|p| p.gate.as_deref() != Some("True")) {
         patch(client, tgb, pod, &open).await?;
     }
-    memory.forget(&tgb.uid().unwrap_or_default());
+    memory.forget(&uid_of(tgb)?);
     Ok(())
 }
 
@@ -137,7 +138,7 @@ async fn set(
     if pod.gate.as_deref() != Some(status.status()) {
         patch(client, tgb, pod, status).await?;
     }
-    if let Some(pods) = memory.lock().get_mut(&tgb.uid().unwrap_or_default()) {
+    if let Some(pods) = memory.lock().get_mut(&uid_of(tgb)?) {
         pods.insert(name.to_owned(), Some(status.status().to_owned()));
     }
     Ok(())

@@ -171,7 +171,9 @@ async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
                 tracing::warn!(%error, reason, "reconcile failed");
                 ctx.metrics.reconcile("error", started.elapsed());
                 ctx.metrics.reconcile_error(error.reason());
-                ctx.invalidate(&tgb.uid().unwrap_or_default());
+                if let Some(uid) = tgb.uid() {
+                    ctx.invalidate(&uid);
+                }
                 if !deleting {
                     networking::mark_broken(&ctx, &tgb);
                 }

@@ -18,6 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::asks::{Ask, BindingRef, Outcome};
 use super::context::Context;
 use super::error::ReconcileError;
+use super::siblings::uid_of;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::aws::{Network, TargetGroups};
@@ -43,7 +44,7 @@ pub async fn publish<T: TargetGroups, N: Network, S: SecurityGroups>(
     tgb: &TargetGroupBinding,
     endpoints: Endpoints<'_>,
 ) -> Result<(), ReconcileError> {
-    let uid = tgb.uid().unwrap_or_default();
+    let uid = uid_of(tgb)?;
     let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
         ctx.networking.withdraw(&uid);
         return Ok(());
@@ -74,8 +75,7 @@ pub async fn publish<T: TargetGroups, N: Network, S: SecurityGroups>(
 /// `tgb` failed before saying what it asks: what it asked before, and what its spec still says,
 /// stay protected; a binding without networking protects nothing.
 pub fn mark_broken<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N, S>, tgb: &TargetGroupBinding) {
-    let Some(networking) = &tgb.spec.networking else { return };
-    let uid = tgb.uid().unwrap_or_default();
+    let (Some(networking), Some(uid)) = (&tgb.spec.networking, tgb.uid()) else { return };
     let target_is_ip = tgb.spec.target_type != Some(crate::api::TargetType::Instance);
     let derivable = rules_for_binding(networking, target_is_ip, &BTreeMap::new()).unwrap_or_default();
     ctx.networking.broken(&uid, ObjectRef::from_obj(tgb), derivable);
@@ -225,7 +225,7 @@ fn may_release<'a>(bindings: impl IntoIterator<Item = &'a TargetGroupBinding>, s
         .into_iter()
         .filter(|b| b.metadata.deletion_timestamp.is_none())
         .filter(|b| b.spec.networking.as_ref().is_some_and(|n| !n.ingress.is_empty()))
-        .all(|b| spoken(&b.uid().unwrap_or_default()))
+        .all(|b| b.uid().is_some_and(|uid| spoken(&uid)))
 }
 
 /// How one group's reconcile went, when nothing failed.

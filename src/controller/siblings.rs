@@ -9,6 +9,13 @@ use crate::api::TargetGroupBinding;
 use crate::model::BindingId;
 use crate::plan::ownership::Record;
 
+/// The binding's UID, which everything kept for it is keyed by.
+pub fn uid_of(tgb: &TargetGroupBinding) -> Result<String, ReconcileError> {
+    tgb.uid().ok_or_else(|| ReconcileError::NoUid {
+        binding: format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any()),
+    })
+}
+
 pub fn binding_id(tgb: &TargetGroupBinding) -> BindingId {
     BindingId {
         uid: tgb.uid().unwrap_or_else(|| tgb.name_any()),
