@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::Ports;
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
@@ -19,8 +20,8 @@ use super::outcome::GroupReport;
 use super::report::{refused_note, report_group, uncertain_note};
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of, uid_of};
 use crate::api::{TargetGroupBinding, TargetType};
-use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{AwsError, Network, TargetGroups};
+use crate::aws::AwsError;
+use crate::aws::TargetGroups as _;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
@@ -43,10 +44,7 @@ const HEALTH_POLL: Duration = Duration::from_secs(5);
 /// two seconds of their target turning healthy).
 const GATE_POLL: Duration = Duration::from_secs(1);
 
-pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
-) -> Result<Action, ReconcileError> {
+pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
     let namespace = tgb.namespace().unwrap_or_default();
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &namespace);
     let uid = uid_of(tgb)?;
@@ -98,7 +96,7 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
 
     let views = BackendViews::watched(&backend, nodes.as_deref());
     let ours_now = observe::ours_now(&binding, &views);
-    let target_groups = ctx.aws.target_groups.in_account(&binding.account).await?;
+    let target_groups = ctx.aws.target_groups().in_account(&binding.account).await?;
     let mut record = match stored {
         Some(record) => record,
         None if shared => reclaim_lost_record(ctx, tgb, &*target_groups, &ours_now).await?,
@@ -200,8 +198,8 @@ pub async fn apply<T: TargetGroups, N: Network, S: SecurityGroups>(
 }
 
 /// The status this reconcile earned, and the Warning Events that go with it.
-async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn observed<P: Ports>(
+    ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     tg: &TargetGroupInfo,
     wanted: &Wanted,
@@ -260,10 +258,10 @@ async fn observed<T: TargetGroups, N: Network, S: SecurityGroups>(
 /// registered are found so, a pod left while the record was gone and its target can no longer be
 /// told from another cluster's: that is remembered on the binding, so its deletion is held with a
 /// reason instead of ending with the target left behind.
-async fn reclaim_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn reclaim_lost_record<P: Ports>(
+    ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    target_groups: &T,
+    target_groups: &P::TargetGroups,
     ours_now: &BTreeSet<String>,
 ) -> Result<Record, ReconcileError> {
     let Some((arn, registered)) = lost_record(tgb, false) else { return Ok(Record::default()) };
@@ -286,8 +284,8 @@ async fn reclaim_lost_record<T: TargetGroups, N: Network, S: SecurityGroups>(
 }
 
 /// What the backend wants as the API server has it right now (the watches showed it empty).
-async fn live_wanted<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn live_wanted<P: Ports>(
+    ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     binding: &Binding,
 ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
@@ -304,8 +302,8 @@ async fn live_wanted<T: TargetGroups, N: Network, S: SecurityGroups>(
 /// ownership record, and for an exclusive binding the group its status still names (unless another
 /// binding is bound to it now). Returns what is left behind, for the status; never fails the
 /// reconcile, so a broken old group does not keep the new one from being fed.
-async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn clean_previous_groups<P: Ports>(
+    ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     id: &BindingId,
     current: &str,
@@ -318,7 +316,7 @@ async fn clean_previous_groups<T: TargetGroups, N: Network, S: SecurityGroups>(
     let previous = previous_groups(tgb, current, record, shared, &all);
     // The binding's current account: a group fed through another role is refused, never taken for gone.
     let target_groups = match account_of(&tgb.spec) {
-        Ok(account) => ctx.aws.target_groups.in_account(&account).await.map_err(|e| e.to_string()),
+        Ok(account) => ctx.aws.target_groups().in_account(&account).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let target_groups = match target_groups {

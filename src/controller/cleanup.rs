@@ -8,6 +8,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
+use super::Ports;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::group::forget_group;
@@ -16,8 +17,7 @@ use super::lost_record::{accounted_for, held_for_lost_record, lost_record, recla
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
-use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{Network, TargetGroups};
+use crate::aws::TargetGroups as _;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::finalizer;
@@ -28,10 +28,7 @@ use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
 use crate::plan::validate::{account_of, check_spec};
 
-pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
-) -> Result<Action, ReconcileError> {
+pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     if tgb.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
         if let Some(wait) = deregister_everything(tgb, ctx).await? {
@@ -51,9 +48,9 @@ pub async fn cleanup<T: TargetGroups, N: Network, S: SecurityGroups>(
 /// Cleans every group that may hold this binding's targets: those its ownership record names, and
 /// for an exclusive binding the group its spec (or status) names. `Some(wait)`: claims remain whose
 /// targets must be watched a while longer before they can be removed safely.
-async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
+async fn deregister_everything<P: Ports>(
     tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
+    ctx: &Context<P>,
 ) -> Result<Option<Duration>, ReconcileError> {
     let id = binding_id(tgb);
     let all = ctx.kube.bindings.state();
@@ -83,7 +80,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
     // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
     let target_groups = match (account_of(&tgb.spec), groups.is_empty()) {
         (_, true) => None,
-        (Ok(account), false) => Some(ctx.aws.target_groups.in_account(&account).await?),
+        (Ok(account), false) => Some(ctx.aws.target_groups().in_account(&account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
     let mut held = 0;
@@ -150,10 +147,7 @@ async fn deregister_everything<T: TargetGroups, N: Network, S: SecurityGroups>(
 
 /// The addresses the binding's endpoints (or, for instance targets, this cluster's nodes) hold
 /// right now, read live: they make uncertain claims on them certain.
-async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
-) -> Result<BTreeSet<String>, ReconcileError> {
+async fn ours_now<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<BTreeSet<String>, ReconcileError> {
     if tgb.spec.target_type == Some(TargetType::Instance) || tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid)) {
         let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
         return Ok(instance_ids(&nodes));
@@ -170,10 +164,7 @@ async fn ours_now<T: TargetGroups, N: Network, S: SecurityGroups>(
 
 /// Opens the binding's readiness gates on its endpoint pods, so that no pod stays unready for a
 /// binding that is gone.
-async fn open_readiness_gates<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
-) -> Result<(), ReconcileError> {
+async fn open_readiness_gates<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<(), ReconcileError> {
     if tgb.spec.target_type == Some(TargetType::Instance) {
         return Ok(());
     }
@@ -188,9 +179,9 @@ async fn open_readiness_gates<T: TargetGroups, N: Network, S: SecurityGroups>(
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`
 /// when it names none or the group is gone (nothing left in it to remove).
-async fn exclusive_group<T: TargetGroups, N: Network, S: SecurityGroups>(
+async fn exclusive_group<P: Ports>(
     tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
+    ctx: &Context<P>,
 ) -> Result<Option<String>, ReconcileError> {
     if let Some(arn) = bound_arn(tgb) {
         return Ok(Some(arn));

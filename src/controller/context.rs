@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::AwsPorts;
+use super::Ports;
 use super::locks::KeyedLocks;
 use crate::api::TargetGroupBinding;
-use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{AwsError, Network, TargetGroups};
+use crate::aws::AwsError;
+use crate::aws::{Network as _, TargetGroups as _};
 use crate::index::{Backend, BackendIndex, NodeIndex, Nodes, Wake};
 use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
@@ -40,9 +40,9 @@ pub struct Watches {
 const MAX_STALE_IN_A_ROW: u32 = 3;
 
 /// Everything a reconcile needs, shared by all reconciles, in named parts.
-pub struct Context<T, N, S> {
+pub struct Context<P> {
     pub kube: Kube,
-    pub aws: AwsPorts<T, N, S>,
+    pub aws: P,
     pub watches: Watches,
     pub cluster_name: String,
     pub drift_interval: Duration,
@@ -78,10 +78,10 @@ struct Memory {
     absent_refs: HashSet<ObjectRef<TargetGroupBinding>>,
 }
 
-impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
+impl<P: Ports> Context<P> {
     pub fn new(
         kube: Kube,
-        aws: AwsPorts<T, N, S>,
+        aws: P,
         watches: Watches,
         cluster_name: String,
         drift_interval: Duration,
@@ -125,7 +125,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         {
             return Ok(info.clone());
         }
-        let result = self.aws.target_groups.in_account(account).await?.describe(tg).await;
+        let result = self.aws.target_groups().in_account(account).await?.describe(tg).await;
         let mut memory = self.memory();
         match &result {
             Ok(info) => {
@@ -169,7 +169,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
         if let Some(cidrs) = cached() {
             return Ok(cidrs);
         }
-        let cidrs = super::observe::seen_from(self.aws.network.vpc_cidrs(vpc_id).await, account)?;
+        let cidrs = super::observe::seen_from(self.aws.network().vpc_cidrs(vpc_id).await, account)?;
         self.memory().vpc_cidrs.insert(key, (cidrs.clone(), Instant::now()));
         Ok(cidrs)
     }
@@ -312,7 +312,7 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Context<T, N, S> {
 
 /// `run` reads through the caches and watches: target groups and VPC CIDRs as remembered, gated
 /// pods remembered for their gates.
-impl<T: TargetGroups, N: Network, S: SecurityGroups> super::observe::Reads for Context<T, N, S> {
+impl<P: Ports> super::observe::Reads for Context<P> {
     async fn target_group(
         &self,
         tg: &TargetGroupRef,
@@ -353,10 +353,11 @@ mod tests {
     use super::*;
     use crate::aws::security_groups::Ec2SecurityGroups;
     use crate::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
+    use crate::controller::AwsPorts;
     use crate::fence::Fence;
 
     /// A Context whose clients point at a closed port: nothing here sends a request.
-    async fn context() -> Context<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups> {
+    async fn context() -> Context<AwsPorts<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups>> {
         let url = "http://127.0.0.1:9".parse().expect("url");
         let client = Client::try_from(kube::Config::new(url)).expect("client");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())

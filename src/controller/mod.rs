@@ -51,6 +51,32 @@ pub struct AwsPorts<T, N, S> {
     pub security_groups: S,
 }
 
+/// What the controller works through on the AWS side, as one bound (`P: Ports`) in place of a
+/// type parameter per trait.
+pub trait Ports: Send + Sync + 'static {
+    type TargetGroups: TargetGroups;
+    type Network: Network;
+    type SecurityGroups: SecurityGroups;
+    fn target_groups(&self) -> &Self::TargetGroups;
+    fn network(&self) -> &Self::Network;
+    fn security_groups(&self) -> &Self::SecurityGroups;
+}
+
+impl<T: TargetGroups, N: Network, S: SecurityGroups> Ports for AwsPorts<T, N, S> {
+    type TargetGroups = T;
+    type Network = N;
+    type SecurityGroups = S;
+    fn target_groups(&self) -> &T {
+        &self.target_groups
+    }
+    fn network(&self) -> &N {
+        &self.network
+    }
+    fn security_groups(&self) -> &S {
+        &self.security_groups
+    }
+}
+
 /// How the controller runs.
 pub struct Settings {
     pub cluster_name: String,
@@ -64,9 +90,9 @@ pub struct Settings {
 }
 
 /// Runs until `shutdown` resolves; reconciles in flight finish first.
-pub async fn run<T: TargetGroups, N: Network, S: SecurityGroups>(
+pub async fn run<P: Ports>(
     client: Client,
-    aws: AwsPorts<T, N, S>,
+    aws: P,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
@@ -134,7 +160,7 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A binding deleted without a cleanup of ours (its finalizer removed by hand, or never added)
 /// gets no reconcile: what is kept for it is dropped here instead.
-async fn forget_gone_bindings<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<Context<T, N, S>>) {
+async fn forget_gone_bindings<P: Ports>(ctx: Arc<Context<P>>) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         // Until the bindings are listed, absence proves nothing.
@@ -147,10 +173,7 @@ async fn forget_gone_bindings<T: TargetGroups, N: Network, S: SecurityGroups>(ct
     }
 }
 
-async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: Arc<TargetGroupBinding>,
-    ctx: Arc<Context<T, N, S>>,
-) -> Result<Action, ReconcileError> {
+async fn reconcile<P: Ports>(tgb: Arc<TargetGroupBinding>, ctx: Arc<Context<P>>) -> Result<Action, ReconcileError> {
     let span = tracing::info_span!("reconcile", binding = %format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any()));
     async move {
         let started = Instant::now();
@@ -187,12 +210,7 @@ async fn reconcile<T: TargetGroups, N: Network, S: SecurityGroups>(
 }
 
 /// Every failure shows as `Ready=False` with a reason, and as a Warning Event.
-async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: &TargetGroupBinding,
-    ctx: &Context<T, N, S>,
-    reason: &str,
-    error: &ReconcileError,
-) {
+async fn report_failure<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>, reason: &str, error: &ReconcileError) {
     let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     let observed = Observed {
         ready: Err((reason.to_owned(), error.to_string())),
@@ -208,11 +226,7 @@ async fn report_failure<T: TargetGroups, N: Network, S: SecurityGroups>(
     ctx.metrics.binding_ready(&tgb.namespace().unwrap_or_default(), &tgb.name_any(), false);
 }
 
-fn error_policy<T: TargetGroups, N: Network, S: SecurityGroups>(
-    tgb: Arc<TargetGroupBinding>,
-    error: &ReconcileError,
-    ctx: Arc<Context<T, N, S>>,
-) -> Action {
+fn error_policy<P: Ports>(tgb: Arc<TargetGroupBinding>, error: &ReconcileError, ctx: Arc<Context<P>>) -> Action {
     if error.needs_user_action() {
         // A change of the binding wakes it at once; until then, look again at the drift interval.
         return Action::requeue(ctx.drift_interval);

@@ -15,13 +15,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+use super::Ports;
 use super::asks::{Ask, BindingRef, Outcome};
 use super::context::Context;
 use super::error::ReconcileError;
 use super::siblings::uid_of;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
-use crate::aws::{Network, TargetGroups};
 use crate::clock::unix_now;
 use crate::k8s::pods::named_container_ports;
 use crate::model::sg_rule::IngressRule;
@@ -39,8 +39,8 @@ pub struct Endpoints<'a> {
 }
 
 /// Publishes `tgb`'s ask from its spec and endpoints (named ports are read from its pods).
-pub async fn publish<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+pub async fn publish<P: Ports>(
+    ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     endpoints: Endpoints<'_>,
 ) -> Result<(), ReconcileError> {
@@ -74,7 +74,7 @@ pub async fn publish<T: TargetGroups, N: Network, S: SecurityGroups>(
 
 /// `tgb` failed before saying what it asks: what it asked before, and what its spec still says,
 /// stay protected; a binding without networking protects nothing.
-pub fn mark_broken<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N, S>, tgb: &TargetGroupBinding) {
+pub fn mark_broken<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding) {
     let (Some(networking), Some(uid)) = (&tgb.spec.networking, tgb.uid()) else { return };
     let target_is_ip = tgb.spec.target_type != Some(crate::api::TargetType::Instance);
     let derivable = rules_for_binding(networking, target_is_ip, &BTreeMap::new()).unwrap_or_default();
@@ -83,7 +83,7 @@ pub fn mark_broken<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context
 
 /// Runs the security-group loop until the process stops: a pass whenever an ask changes, and at
 /// least once per drift interval (to repair rules removed by hand), sooner while a grace runs.
-pub async fn run_loop<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<Context<T, N, S>>) {
+pub async fn run_loop<P: Ports>(ctx: Arc<Context<P>>) {
     // Until the bindings are listed, a missing binding proves nothing. The store wakes only one of
     // several waiters, so ask again until it answers.
     loop {
@@ -104,7 +104,7 @@ pub async fn run_loop<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: Arc<C
 }
 
 /// One pass over every group; returns when to look again.
-async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N, S>) -> Option<Duration> {
+async fn pass<P: Ports>(ctx: &Context<P>) -> Option<Duration> {
     let bindings = ctx.kube.bindings.state();
     let (asks, ever_asked, swept) = {
         let mut state = ctx.networking.state();
@@ -156,7 +156,7 @@ async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N
     );
     // Whether this pass left anything to do: a failure, a write, a grace still running.
     let mut left = false;
-    match ctx.aws.security_groups.groups_with_rules_of(&ctx.cluster_name).await {
+    match ctx.aws.security_groups().groups_with_rules_of(&ctx.cluster_name).await {
         Ok(claimed) => groups.extend(claimed),
         Err(error) => {
             left = true;
@@ -191,11 +191,7 @@ async fn pass<T: TargetGroups, N: Network, S: SecurityGroups>(ctx: &Context<T, N
 }
 
 /// Stores the outcomes and wakes each binding whose outcome changed, so its status shows it.
-fn report<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    asks: &HashMap<String, (BindingRef, Ask)>,
-    outcomes: HashMap<String, Outcome>,
-) {
+fn report<P: Ports>(ctx: &Context<P>, asks: &HashMap<String, (BindingRef, Ask)>, outcomes: HashMap<String, Outcome>) {
     let mut wake = Vec::new();
     {
         let mut state = ctx.networking.state();
@@ -237,15 +233,15 @@ struct GroupDone {
 }
 
 /// Plans and applies one group. `Err`: the bindings whose rules failed, with why.
-async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn reconcile_group<P: Ports>(
+    ctx: &Context<P>,
     group: &str,
     wanted: &BTreeMap<IngressRule, BTreeSet<String>>,
     protected: &BTreeSet<IngressRule>,
     may_release: bool,
     grace: u64,
 ) -> Result<GroupDone, Vec<(String, (&'static str, String))>> {
-    let sg = &ctx.aws.security_groups;
+    let sg = &ctx.aws.security_groups();
     let cluster = ctx.cluster_name.as_str();
     let everyone = |e: &SecurityGroupError| -> Vec<(String, (&'static str, String))> {
         let uids: BTreeSet<&String> = wanted.values().flatten().collect();
@@ -323,8 +319,8 @@ async fn reconcile_group<T: TargetGroups, N: Network, S: SecurityGroups>(
 
 /// The security groups of the targets' interfaces: ENIs of the pod IPs (ip) or the nodes'
 /// primary ENIs (instance), looked up once per half drift interval.
-async fn groups_of<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn groups_of<P: Ports>(
+    ctx: &Context<P>,
     target_is_ip: bool,
     vpc_id: Option<&str>,
     ids: &BTreeSet<String>,
@@ -348,9 +344,9 @@ async fn groups_of<T: TargetGroups, N: Network, S: SecurityGroups>(
         let looked_up = if target_is_ip {
             let vpc =
                 vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
-            ctx.aws.security_groups.enis_for_ips(vpc, &missing).await?
+            ctx.aws.security_groups().enis_for_ips(vpc, &missing).await?
         } else {
-            ctx.aws.security_groups.instance_enis(&missing).await?
+            ctx.aws.security_groups().instance_enis(&missing).await?
         };
         let now = Instant::now();
         let mut state = ctx.networking.state();

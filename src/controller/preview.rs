@@ -8,13 +8,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use super::Ports;
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
 use super::observe::{self as inputs, BackendViews, Reads};
 use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
-use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{Network, TargetGroups};
+use crate::aws::security_groups::SecurityGroups as _;
+use crate::aws::{Network as _, TargetGroups as _};
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
@@ -51,11 +52,7 @@ struct Ask {
     groups: Result<BTreeSet<String>, String>,
 }
 
-pub async fn plan<T: TargetGroups, N: Network, S: SecurityGroups>(
-    client: Client,
-    aws: &super::AwsPorts<T, N, S>,
-    settings: &PlanSettings,
-) -> Result<Plan, ReconcileError> {
+pub async fn plan<P: Ports>(client: Client, aws: &P, settings: &PlanSettings) -> Result<Plan, ReconcileError> {
     let api: Api<TargetGroupBinding> = match &settings.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -93,23 +90,23 @@ pub async fn plan<T: TargetGroups, N: Network, S: SecurityGroups>(
 }
 
 /// `plan` reads AWS and the API server directly, through a fence that never opens.
-struct LiveReads<'a, T, N, S> {
+struct LiveReads<'a, P> {
     client: &'a Client,
-    aws: &'a super::AwsPorts<T, N, S>,
+    aws: &'a P,
 }
 
-impl<T: TargetGroups, N: Network, S: SecurityGroups> Reads for LiveReads<'_, T, N, S> {
+impl<P: Ports> Reads for LiveReads<'_, P> {
     async fn target_group(
         &self,
         tg: &TargetGroupRef,
         account: &Account,
         _drift_check: bool,
     ) -> Result<TargetGroupInfo, ReconcileError> {
-        Ok(self.aws.target_groups.in_account(account).await?.describe(tg).await?)
+        Ok(self.aws.target_groups().in_account(account).await?.describe(tg).await?)
     }
 
     async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, ReconcileError> {
-        Ok(inputs::seen_from(self.aws.network.vpc_cidrs(vpc_id).await, account)?)
+        Ok(inputs::seen_from(self.aws.network().vpc_cidrs(vpc_id).await, account)?)
     }
 
     async fn held_back(
@@ -128,9 +125,9 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Reads for LiveReads<'_, T, 
 }
 
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
-async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
+async fn binding_plan<P: Ports>(
     client: &Client,
-    aws: &super::AwsPorts<T, N, S>,
+    aws: &P,
     records: &OwnershipRecords,
     tgb: &TargetGroupBinding,
     all: &[std::sync::Arc<TargetGroupBinding>],
@@ -197,10 +194,10 @@ async fn binding_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
     let ids: Vec<String> =
         wanted.targets.iter().map(|t| t.id.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let enis = if instance {
-        aws.security_groups.instance_enis(&ids).await
+        aws.security_groups().instance_enis(&ids).await
     } else {
         match tg.vpc_id.as_deref() {
-            Some(vpc) => aws.security_groups.enis_for_ips(vpc, &ids).await,
+            Some(vpc) => aws.security_groups().enis_for_ips(vpc, &ids).await,
             None => Ok(BTreeMap::new()),
         }
     };
@@ -232,8 +229,8 @@ async fn live_addresses(
 
 /// Observes and decides one group exactly as a reconcile would, and prints the decision.
 #[allow(clippy::too_many_arguments)]
-async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
-    aws: &super::AwsPorts<T, N, S>,
+async fn group_plan<P: Ports>(
+    aws: &P,
     records: &OwnershipRecords,
     record: &Record,
     tgb: &TargetGroupBinding,
@@ -259,7 +256,7 @@ async fn group_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
         why: Why::change(),
         read: None,
     };
-    let target_groups = aws.target_groups.in_account(&account_of(&tgb.spec)?).await?;
+    let target_groups = aws.target_groups().in_account(&account_of(&tgb.spec)?).await?;
     let observed = match observe(&*target_groups, records, record, &task).await {
         Ok(observed) => observed,
         Err(e) if matches!(want, Want::Nothing) && e.means_group_gone(arn) => {
@@ -329,8 +326,8 @@ fn describe(observed: &Observed, shared: bool, out: &mut Plan) {
 }
 
 /// The security-group part: per group, what the loop would authorize, claim and release.
-async fn rules_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
-    aws: &super::AwsPorts<T, N, S>,
+async fn rules_plan<P: Ports>(
+    aws: &P,
     settings: &PlanSettings,
     asks: &[Ask],
     out: &mut Plan,
@@ -353,11 +350,11 @@ async fn rules_plan<T: TargetGroups, N: Network, S: SecurityGroups>(
     }
     // Also with nothing asked: a restarted `run` releases the claims an earlier run left.
     let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
-    groups.extend(aws.security_groups.groups_with_rules_of(&settings.cluster_name).await?);
+    groups.extend(aws.security_groups().groups_with_rules_of(&settings.cluster_name).await?);
     let no_rules = BTreeMap::new();
     for group in groups {
         let wanted = desired.get(&group).unwrap_or(&no_rules);
-        let existing = aws.security_groups.ingress_rules(&group).await?;
+        let existing = aws.security_groups().ingress_rules(&group).await?;
         let rules: BTreeSet<IngressRule> = wanted.keys().cloned().collect();
         let plan = plan_group(GroupInputs {
             cluster: &settings.cluster_name,

@@ -1,18 +1,12 @@
 //! What a group's reconcile did, told as metrics, a log line and Events on the binding.
 
+use super::Ports;
 use super::context::Context;
 use super::outcome::GroupReport;
 use crate::api::TargetGroupBinding;
-use crate::aws::security_groups::SecurityGroups;
-use crate::aws::{Network, TargetGroups};
 use crate::model::{Target, TargetId};
 
-pub async fn report_group<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
-    tgb: &TargetGroupBinding,
-    arn: &str,
-    report: &GroupReport,
-) {
+pub async fn report_group<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding, arn: &str, report: &GroupReport) {
     changed(ctx, tgb, "Deregistered", &report.deregistered, arn).await;
     changed(ctx, tgb, "Registered", &report.registered, arn).await;
     if !report.decision.released.is_empty() {
@@ -56,8 +50,8 @@ fn sample<'a>(ids: impl ExactSizeIterator<Item = &'a TargetId>) -> String {
     format!("{}{more}", shown.join(", "))
 }
 
-async fn changed<T: TargetGroups, N: Network, S: SecurityGroups>(
-    ctx: &Context<T, N, S>,
+async fn changed<P: Ports>(
+    ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     what: &'static str,
     targets: &[Target],
