@@ -16,8 +16,7 @@ use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_group};
 use super::lost_record::{lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::networking;
 use super::observe::{self, BackendViews, Binding};
-use super::outcome::GroupReport;
-use super::report::{refused_note, report_group, uncertain_note};
+use super::report::report_group;
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of, uid_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
@@ -26,12 +25,12 @@ use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
-use crate::k8s::status::Observed;
 use crate::k8s::{finalizer, status};
-use crate::model::{BindingId, TargetGroupInfo};
+use crate::model::BindingId;
 use crate::plan::decide::Want;
 use crate::plan::desired::serving_pods;
 use crate::plan::ownership::Record;
+use crate::plan::status::{StatusInputs, StatusPlan, status as status_of};
 use crate::plan::validate::{account_of, check_spec};
 use crate::plan::wanted::{BackendProblem, Wanted};
 
@@ -180,7 +179,18 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
         Some(e) => Some((e.reason(), e.to_string())),
         None => ctx.networking.result(&uid).1,
     };
-    let observed = observed(ctx, tgb, tg, &wanted, &report, left_behind.as_deref(), networking).await;
+    let StatusPlan { observed, warnings } = status_of(StatusInputs {
+        tg_arn: &tg.arn,
+        tg_name: &tg.name,
+        shared,
+        wanted: &wanted,
+        report: &report,
+        left_behind: left_behind.as_deref(),
+        networking,
+    });
+    for (reason, message) in warnings {
+        ctx.kube.events.warning(tgb, reason, message).await;
+    }
     ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
     ctx.metrics.binding_observed(&namespace, &tgb.name_any(), observed.ready.is_ok(), report.health.as_ref());
     status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
@@ -195,61 +205,6 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
         report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min();
     let next_check = ctx.converged(&uid, inputs, check_within);
     Ok(Action::requeue(next_check))
-}
-
-/// The status this reconcile earned, and the Warning Events that go with it.
-async fn observed<P: Ports>(
-    ctx: &Context<P>,
-    tgb: &TargetGroupBinding,
-    tg: &TargetGroupInfo,
-    wanted: &Wanted,
-    report: &GroupReport,
-    left_behind: Option<&str>,
-    networking: Option<(&'static str, String)>,
-) -> Observed {
-    let mut notes = Vec::new();
-    if !wanted.skipped.is_empty() {
-        let nodes: Vec<String> = wanted.skipped.iter().map(|s| format!("{} {}", s.node, s.reason)).collect();
-        let message = format!("skipped nodes: {}", nodes.join("; "));
-        ctx.kube.events.warning(tgb, "NodeSkipped", message.clone()).await;
-        notes.push(message);
-    }
-    if let Some(note) = uncertain_note(report) {
-        ctx.kube.events.warning(tgb, "OwnershipUncertain", note.clone()).await;
-        notes.push(note);
-    }
-    let refused = refused_note(report);
-    if let Some(note) = &refused {
-        ctx.kube.events.warning(tgb, "TargetRejected", note.clone()).await;
-    }
-    let summary = format!(
-        "{} of {} targets registered in target group {}",
-        report.wanted_registered,
-        wanted.targets.len(),
-        tg.name
-    );
-    if let Some((reason, message)) = &networking {
-        ctx.kube.events.warning(tgb, reason, message.clone()).await;
-    }
-    let ready = match (refused, left_behind, networking) {
-        (_, _, Some((reason, message))) => Err((reason.to_owned(), format!("{summary}; spec.networking: {message}"))),
-        (Some(note), _, None) => Err(("TargetRejected".to_owned(), format!("{summary}; {note}"))),
-        (None, Some(left), None) => Err(("PreviousTargetGroupNotCleaned".to_owned(), format!("{summary}; {left}"))),
-        (None, None, None) if notes.is_empty() => Ok(summary),
-        (None, None, None) => Ok(format!("{summary}; {}", notes.join("; "))),
-    };
-    // Until the group it left is clean, the status keeps naming it, so the next reconcile finds it.
-    let status_arn = match left_behind {
-        Some(_) if tgb.spec.multi_cluster_target_group != Some(true) => None,
-        _ => Some(tg.arn.clone()),
-    };
-    Observed {
-        ready,
-        desired: Some(wanted.targets.len()),
-        registered: Some(report.wanted_registered),
-        target_group_arn: status_arn,
-        health: report.health.clone(),
-    }
 }
 
 /// A shared binding without its record while its status says it registered targets (the record

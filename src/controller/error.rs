@@ -1,7 +1,7 @@
-use super::outcome::GroupReport;
 use crate::aws::AwsError;
 use crate::aws::security_groups::SecurityGroupError;
 use crate::k8s::ownership::RecordError;
+use crate::plan::outcome::GroupReport;
 use crate::plan::sg_rules::NetworkingError;
 use crate::plan::validate::{InvalidBinding, is_target_group_arn};
 use crate::plan::wanted::BackendProblem;

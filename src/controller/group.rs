@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::ReconcileError;
 use super::execute::{Sent, Write, send};
-use super::outcome::GroupReport;
 use crate::aws::{TargetGroups, Turn, Urgency};
 use crate::k8s::ownership::OwnershipStore;
 use crate::model::{BindingId, RegisteredTarget, TargetGroupRef, TargetId, TargetState};
 use crate::plan::decide::{GroupDecision, GroupInputs, Ownership, Want, decide, settle};
 use crate::plan::health::{health_lag, summarize};
+use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::{Claim, Record, rearm_grace};
 
 /// One binding's work on one group.

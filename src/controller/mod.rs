@@ -15,7 +15,6 @@ mod lost_record;
 mod model_tests;
 mod networking;
 mod observe;
-mod outcome;
 pub mod preview;
 mod report;
 #[cfg(test)]

@@ -2,9 +2,10 @@
 
 use super::Ports;
 use super::context::Context;
-use super::outcome::GroupReport;
 use crate::api::TargetGroupBinding;
-use crate::model::{Target, TargetId};
+use crate::model::Target;
+use crate::plan::outcome::GroupReport;
+use crate::plan::status::sample;
 
 pub async fn report_group<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding, arn: &str, report: &GroupReport) {
     changed(ctx, tgb, "Deregistered", &report.deregistered, arn).await;
@@ -17,37 +18,6 @@ pub async fn report_group<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding, 
         );
         ctx.kube.events.warning(tgb, "OwnershipReleased", note).await;
     }
-}
-
-/// The condition-sized description of the uncertain claims a reconcile left alone, if any.
-pub fn uncertain_note(report: &GroupReport) -> Option<String> {
-    let kept = &report.decision.uncertain_kept;
-    (!kept.is_empty()).then(|| {
-        format!(
-            "{} serving targets are left alone because a lost AWS answer made their ownership uncertain: {}",
-            kept.len(),
-            sample(kept.iter())
-        )
-    })
-}
-
-/// The condition-sized description of the targets AWS refused, if any.
-pub fn refused_note(report: &GroupReport) -> Option<String> {
-    let refused = &report.refused;
-    let first = refused.first()?;
-    Some(format!(
-        "AWS refused {} targets ({}): {}; the others are registered, these are retried at the next drift check",
-        refused.len(),
-        first.1,
-        sample(refused.iter().map(|(t, _)| &t.id))
-    ))
-}
-
-fn sample<'a>(ids: impl ExactSizeIterator<Item = &'a TargetId>) -> String {
-    let total = ids.len();
-    let shown: Vec<String> = ids.take(5).map(ToString::to_string).collect();
-    let more = if total > shown.len() { format!(" and {} more", total - shown.len()) } else { String::new() };
-    format!("{}{more}", shown.join(", "))
 }
 
 async fn changed<P: Ports>(

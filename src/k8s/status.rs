@@ -3,22 +3,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use crate::api::{TargetGroupBinding, TargetGroupBindingStatus, TargetHealthStatus, TargetReason};
-use crate::plan::health::HealthSummary;
+pub use crate::plan::status::Observed;
 
 pub const READY: &str = "Ready";
 pub const TARGETS_HEALTHY: &str = "TargetsHealthy";
-
-/// What a reconcile found, as the binding's status should show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observed {
-    /// `Ok` when the group holds exactly the desired targets; otherwise reason and message.
-    pub ready: Result<String, (String, String)>,
-    pub desired: Option<usize>,
-    pub registered: Option<usize>,
-    pub target_group_arn: Option<String>,
-    /// The health of the desired targets, as just read from AWS (`None`: not read this time).
-    pub health: Option<HealthSummary>,
-}
 
 /// Replaces condition `type_`, keeping its transition time while its status stays the same.
 fn set_condition(
@@ -107,6 +95,7 @@ pub async fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::health::HealthSummary;
 
     fn observed(ready: Result<&str, (&str, &str)>) -> Observed {
         Observed {

@@ -1,5 +1,5 @@
-//! What a target group's reconcile did: the one report the status, Events, metrics and errors
-//! are made from.
+//! What a target group's reconcile did, as plain data: the one report the status, Events,
+//! metrics and errors are made from.
 
 use std::collections::BTreeMap;
 
