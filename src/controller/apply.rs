@@ -2,11 +2,13 @@
 //! changed spec left behind, reconcile its own group, then networking and status.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 
 use super::Ports;
 use super::context::{Context, fingerprint};
@@ -22,13 +24,14 @@ use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
 use crate::aws::TargetGroups as _;
 use crate::clock::unix_now;
-use crate::index::BackendKey;
+use crate::index::{Backend, BackendKey, Nodes};
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::{finalizer, status};
 use crate::model::BindingId;
 use crate::plan::decide::Want;
 use crate::plan::desired::serving_pods;
+use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
 use crate::plan::status::{StatusInputs, StatusPlan, status as status_of};
 use crate::plan::validate::{account_of, check_spec};
@@ -44,167 +47,262 @@ const HEALTH_POLL: Duration = Duration::from_secs(5);
 const GATE_POLL: Duration = Duration::from_secs(1);
 
 pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
-    let namespace = tgb.namespace().unwrap_or_default();
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &namespace);
     let uid = uid_of(tgb)?;
     let started = std::time::Instant::now(); // for tgb_time_to_register_seconds
+    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
+    let watched = match watch_inputs(ctx, tgb, &uid).await? {
+        Ok(watched) => watched,
+        Err(wait) => return Ok(Action::requeue(wait)),
+    };
+    let (binding, views) = (&watched.binding, watched.views());
+    let all_bindings = ctx.kube.bindings.state();
+    let siblings: Vec<BindingId> =
+        siblings_of(tgb, &binding.tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
+    let ours_now = observe::ours_now(binding, &views);
+    let target_groups = ctx.aws.target_groups().in_account(&binding.account).await?;
+    let mut record = record_of(ctx, tgb, binding, &*target_groups, &ours_now).await?;
+    // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
+    let left_behind =
+        clean_previous_groups(ctx, tgb, &binding.id, &binding.tg.arn, binding.shared, &ours_now, &mut record).await;
+    let mut wanted = observe::wanted(ctx, tgb, binding, &views).await??;
+    // The security-group loop works from this on its own; a failure here never holds targets back.
+    let publish_error = publish_ask(ctx, tgb, binding, &views, &wanted).await;
+    let group = Group { watched: &watched, siblings: &siblings, ours_now: &ours_now, uid: &uid };
+    let Some(report) = feed_group(ctx, tgb, &group, &*target_groups, &mut record, &mut wanted).await? else {
+        return Ok(Action::requeue(RECHECK_SOON));
+    };
+    ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
+    let fed = Fed { wanted: &wanted, report: &report, left_behind: left_behind.as_deref(), publish_error };
+    let check_within = finish(ctx, tgb, &api, &group, &views, fed).await?;
+    Ok(Action::requeue(ctx.converged(&uid, watched.fingerprint, check_within)))
+}
 
-    // Observe: the spec (checked before any AWS call), the backend and nodes from the watches.
+/// A binding's inputs from the watches, checked against its target group.
+struct Watched {
+    binding: Binding,
+    backend: Backend,
+    nodes: Option<Arc<Nodes>>,
+    /// Subscribed before the inputs were read: any change after the read makes writes still
+    /// waiting stale.
+    input_changes: watch::Receiver<u64>,
+    /// Nothing changed since the last apply: this is a check against AWS (drift, health, gates).
+    drift_check: bool,
+    fingerprint: u64,
+}
+
+impl Watched {
+    fn views(&self) -> BackendViews<'_> {
+        BackendViews::watched(&self.backend, self.nodes.as_deref())
+    }
+}
+
+/// Observe, from the watches: the spec (checked before any AWS call), the backend and the nodes,
+/// then the spec against its target group. `Err(wait)`: nothing to decide yet (a watch's first
+/// list is not in), or nothing changed until the next drift check.
+async fn watch_inputs<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    uid: &str,
+) -> Result<Result<Watched, Duration>, ReconcileError> {
     check_spec(&tgb.spec)?;
     let binding_ref = ObjectRef::from_obj(tgb);
-    // Before the inputs are read: any change after the read makes writes still waiting stale.
     let input_changes = ctx.watches.wake.subscribe(&binding_ref);
-    let key = BackendKey { namespace: namespace.clone(), service: tgb.spec.service_ref.name.clone() };
+    let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
     let backend = ctx.watches.backends.track(&binding_ref, &key);
-    let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(&uid))
+    let mut nodes = (tgb.spec.target_type == Some(TargetType::Instance) || ctx.was_instance_mode(uid))
         .then(|| ctx.watches.nodes.track(&binding_ref));
     if !backend.synced() || nodes.as_deref().is_some_and(|n| !n.synced()) {
         // The watches wake this binding once their first list is in.
-        return Ok(Action::requeue(RECHECK_SOON));
+        return Ok(Err(RECHECK_SOON));
     }
-    let networking_version = ctx.networking.result(&uid).0;
-    if let Some(until_drift_check) =
-        ctx.unchanged_until_drift_check(&uid, fingerprint(tgb, &backend, nodes.as_deref(), networking_version))
-    {
-        return Ok(Action::requeue(until_drift_check));
+    let networking_version = ctx.networking.result(uid).0;
+    let before = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
+    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(uid, before) {
+        return Ok(Err(until_drift_check));
     }
-
-    // Nothing changed since the last apply: this is a check against AWS (drift, health, gates).
-    let drift_check =
-        ctx.unchanged_since_converged(&uid, fingerprint(tgb, &backend, nodes.as_deref(), networking_version));
+    let drift_check = ctx.unchanged_since_converged(uid, before);
     let binding = observe::resolve(ctx, tgb, drift_check).await?;
-    let instance_mode = binding.instance_mode();
-    ctx.set_instance_mode(&uid, instance_mode);
-    if !instance_mode {
+    ctx.set_instance_mode(uid, binding.instance_mode());
+    if !binding.instance_mode() {
         ctx.watches.nodes.untrack(&binding_ref);
         nodes = None;
     } else if nodes.is_none() {
         let tracked = ctx.watches.nodes.track(&binding_ref);
         if !tracked.synced() {
-            return Ok(Action::requeue(RECHECK_SOON));
+            return Ok(Err(RECHECK_SOON));
         }
         nodes = Some(tracked);
     }
-    let inputs = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
-    let (id, tg, shared) = (&binding.id, &binding.tg, binding.shared);
-    let all_bindings = ctx.kube.bindings.state();
-    let siblings: Vec<BindingId> = siblings_of(tgb, &tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
-    // Only shared bindings keep claims; an exclusive one owns its whole group.
-    let stored = if shared { ctx.kube.records.read(id).await? } else { None };
+    let fingerprint = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
+    Ok(Ok(Watched { binding, backend, nodes, input_changes, drift_check, fingerprint }))
+}
 
-    let views = BackendViews::watched(&backend, nodes.as_deref());
-    let ours_now = observe::ours_now(&binding, &views);
-    let target_groups = ctx.aws.target_groups().in_account(&binding.account).await?;
-    let mut record = match stored {
-        Some(record) => record,
-        None if shared => reclaim_lost_record(ctx, tgb, &*target_groups, &ours_now).await?,
-        None => Record::default(),
-    };
-    // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, id, &tg.arn, shared, &ours_now, &mut record).await;
-    let mut wanted = observe::wanted(ctx, tgb, &binding, &views).await??;
-    // The security-group loop works from this on its own; a failure here never holds targets back.
+/// The binding's ownership record: only shared bindings keep claims (an exclusive one owns its
+/// whole group); a shared one whose record was deleted by hand claims again what it can prove.
+async fn record_of<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    binding: &Binding,
+    target_groups: &P::TargetGroups,
+    ours_now: &BTreeSet<String>,
+) -> Result<Record, ReconcileError> {
+    if !binding.shared {
+        return Ok(Record::default());
+    }
+    match ctx.kube.records.read(&binding.id).await? {
+        Some(record) => Ok(record),
+        None => reclaim_lost_record(ctx, tgb, target_groups, ours_now).await,
+    }
+}
+
+/// Publishes what the binding asks of the security groups; the error, if it could not say.
+async fn publish_ask<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    binding: &Binding,
+    views: &BackendViews<'_>,
+    wanted: &Wanted,
+) -> Option<ReconcileError> {
     let family = binding.resolved.family;
-    let pods = if instance_mode { Default::default() } else { serving_pods(views.slices.iter().copied(), family) };
+    let instance = binding.instance_mode();
+    let pods = if instance { BTreeSet::new() } else { serving_pods(views.slices.iter().copied(), family) };
     let endpoints = networking::Endpoints {
-        target_is_ip: !instance_mode,
-        vpc_id: tg.vpc_id.as_deref(),
+        target_is_ip: !instance,
+        vpc_id: binding.tg.vpc_id.as_deref(),
         ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
         pods: &pods,
     };
-    let publish_error = networking::publish(ctx, tgb, endpoints).await.err();
-    if publish_error.is_some() {
+    let error = networking::publish(ctx, tgb, endpoints).await.err();
+    if error.is_some() {
         networking::mark_broken(ctx, tgb);
     }
-    let report = {
-        let _serialized = ctx.locks.lock(&tg.arn).await;
-        let mut confirmed = false;
-        let mut read = None;
-        // Asked once: both halves of the answer must agree.
-        let may_go_stale = ctx.may_go_stale(&uid);
-        loop {
-            let task = GroupTask {
-                binding: id,
-                arn: &tg.arn,
-                want: Want::Targets { targets: &wanted.targets, confirmed },
-                shared,
-                siblings: &siblings,
-                ours_now: &ours_now,
-                now: unix_now(),
-                leading_since: ctx.leading_since,
-                why: Why {
-                    drift_check,
-                    stale_when: may_go_stale.then(|| input_changes.clone()),
-                    sent_regardless: !may_go_stale,
-                },
-                read: read.as_deref(),
-            };
-            match reconcile_group(&*target_groups, &ctx.kube.records, &mut record, task).await {
-                Ok(GroupResult::Done(report)) => break report,
-                Ok(GroupResult::NeedsConfirmation(current)) => {
-                    read = Some(current);
-                    let live = live_wanted(ctx, tgb, &binding).await??;
-                    if !live.targets.is_empty() {
-                        tracing::warn!(backend = %key, live_targets = live.targets.len(), "the watch cache showed no endpoints but the API server has some; using the live read");
-                    }
-                    wanted = live;
-                    confirmed = true;
+    error
+}
+
+/// What feeding the binding's own group works from.
+struct Group<'a> {
+    watched: &'a Watched,
+    siblings: &'a [BindingId],
+    ours_now: &'a BTreeSet<String>,
+    uid: &'a str,
+}
+
+/// Feeds the binding's own group, one writer per group at a time. A decision that would empty the
+/// group on the watches' word is confirmed by a live read first. `None`: the inputs moved while
+/// writes waited for their turn; the reconcile that change queued decides again, with what is
+/// urgent now first.
+async fn feed_group<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    group: &Group<'_>,
+    target_groups: &P::TargetGroups,
+    record: &mut Record,
+    wanted: &mut Wanted,
+) -> Result<Option<Box<GroupReport>>, ReconcileError> {
+    let (watched, binding) = (group.watched, &group.watched.binding);
+    let arn = &binding.tg.arn;
+    let _serialized = ctx.locks.lock(arn).await;
+    let mut confirmed = false;
+    let mut read = None;
+    // Asked once: both halves of the answer must agree.
+    let may_go_stale = ctx.may_go_stale(group.uid);
+    let report = loop {
+        let task = GroupTask {
+            binding: &binding.id,
+            arn,
+            want: Want::Targets { targets: &wanted.targets, confirmed },
+            shared: binding.shared,
+            siblings: group.siblings,
+            ours_now: group.ours_now,
+            now: unix_now(),
+            leading_since: ctx.leading_since,
+            why: Why {
+                drift_check: watched.drift_check,
+                stale_when: may_go_stale.then(|| watched.input_changes.clone()),
+                sent_regardless: !may_go_stale,
+            },
+            read: read.as_deref(),
+        };
+        match reconcile_group(target_groups, &ctx.kube.records, record, task).await {
+            Ok(GroupResult::Done(report)) => break report,
+            Ok(GroupResult::NeedsConfirmation(current)) => {
+                read = Some(current);
+                let live = live_wanted(ctx, tgb, binding).await??;
+                if !live.targets.is_empty() {
+                    tracing::warn!(backend = %binding.key, live_targets = live.targets.len(), "the watch cache showed no endpoints but the API server has some; using the live read");
                 }
-                Err(ReconcileError::GroupWrite { report, source: AwsError::Superseded { .. } }) => {
-                    // The inputs moved while writes waited for their turn: the reconcile queued by
-                    // that change decides again, with what is urgent now first.
-                    report_group(ctx, tgb, &tg.arn, &report).await;
-                    ctx.went_stale(&uid, true);
-                    return Ok(Action::requeue(RECHECK_SOON));
-                }
-                Err(ReconcileError::GroupWrite { report, source }) => {
-                    report_group(ctx, tgb, &tg.arn, &report).await;
-                    ctx.invalidate_vpc_cidrs();
-                    return Err(ReconcileError::GroupWrite { report, source });
-                }
-                Err(e) => return Err(e),
+                *wanted = live;
+                confirmed = true;
             }
+            Err(ReconcileError::GroupWrite { report, source: AwsError::Superseded { .. } }) => {
+                report_group(ctx, tgb, arn, &report).await;
+                ctx.went_stale(group.uid, true);
+                return Ok(None);
+            }
+            Err(ReconcileError::GroupWrite { report, source }) => {
+                report_group(ctx, tgb, arn, &report).await;
+                ctx.invalidate_vpc_cidrs();
+                return Err(ReconcileError::GroupWrite { report, source });
+            }
+            Err(e) => return Err(e),
         }
     };
-    ctx.went_stale(&uid, false);
-    ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
-    report_group(ctx, tgb, &tg.arn, &report).await;
+    ctx.went_stale(group.uid, false);
+    report_group(ctx, tgb, arn, &report).await;
     if !report.refused.is_empty() {
         // A stale CIDR cache sends AZ `all` for an address now inside the VPC: look again next time.
         ctx.invalidate_vpc_cidrs();
     }
+    Ok(Some(report))
+}
 
-    let networking = match publish_error {
+/// What the binding's own group got.
+struct Fed<'a> {
+    wanted: &'a Wanted,
+    report: &'a GroupReport,
+    left_behind: Option<&'a str>,
+    publish_error: Option<ReconcileError>,
+}
+
+/// The status this reconcile earned with its Warnings and metrics, then the readiness gates.
+/// Returns how soon AWS must be read again: soon while a target is not healthy yet (for
+/// `TargetsHealthy`), every second while a readiness gate holds a rollout, else at the drift check.
+async fn finish<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    api: &Api<TargetGroupBinding>,
+    group: &Group<'_>,
+    views: &BackendViews<'_>,
+    fed: Fed<'_>,
+) -> Result<Option<Duration>, ReconcileError> {
+    let (binding, report) = (&group.watched.binding, fed.report);
+    let networking = match fed.publish_error {
         Some(e) => Some((e.reason(), e.to_string())),
-        None => ctx.networking.result(&uid).1,
+        None => ctx.networking.result(group.uid).1,
     };
     let StatusPlan { observed, warnings } = status_of(StatusInputs {
-        tg_arn: &tg.arn,
-        tg_name: &tg.name,
-        shared,
-        wanted: &wanted,
-        report: &report,
-        left_behind: left_behind.as_deref(),
+        tg_arn: &binding.tg.arn,
+        tg_name: &binding.tg.name,
+        shared: binding.shared,
+        wanted: fed.wanted,
+        report,
+        left_behind: fed.left_behind,
         networking,
     });
     for (reason, message) in warnings {
         ctx.kube.events.warning(tgb, reason, message).await;
     }
-    ctx.metrics.registered_targets(&namespace, &tgb.name_any(), Some(report.wanted_registered));
-    ctx.metrics.binding_observed(&namespace, &tgb.name_any(), observed.ready.is_ok(), report.health.as_ref());
-    status::update(&api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
-    // Until every target is healthy, AWS is read again soon (for `TargetsHealthy`); after that
-    // only at drift checks.
+    let (namespace, name) = (&binding.id.namespace, &binding.id.name);
+    ctx.metrics.registered_targets(namespace, name, Some(report.wanted_registered));
+    ctx.metrics.binding_observed(namespace, name, observed.ready.is_ok(), report.health.as_ref());
+    status::update(api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
-    // A closed readiness gate holds a rollout: health is read every second until it opens.
-    let gates_closed = !instance_mode
+    let family = binding.resolved.family;
+    let gates_closed = !binding.instance_mode()
         && gates::update(&ctx.kube.client, &ctx.gates, tgb, &views.slices, family, &report.states).await?;
     let gate_poll = gates_closed.then_some(GATE_POLL);
-    let check_within =
-        report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min();
-    let next_check = ctx.converged(&uid, inputs, check_within);
-    Ok(Action::requeue(next_check))
+    Ok(report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min())
 }
 
 /// A shared binding without its record while its status says it registered targets (the record
