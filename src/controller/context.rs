@@ -357,7 +357,7 @@ mod tests {
     use crate::fence::Fence;
 
     /// A Context whose clients point at a closed port: nothing here sends a request.
-    async fn context() -> Context<AwsPorts<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups>> {
+    pub(super) async fn context() -> Context<AwsPorts<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups>> {
         let url = "http://127.0.0.1:9".parse().expect("url");
         let client = Client::try_from(kube::Config::new(url)).expect("client");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -429,5 +429,29 @@ mod tests {
         assert_eq!(ctx.forget_gone(&[]), 0);
         assert_eq!(ctx.forget_gone(&[back]), 0);
         assert!(ctx.unchanged_since_converged("u-back", 7));
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::tests::context;
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_back_off_exponentially_up_to_a_minute_and_a_success_resets() {
+        let ctx = context().await;
+        let binding = ObjectRef::new("web").within("demo");
+        let delays: Vec<Duration> = (0..9).map(|_| ctx.failed(&binding)).collect();
+        for (n, delay) in delays.iter().enumerate() {
+            let base = Duration::from_secs(1u64 << n.min(6)).min(Duration::from_secs(60));
+            assert!(
+                *delay >= base / 2 && *delay <= base,
+                "failure {}: {delay:?} outside [{:?}, {base:?}]",
+                n + 1,
+                base / 2
+            );
+        }
+        ctx.succeeded(&binding);
+        assert!(ctx.failed(&binding) <= Duration::from_secs(1), "a success starts the count again");
     }
 }
