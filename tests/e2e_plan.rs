@@ -95,3 +95,35 @@ async fn plan_shows_exactly_what_run_then_does() {
     assert_eq!(code, 0, "nothing left to change:\n{text}");
     assert!(text.contains("Plan: 0 change(s)."), "{text}");
 }
+
+/// A binding deleted while no agent runs (its finalizer holds it): `plan` shows the deregistration
+/// of everything it registered, and `run` then does exactly that and lets the binding go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_what_a_deletion_will_remove_and_run_removes_it() {
+    let (sandbox, aws, kube) = world("plandel", &[Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11")]).await;
+    let arn = aws.ip_target_group_arn.clone();
+    binding(&kube, "demo", "web", ip_binding(&arn)).await;
+    let mut agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "e2e"]).expect("agent");
+    wait_for_targets(&sandbox, &arn, &["10.0.0.10:8080", "10.0.0.11:8080"]).await;
+    wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
+    agent.terminate().expect("stop the agent");
+    delete_binding(&kube, "demo", "web").await;
+    assert!(get_binding(&kube, "demo", "web").await.is_some(), "the finalizer holds the binding");
+
+    let (code, text) = plan(&sandbox);
+    assert_eq!(code, 2, "changes pending:\n{text}");
+    assert!(text.contains("being deleted"), "{text}");
+    assert_eq!(target_changes(&text), vec!["-10.0.0.10:8080", "-10.0.0.11:8080"], "{text}");
+    assert_eq!(active_targets(&sandbox, &arn).await.len(), 2, "plan wrote nothing");
+
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "e2e"]).expect("agent");
+    wait_for_targets(&sandbox, &arn, &[]).await;
+    eventually("the binding gone", std::time::Duration::from_secs(30), || async {
+        get_binding(&kube, "demo", "web").await.is_none().then_some(())
+    })
+    .await;
+    let (code, text) = plan(&sandbox);
+    assert_eq!(code, 0, "nothing left to change:\n{text}");
+}
