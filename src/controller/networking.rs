@@ -24,7 +24,7 @@ use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::clock::unix_now;
 use crate::k8s::pods::named_container_ports;
-use crate::model::sg_rule::IngressRule;
+use crate::model::sg_rule::{EniGroups, IngressRule};
 use crate::plan::sg_rules::{
     GroupInputs, NetworkingError, plan_group, rules_for_binding, select_groups, unclaimed_grace,
 };
@@ -45,9 +45,22 @@ pub async fn publish<P: Ports>(
     endpoints: Endpoints<'_>,
 ) -> Result<(), ReconcileError> {
     let uid = uid_of(tgb)?;
+    match ask_of(&ctx.kube.client, tgb, endpoints).await? {
+        Some(ask) => ctx.networking.publish(&uid, ObjectRef::from_obj(tgb), ask),
+        None => ctx.networking.withdraw(&uid),
+    }
+    Ok(())
+}
+
+/// What `tgb` asks of the security groups, from its spec and endpoints (named ports are read from
+/// its pods); `None` when its spec lists no rule. `run` publishes it, `plan` prints it.
+pub async fn ask_of(
+    client: &kube::Client,
+    tgb: &TargetGroupBinding,
+    endpoints: Endpoints<'_>,
+) -> Result<Option<Ask>, ReconcileError> {
     let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
-        ctx.networking.withdraw(&uid);
-        return Ok(());
+        return Ok(None);
     };
     let names_a_port = networking
         .ingress
@@ -55,21 +68,19 @@ pub async fn publish<P: Ports>(
         .flat_map(|i| &i.ports)
         .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
     let named_ports = if names_a_port && endpoints.target_is_ip {
-        named_container_ports(&ctx.kube.client, &tgb.namespace().unwrap_or_default(), endpoints.pods)
+        named_container_ports(client, &tgb.namespace().unwrap_or_default(), endpoints.pods)
             .await
             .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
     } else {
         BTreeMap::new()
     };
     let rules = rules_for_binding(networking, endpoints.target_is_ip, &named_ports)?;
-    let ask = Ask::Rules {
+    Ok(Some(Ask::Rules {
         rules,
         target_is_ip: endpoints.target_is_ip,
         vpc_id: endpoints.vpc_id.map(str::to_owned),
         ids: endpoints.ids,
-    };
-    ctx.networking.publish(&uid, ObjectRef::from_obj(tgb), ask);
-    Ok(())
+    }))
 }
 
 /// `tgb` failed before saying what it asks: what it asked before, and what its spec still says,
@@ -341,24 +352,43 @@ async fn groups_of<P: Ports>(
         (found, missing)
     };
     if !missing.is_empty() {
-        let looked_up = if target_is_ip {
-            let vpc =
-                vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
-            ctx.aws.security_groups().enis_for_ips(vpc, &missing).await?
-        } else {
-            ctx.aws.security_groups().instance_enis(&missing).await?
-        };
+        let looked_up = interfaces(ctx.aws.security_groups(), target_is_ip, vpc_id, &missing).await?;
         let now = Instant::now();
         let mut state = ctx.networking.state();
         state.enis.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
         state.enis.extend(looked_up.iter().map(|(id, groups)| (id.clone(), (groups.clone(), now))));
         enis.extend(looked_up);
     }
+    groups_from(&enis, ids, &ctx.cluster_name)
+}
+
+/// The network interfaces (and their groups) of the targets: the pod IPs' ENIs in the group's VPC
+/// (ip), or the nodes' primary ENIs (instance).
+pub async fn interfaces<S: SecurityGroups>(
+    security_groups: &S,
+    target_is_ip: bool,
+    vpc_id: Option<&str>,
+    ids: &[String],
+) -> Result<BTreeMap<String, EniGroups>, ReconcileError> {
+    if target_is_ip {
+        let vpc = vpc_id.ok_or_else(|| NetworkingError::EniNotFound("pod IPs: the target group has no VPC".into()))?;
+        Ok(security_groups.enis_for_ips(vpc, ids).await?)
+    } else {
+        Ok(security_groups.instance_enis(ids).await?)
+    }
+}
+
+/// The security groups the rules go to, once every target's interface is known.
+pub fn groups_from(
+    enis: &BTreeMap<String, EniGroups>,
+    ids: &BTreeSet<String>,
+    cluster: &str,
+) -> Result<BTreeSet<String>, ReconcileError> {
     let unresolved: Vec<&str> = ids.iter().filter(|id| !enis.contains_key(*id)).map(String::as_str).collect();
     if !unresolved.is_empty() {
         return Err(NetworkingError::EniNotFound(unresolved.join(", ")).into());
     }
-    Ok(select_groups(enis.values(), &ctx.cluster_name)?)
+    Ok(select_groups(enis.values(), cluster)?)
 }
 
 #[cfg(test)]

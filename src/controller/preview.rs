@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
@@ -13,6 +12,7 @@ use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
 use super::observe::{self as inputs, BackendViews, Reads};
 use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
+use super::{asks, networking};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups as _;
 use crate::aws::{Network as _, TargetGroups as _};
@@ -20,7 +20,7 @@ use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
-use crate::k8s::pods::{gated_endpoint_pods, held_back_by_gate, named_container_ports};
+use crate::k8s::pods::{gated_endpoint_pods, held_back_by_gate};
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
@@ -28,7 +28,7 @@ use crate::plan::desired::{AddressFamily, SliceView, held_addresses, serving_pod
 use crate::plan::gates::gate_type;
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
-use crate::plan::sg_rules::{GroupInputs, plan_group, rules_for_binding, select_groups, unclaimed_grace};
+use crate::plan::sg_rules::{GroupInputs, plan_group, unclaimed_grace};
 use crate::plan::validate::account_of;
 
 /// Where `plan` reads from.
@@ -46,7 +46,7 @@ pub struct Plan {
 }
 
 /// One binding's ask of the security groups, for the rules part of the plan.
-struct Ask {
+struct RulesAsk {
     binding: String,
     rules: BTreeSet<IngressRule>,
     groups: Result<BTreeSet<String>, String>,
@@ -133,7 +133,7 @@ async fn binding_plan<P: Ports>(
     all: &[std::sync::Arc<TargetGroupBinding>],
     cluster: &str,
     out: &mut Plan,
-) -> Result<Option<Ask>, ReconcileError> {
+) -> Result<Option<RulesAsk>, ReconcileError> {
     let id = binding_id(tgb);
     let shared = tgb.spec.multi_cluster_target_group == Some(true);
     let record = records.read(&id).await?.unwrap_or_default();
@@ -178,35 +178,25 @@ async fn binding_plan<P: Ports>(
     let want = Want::Targets { targets: &wanted.targets, confirmed: true };
     group_plan(aws, records, &record, tgb, all, &tg.arn, want, shared, &ours_now, out).await?;
 
-    let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else { return Ok(None) };
-    let names_a_port = networking
-        .ingress
-        .iter()
-        .flat_map(|i| &i.ports)
-        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
+    // What `run` would publish, and the groups its security-group loop would resolve it to.
     let pods = if instance { BTreeSet::new() } else { serving_pods(&live.slices, resolved.family) };
-    let named = if names_a_port && !instance {
-        named_container_ports(client, &id.namespace, &pods).await.map_err(ReconcileError::kube("read the pods"))?
-    } else {
-        BTreeMap::new()
+    let endpoints = networking::Endpoints {
+        target_is_ip: !instance,
+        vpc_id: tg.vpc_id.as_deref(),
+        ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
+        pods: &pods,
     };
-    let rules = rules_for_binding(networking, !instance, &named)?;
-    let ids: Vec<String> =
-        wanted.targets.iter().map(|t| t.id.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let enis = if instance {
-        aws.security_groups().instance_enis(&ids).await
-    } else {
-        match tg.vpc_id.as_deref() {
-            Some(vpc) => aws.security_groups().enis_for_ips(vpc, &ids).await,
-            None => Ok(BTreeMap::new()),
-        }
+    let Some(asks::Ask::Rules { rules, target_is_ip, vpc_id, ids }) =
+        networking::ask_of(client, tgb, endpoints).await?
+    else {
+        return Ok(None);
     };
-    let groups = match enis {
-        Ok(enis) if enis.len() == ids.len() => select_groups(enis.values(), cluster).map_err(|e| e.to_string()),
-        Ok(enis) => Err(format!("no network interface found for {} of {} targets", ids.len() - enis.len(), ids.len())),
+    let listed: Vec<String> = ids.iter().cloned().collect();
+    let groups = match networking::interfaces(aws.security_groups(), target_is_ip, vpc_id.as_deref(), &listed).await {
+        Ok(enis) => networking::groups_from(&enis, &ids, cluster).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    Ok(Some(Ask { binding: id.to_string(), rules, groups }))
+    Ok(Some(RulesAsk { binding: id.to_string(), rules, groups }))
 }
 
 async fn live_addresses(
@@ -329,7 +319,7 @@ fn describe(observed: &Observed, shared: bool, out: &mut Plan) {
 async fn rules_plan<P: Ports>(
     aws: &P,
     settings: &PlanSettings,
-    asks: &[Ask],
+    asks: &[RulesAsk],
     out: &mut Plan,
 ) -> Result<(), ReconcileError> {
     let mut desired: BTreeMap<String, BTreeMap<IngressRule, Vec<&str>>> = BTreeMap::new();
