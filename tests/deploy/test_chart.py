@@ -120,6 +120,12 @@ def check_by_url(docs):
     assert "--webhook-hosts=tgb.example.com" in container(docs)["args"]
 
 
+def check_namespace_selectors(docs):
+    (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["namespaceSelector"] == {"matchExpressions": [
+        {"key": "team", "operator": "In", "values": ["shop", "checkout"]}]}
+
+
 def check_cert_manager(docs):
     cert = one(docs, "Certificate")
     assert cert["spec"]["secretName"] == "tgb-agent-webhook-tls"
@@ -253,6 +259,8 @@ CASES = {
     "no-injection": ({"enablePodReadinessGateInject": False}, "tgb-agent", check_no_injection),
     "fail-policy": ({"webhookConfig": {"failurePolicy": "Fail", "timeoutSeconds": 5}}, "tgb-agent", check_fail_policy),
     "cert-manager": ({"enableCertManager": True}, "tgb-agent", check_cert_manager),
+    "namespace-selectors": ({"webhookNamespaceSelectors": [
+        {"key": "team", "operator": "In", "values": ["shop", "checkout"]}]}, "tgb-agent", check_namespace_selectors),
     "by-url": ({"webhookConfig": {"url": "https://tgb.example.com:9443"}}, "tgb-agent", check_by_url),
 }
 
