@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
 use super::Ports;
@@ -27,7 +27,6 @@ use crate::clock::unix_now;
 use crate::index::{Backend, BackendKey, Nodes};
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
-use crate::k8s::{finalizer, status};
 use crate::model::BindingId;
 use crate::plan::decide::Want;
 use crate::plan::desired::serving_pods;
@@ -49,8 +48,7 @@ const GATE_POLL: Duration = Duration::from_secs(1);
 pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
     let uid = uid_of(tgb)?;
     let started = std::time::Instant::now(); // for tgb_time_to_register_seconds
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
-    finalizer::ensure(&api, tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
+    ctx.kube.writes.ensure_finalizer(tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
     let watched = match watch_inputs(ctx, tgb, &uid).await? {
         Ok(watched) => watched,
         Err(wait) => return Ok(Action::requeue(wait)),
@@ -74,7 +72,7 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     };
     ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
     let fed = Fed { wanted: &wanted, report: &report, left_behind: left_behind.as_deref(), publish_error };
-    let check_within = finish(ctx, tgb, &api, &group, &views, fed).await?;
+    let check_within = finish(ctx, tgb, &group, &views, fed).await?;
     Ok(Action::requeue(ctx.converged(&uid, watched.fingerprint, check_within)))
 }
 
@@ -271,7 +269,6 @@ struct Fed<'a> {
 async fn finish<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    api: &Api<TargetGroupBinding>,
     group: &Group<'_>,
     views: &BackendViews<'_>,
     fed: Fed<'_>,
@@ -291,12 +288,12 @@ async fn finish<P: Ports>(
         networking,
     });
     for (reason, message) in warnings {
-        ctx.kube.events.warning(tgb, reason, message).await;
+        ctx.kube.writes.warning(tgb, reason, message).await;
     }
     let (namespace, name) = (&binding.id.namespace, &binding.id.name);
     ctx.metrics.registered_targets(namespace, name, Some(report.wanted_registered));
     ctx.metrics.binding_observed(namespace, name, observed.ready.is_ok(), report.health.as_ref());
-    status::update(api, tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
+    ctx.kube.writes.update_status(tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
     let family = binding.resolved.family;
     let gates_closed = !binding.instance_mode()
@@ -327,7 +324,7 @@ async fn reclaim_lost_record<P: Ports>(
              binding's endpoints any more, and those cannot be told from another cluster's: check the group (the \
              binding's deletion will wait for that)"
         );
-        ctx.kube.events.warning(tgb, "OwnershipRecordLost", message).await;
+        ctx.kube.writes.warning(tgb, "OwnershipRecordLost", message).await;
     }
     let record = Record::default().with_group(&arn, reclaimed(None, &current, ours_now));
     if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
@@ -413,4 +410,101 @@ async fn clean_previous_groups<P: Ports>(
         }
     }
     (!left.is_empty()).then(|| left.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::context::tests::{Recorded, context_with};
+    use crate::index::Backend;
+    use crate::model::{Account, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupType, TargetId};
+    use crate::plan::desired::{AddressFamily, PortRef};
+    use crate::plan::validate::Resolved;
+
+    const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+
+    fn binding(spec: serde_json::Value) -> TargetGroupBinding {
+        serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "demo", "uid": "u-1"}, "spec": spec}))
+            .expect("binding")
+    }
+
+    #[tokio::test]
+    async fn the_finalizer_comes_first_and_nothing_is_decided_before_the_watches_have_listed() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_with(writes.clone()).await;
+        let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
+        let action = apply(&tgb, &ctx).await.expect("apply");
+        assert_eq!(action, Action::requeue(RECHECK_SOON));
+        assert_eq!(writes.log(), ["finalizer added"], "no status from a backend not listed yet");
+    }
+
+    #[tokio::test]
+    async fn a_spec_mistake_is_an_error_after_the_finalizer_and_before_any_read() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_with(writes.clone()).await;
+        let tgb = binding(json!({"serviceRef": {"name": "web", "port": 80}}));
+        let error = apply(&tgb, &ctx).await.expect_err("no target group named");
+        assert_eq!(error.reason(), "InvalidSpec", "{error}");
+        assert_eq!(writes.log(), ["finalizer added"]);
+    }
+
+    #[tokio::test]
+    async fn a_binding_without_a_uid_writes_nothing() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_with(writes.clone()).await;
+        let mut tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
+        tgb.metadata.uid = None;
+        assert_eq!(apply(&tgb, &ctx).await.expect_err("no uid").reason(), "InvalidObject");
+        assert!(writes.log().is_empty());
+    }
+
+    #[tokio::test]
+    async fn finish_writes_the_decided_status_with_its_warnings_and_polls_health_until_healthy() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_with(writes.clone()).await;
+        let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
+        let watched = Watched {
+            binding: Binding {
+                id: binding_id(&tgb),
+                key: BackendKey { namespace: "demo".into(), service: "web".into() },
+                port: PortRef::Number(80),
+                account: Account::Own,
+                tg: TargetGroupInfo {
+                    arn: ARN.into(),
+                    name: "web".into(),
+                    target_type: TargetGroupType::Ip,
+                    vpc_id: None,
+                    ip_address_type: TargetGroupIpType::Ipv4,
+                    protocol: None,
+                    health_check: None,
+                },
+                resolved: Resolved { target_type: TargetType::Ip, family: AddressFamily::Ipv4 },
+                node_selector: None,
+                shared: false,
+            },
+            backend: Backend::default(),
+            nodes: None,
+            input_changes: watch::channel(0).1,
+            drift_check: false,
+            fingerprint: 0,
+        };
+        let target = |ip: &str| Target::new(TargetId::new(ip, 8080));
+        let wanted = Wanted { targets: [target("10.0.0.1"), target("10.0.0.2")].into(), skipped: Vec::new() };
+        let report = GroupReport {
+            wanted_registered: 1,
+            refused: vec![(target("10.0.0.2"), "InvalidTarget".into())],
+            health: Some(crate::plan::health::HealthSummary { desired: 2, initial: 1, ..Default::default() }),
+            ..GroupReport::default()
+        };
+        let group = Group { watched: &watched, siblings: &[], ours_now: &BTreeSet::new(), uid: "u-1" };
+        let fed = Fed { wanted: &wanted, report: &report, left_behind: None, publish_error: None };
+        let check_within = finish(&ctx, &tgb, &group, &watched.views(), fed).await.expect("finish");
+        assert_eq!(writes.log(), ["Warning TargetRejected", "status"]);
+        let statuses = writes.statuses.lock().map(|s| s.clone()).unwrap_or_default();
+        assert!(matches!(&statuses[0].ready, Err((reason, _)) if reason == "TargetRejected"), "{statuses:?}");
+        assert_eq!((statuses[0].desired, statuses[0].registered), (Some(2), Some(1)));
+        assert_eq!(check_within, Some(HEALTH_POLL), "a target not healthy yet: AWS is read again soon");
+    }
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
 
 use super::Ports;
 use super::context::Context;
@@ -20,7 +20,6 @@ use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::TargetGroups as _;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
-use crate::k8s::finalizer;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
@@ -29,7 +28,6 @@ use crate::plan::instance::instance_ids;
 use crate::plan::validate::{account_of, check_spec};
 
 pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     if tgb.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
         if let Some(wait) = deregister_everything(tgb, ctx).await? {
             return Ok(Action::requeue(wait));
@@ -39,7 +37,7 @@ pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Re
         if let Some(uid) = tgb.uid() {
             ctx.networking.withdraw(&uid);
         }
-        finalizer::remove(&api, tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
+        ctx.kube.writes.remove_finalizer(tgb).await.map_err(ReconcileError::kube("remove the finalizer"))?;
     }
     ctx.forget_binding(tgb);
     Ok(Action::await_change())
@@ -138,7 +136,7 @@ async fn deregister_everything<P: Ports>(
              once seen unhealthy for a while, and left to their owner once seen serving for longer than the \
              group's health checks take to notice a pod gone"
         );
-        ctx.kube.events.normal(tgb, "CleanupWaiting", note).await;
+        ctx.kube.writes.normal(tgb, "CleanupWaiting", note).await;
         return Ok(Some(Duration::from_secs(wait)));
     }
     ctx.kube.records.delete(&id).await?;
@@ -196,5 +194,46 @@ async fn exclusive_group<P: Ports>(
                 &tg_ref;
             if e.means_group_gone(reference) { Ok(None) } else { Err(e) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::context::tests::{Recorded, context_with};
+
+    fn deleted(finalizers: &[&str]) -> TargetGroupBinding {
+        let mut tgb: TargetGroupBinding = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "demo", "uid": "u-1", "finalizers": finalizers},
+            "spec": {"targetGroupARN": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef",
+                     "serviceRef": {"name": "web", "port": 80}}
+        }))
+        .expect("binding");
+        tgb.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        tgb
+    }
+
+    #[tokio::test]
+    async fn a_deletion_that_cannot_read_what_it_registered_keeps_the_finalizer() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_with(writes.clone()).await;
+        let error = cleanup(&deleted(&[crate::api::FINALIZER]), &ctx).await.expect_err("nothing readable");
+        assert!(!writes.log().iter().any(|w| w == "finalizer removed"), "{error}: {:?}", writes.log());
+    }
+
+    #[tokio::test]
+    async fn a_deletion_without_our_finalizer_only_forgets() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_with(writes.clone()).await;
+        ctx.converged("u-1", 7, None);
+        let action = cleanup(&deleted(&["someone.else/finalizer"]), &ctx).await.expect("cleanup");
+        assert_eq!(action, Action::await_change());
+        assert!(writes.log().is_empty(), "{:?}", writes.log());
+        assert!(!ctx.unchanged_since_converged("u-1", 7), "what was kept for it is forgotten");
     }
 }

@@ -12,8 +12,8 @@ use crate::api::TargetGroupBinding;
 use crate::aws::AwsError;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::index::{Backend, BackendIndex, NodeIndex, Nodes, Wake};
-use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
+use crate::k8s::writes::BindingWrites;
 use crate::metrics::Metrics;
 use crate::model::{Account, Cidr, TargetGroupInfo, TargetGroupRef};
 
@@ -25,7 +25,8 @@ pub struct Kube {
     pub client: Client,
     pub bindings: Store<TargetGroupBinding>,
     pub records: OwnershipRecords,
-    pub events: Events,
+    /// The binding's finalizer, status and Events.
+    pub writes: Arc<dyn BindingWrites>,
 }
 
 /// The watches that feed the bindings' inputs, and how they wake bindings.
@@ -349,7 +350,7 @@ pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&N
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::aws::security_groups::Ec2SecurityGroups;
     use crate::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
@@ -357,9 +358,20 @@ mod tests {
     use crate::fence::Fence;
 
     /// A Context whose clients point at a closed port: nothing here sends a request.
-    pub(super) async fn context() -> Context<AwsPorts<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups>> {
+    pub(in crate::controller) type TestContext = Context<AwsPorts<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups>>;
+
+    pub(in crate::controller) async fn context() -> TestContext {
+        context_with(Arc::new(crate::k8s::writes::ApiWrites::new(test_client(), None))).await
+    }
+
+    fn test_client() -> Client {
         let url = "http://127.0.0.1:9".parse().expect("url");
-        let client = Client::try_from(kube::Config::new(url)).expect("client");
+        Client::try_from(kube::Config::new(url)).expect("client")
+    }
+
+    /// A Context writing to `writes`, whose other clients point at a closed port.
+    pub(in crate::controller) async fn context_with(writes: Arc<dyn BindingWrites>) -> TestContext {
+        let client = test_client();
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:9")
@@ -378,7 +390,7 @@ mod tests {
             client: client.clone(),
             bindings: kube::runtime::reflector::store::Writer::default().as_reader(),
             records: OwnershipRecords::new(client.clone(), "tgb-system", Arc::new(Fence::closed())),
-            events: Events::new(client.clone(), None),
+            writes,
         };
         let watches = Watches {
             backends: BackendIndex::new(client.clone(), None, wake.clone()),
@@ -387,6 +399,55 @@ mod tests {
         };
         let contributions = super::super::asks::Contributions::new(wake);
         Context::new(kube, aws, watches, "test".into(), Duration::from_secs(300), metrics, contributions)
+    }
+
+    /// Records what the binding level writes, in order.
+    #[derive(Default)]
+    pub(in crate::controller) struct Recorded {
+        pub log: std::sync::Mutex<Vec<String>>,
+        pub statuses: std::sync::Mutex<Vec<crate::plan::status::Observed>>,
+    }
+
+    impl Recorded {
+        pub fn log(&self) -> Vec<String> {
+            self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        }
+    }
+
+    impl BindingWrites for Recorded {
+        fn ensure_finalizer<'a>(
+            &'a self,
+            _: &'a TargetGroupBinding,
+        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+            self.log.lock().expect("log").push("finalizer added".into());
+            Box::pin(async { Ok(()) })
+        }
+        fn remove_finalizer<'a>(
+            &'a self,
+            _: &'a TargetGroupBinding,
+        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+            self.log.lock().expect("log").push("finalizer removed".into());
+            Box::pin(async { Ok(()) })
+        }
+        fn update_status<'a>(
+            &'a self,
+            _: &'a TargetGroupBinding,
+            observed: &'a crate::plan::status::Observed,
+        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+            self.log.lock().expect("log").push("status".into());
+            self.statuses.lock().expect("statuses").push(observed.clone());
+            Box::pin(async { Ok(()) })
+        }
+        fn event<'a>(
+            &'a self,
+            _: &'a TargetGroupBinding,
+            kind: crate::k8s::writes::EventKind,
+            reason: &'a str,
+            _: String,
+        ) -> futures::future::BoxFuture<'a, ()> {
+            self.log.lock().expect("log").push(format!("{kind:?} {reason}"));
+            Box::pin(async {})
+        }
     }
 
     fn binding(name: &str, uid: &str) -> Arc<TargetGroupBinding> {

@@ -38,9 +38,9 @@ use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{BackendIndex, NodeIndex, Wake};
-use crate::k8s::events::Events;
 use crate::k8s::ownership::OwnershipRecords;
-use crate::k8s::status::{self, Observed};
+use crate::k8s::status::Observed;
+use crate::k8s::writes::ApiWrites;
 use crate::metrics::Metrics;
 
 /// The AWS side, one narrow trait per concern.
@@ -112,7 +112,7 @@ pub async fn run<P: Ports>(
         client: client.clone(),
         bindings: store.clone(),
         records: OwnershipRecords::new(client.clone(), &settings.agent_namespace, settings.fence.clone()),
-        events: Events::new(client, settings.instance),
+        writes: Arc::new(ApiWrites::new(client, settings.instance)),
     };
     let watches = Watches { backends: index, nodes, wake: wake.clone() };
     let contributions = asks::Contributions::new(wake.clone());
@@ -210,7 +210,6 @@ async fn reconcile<P: Ports>(tgb: Arc<TargetGroupBinding>, ctx: Arc<Context<P>>)
 
 /// Every failure shows as `Ready=False` with a reason, and as a Warning Event.
 async fn report_failure<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>, reason: &str, error: &ReconcileError) {
-    let api: Api<TargetGroupBinding> = Api::namespaced(ctx.kube.client.clone(), &tgb.namespace().unwrap_or_default());
     let observed = Observed {
         ready: Err((reason.to_owned(), error.to_string())),
         desired: None,
@@ -218,10 +217,10 @@ async fn report_failure<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>, re
         target_group_arn: None,
         health: None,
     };
-    if let Err(e) = status::update(&api, tgb, &observed).await {
+    if let Err(e) = ctx.kube.writes.update_status(tgb, &observed).await {
         tracing::warn!(error = %e, "could not write the failure into the status");
     }
-    ctx.kube.events.warning(tgb, reason, error.to_string()).await;
+    ctx.kube.writes.warning(tgb, reason, error.to_string()).await;
     ctx.metrics.binding_ready(&tgb.namespace().unwrap_or_default(), &tgb.name_any(), false);
 }
 

@@ -16,7 +16,7 @@ pub async fn report_group<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding, 
              whether this cluster or another one registered it last",
             sample(report.decision.released.iter())
         );
-        ctx.kube.events.warning(tgb, "OwnershipReleased", note).await;
+        ctx.kube.writes.warning(tgb, "OwnershipReleased", note).await;
     }
 }
 
@@ -33,5 +33,5 @@ async fn changed<P: Ports>(
     ctx.metrics.targets_changed(if what == "Registered" { "register" } else { "deregister" }, targets.len());
     tracing::info!(count = targets.len(), arn, "{what} targets");
     let note = format!("{what} {} targets in {arn}: {}", targets.len(), sample(targets.iter().map(|t| &t.id)));
-    ctx.kube.events.normal(tgb, what, note).await;
+    ctx.kube.writes.normal(tgb, what, note).await;
 }

@@ -1,4 +1,5 @@
-//! Thin Kubernetes adapters: status, events, the finalizer, ownership records, live reads, pods.
+//! Thin Kubernetes adapters: status, events, the finalizer (with the binding writes port), ownership
+//! records, live reads, pods.
 
 pub mod events;
 pub mod finalizer;
@@ -8,3 +9,4 @@ pub mod live;
 pub mod ownership;
 pub mod pods;
 pub mod status;
+pub mod writes;
