@@ -70,18 +70,6 @@ async fn targets_in(config: &aws_config::SdkConfig, arn: &str) -> BTreeMap<Strin
         .collect()
 }
 
-/// Runs `tgb-agent plan` as the agent's ServiceAccount; returns (exit code, output).
-fn plan(sandbox: &Sandbox) -> (i32, String) {
-    let out = std::process::Command::new(AGENT)
-        .args(["plan", "--cluster-name", "e2e", "--namespace", "tgb-system"])
-        .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
-        .output()
-        .expect("tgb-agent plan");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
-
 async fn wait_for_targets_in(config: &aws_config::SdkConfig, arn: &str, expected: &[&str]) {
     let expected = set(expected);
     eventually(&format!("{arn} holding {expected:?}"), Duration::from_secs(30), || async {
@@ -133,7 +121,7 @@ async fn a_binding_in_account_a_registers_into_a_group_of_account_b_through_the_
     )
     .await;
     // `plan` reads account B's group through the role, as `run` will, and writes nothing.
-    let (code, text) = plan(&sandbox);
+    let (code, text) = plan_as_agent(&sandbox, "e2e");
     assert_eq!(code, 2, "{text}");
     assert!(text.contains(&arn_b) && !text.contains(&arn_a_same_name), "{text}");
     let registers: Vec<&str> = text

@@ -24,18 +24,6 @@ async fn rules(sandbox: &Sandbox, group: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `tgb-agent plan` as the agent's ServiceAccount: (exit code, output).
-fn plan(sandbox: &Sandbox, cluster: &str) -> (i32, String) {
-    let out = std::process::Command::new(AGENT)
-        .args(["plan", "--cluster-name", cluster, "--namespace", "tgb-system"])
-        .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
-        .output()
-        .expect("tgb-agent plan");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
-
 async fn wait_for_rules(sandbox: &Sandbox, group: &str, expected: &[&str]) {
     let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
     let mut last = BTreeSet::new();
@@ -85,7 +73,7 @@ async fn instance_rules_are_shared_kept_and_cleaned_up() {
     binding(&kube, "demo", "one", spec("web-np")).await;
     binding(&kube, "demo", "two", spec("web-np")).await;
     // plan shows the rule run will authorize on the nodes' group, wanted by both bindings.
-    let (code, text) = plan(&sandbox, "sgi");
+    let (code, text) = plan_as_agent(&sandbox, "sgi");
     assert_eq!(code, 2, "{text}");
     let authorize = text.lines().find(|l| l.contains("+ authorize")).unwrap_or_default().to_owned();
     assert!(text.contains(&format!("security group {node_sg}")), "{text}");
@@ -101,7 +89,7 @@ async fn instance_rules_are_shared_kept_and_cleaned_up() {
     wait_for_condition(&kube, "demo", "two", "True", "Reconciled").await;
     // The LB's own group is never touched.
     assert!(rules(&sandbox, &lb_sg).await.iter().all(|r| !r.ends_with(" sgi")));
-    let (code, text) = plan(&sandbox, "sgi");
+    let (code, text) = plan_as_agent(&sandbox, "sgi");
     assert_eq!(code, 0, "run did what plan said; nothing left:\n{text}");
 
     // One of two bindings goes: the shared rule stays.

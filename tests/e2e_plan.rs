@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::json;
-use tgb_sandbox::{Agent, Sandbox, register_directly};
-
-/// Runs `tgb-agent plan` as the agent's ServiceAccount; returns (exit code, output).
-fn plan(sandbox: &Sandbox) -> (i32, String) {
-    let out = Command::new(AGENT)
-        .args(["plan", "--cluster-name", "e2e", "--namespace", "tgb-system"])
-        .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
-        .output()
-        .expect("tgb-agent plan");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
+use tgb_sandbox::{Agent, register_directly};
 
 /// The `+ register` / `- deregister` lines of a plan as "+id:port" / "-id:port", sorted.
 fn target_changes(text: &str) -> Vec<String> {
@@ -69,7 +55,7 @@ async fn plan_shows_exactly_what_run_then_does() {
     binding(&kube, "demo", "shared", shared).await;
 
     let before = (sandbox.aws_call_count("RegisterTargets").await, sandbox.aws_call_count("DeregisterTargets").await);
-    let (code, text) = plan(&sandbox);
+    let (code, text) = plan_as_agent(&sandbox, "e2e");
     assert_eq!(code, 2, "changes pending:\n{text}");
     // 10.0.0.11 into the exclusive group, the stranger out; both into the shared group; the other
     // cluster's target there untouched (counted as left alone).
@@ -91,7 +77,7 @@ async fn plan_shows_exactly_what_run_then_does() {
     wait_for_targets(&sandbox, &shared_arn, &["10.0.0.10:8080", "10.0.0.11:8080", "10.0.8.8:8080"]).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
     wait_for_condition(&kube, "demo", "shared", "True", "Reconciled").await;
-    let (code, text) = plan(&sandbox);
+    let (code, text) = plan_as_agent(&sandbox, "e2e");
     assert_eq!(code, 0, "nothing left to change:\n{text}");
     assert!(text.contains("Plan: 0 change(s)."), "{text}");
 }
@@ -111,7 +97,7 @@ async fn plan_shows_what_a_deletion_will_remove_and_run_removes_it() {
     delete_binding(&kube, "demo", "web").await;
     assert!(get_binding(&kube, "demo", "web").await.is_some(), "the finalizer holds the binding");
 
-    let (code, text) = plan(&sandbox);
+    let (code, text) = plan_as_agent(&sandbox, "e2e");
     assert_eq!(code, 2, "changes pending:\n{text}");
     assert!(text.contains("being deleted"), "{text}");
     assert_eq!(target_changes(&text), vec!["-10.0.0.10:8080", "-10.0.0.11:8080"], "{text}");
@@ -124,6 +110,6 @@ async fn plan_shows_what_a_deletion_will_remove_and_run_removes_it() {
         get_binding(&kube, "demo", "web").await.is_none().then_some(())
     })
     .await;
-    let (code, text) = plan(&sandbox);
+    let (code, text) = plan_as_agent(&sandbox, "e2e");
     assert_eq!(code, 0, "nothing left to change:\n{text}");
 }

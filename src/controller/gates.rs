@@ -37,8 +37,23 @@ impl GateMemory {
     }
 }
 
+/// The pods of `tgb`'s not-Ready endpoints that declare its gate, read by name.
+pub async fn gated_endpoint_pods_of(
+    client: &Client,
+    tgb: &TargetGroupBinding,
+    slices: &[&SliceView],
+    family: AddressFamily,
+) -> Result<BTreeMap<String, GatedPod>, ReconcileError> {
+    let gate = gate_type(&tgb.name_any());
+    let namespace = tgb.namespace().unwrap_or_default();
+    gated_endpoint_pods(client, &namespace, slices.iter().copied(), family, &gate)
+        .await
+        .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))
+}
+
 /// The pods of `tgb`'s not-Ready endpoints that declare its gate and whose containers are ready:
-/// they are registered, so the load balancer can find them healthy and the gate can open.
+/// they are registered, so the load balancer can find them healthy and the gate can open. The
+/// pods found are remembered for their gates.
 pub async fn held_back(
     client: &Client,
     memory: &GateMemory,
@@ -46,11 +61,7 @@ pub async fn held_back(
     slices: &[&SliceView],
     family: AddressFamily,
 ) -> Result<BTreeSet<String>, ReconcileError> {
-    let gate = gate_type(&tgb.name_any());
-    let namespace = tgb.namespace().unwrap_or_default();
-    let found = gated_endpoint_pods(client, &namespace, slices.iter().copied(), family, &gate)
-        .await
-        .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
+    let found = gated_endpoint_pods_of(client, tgb, slices, family).await?;
     let uid = uid_of(tgb)?;
     let mut memory = memory.lock();
     let known = memory.entry(uid).or_default();

@@ -12,7 +12,7 @@ use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
 use super::observe::{self as inputs, BackendViews, Reads};
 use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
-use super::{asks, networking};
+use super::{asks, gates, networking};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups as _;
 use crate::aws::{Network as _, TargetGroups as _};
@@ -20,12 +20,11 @@ use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
-use crate::k8s::pods::{gated_endpoint_pods, held_back_by_gate};
+use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
 use crate::plan::desired::{AddressFamily, SliceView, held_addresses, serving_pods};
-use crate::plan::gates::gate_type;
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, unclaimed_grace};
@@ -115,12 +114,7 @@ impl<P: Ports> Reads for LiveReads<'_, P> {
         slices: &[&SliceView],
         family: AddressFamily,
     ) -> Result<BTreeSet<String>, ReconcileError> {
-        let gate = gate_type(&tgb.name_any());
-        let namespace = tgb.namespace().unwrap_or_default();
-        let found = gated_endpoint_pods(self.client, &namespace, slices.iter().copied(), family, &gate)
-            .await
-            .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
-        Ok(held_back_by_gate(&found))
+        Ok(held_back_by_gate(&gates::gated_endpoint_pods_of(self.client, tgb, slices, family).await?))
     }
 }
 

@@ -269,3 +269,15 @@ pub async fn ingress_rules(
         })
         .collect()
 }
+
+/// `tgb-agent plan --cluster-name CLUSTER` as the agent's ServiceAccount: (exit code, output).
+pub fn plan_as_agent(sandbox: &Sandbox, cluster: &str) -> (i32, String) {
+    let out = std::process::Command::new(AGENT)
+        .args(["plan", "--cluster-name", cluster, "--namespace", "tgb-system"])
+        .envs(sandbox.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("KUBECONFIG", sandbox.dir().join("agent-kubeconfig"))
+        .output()
+        .expect("tgb-agent plan");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
