@@ -32,6 +32,8 @@ async fn plan_shows_exactly_what_run_then_does() {
     let endpoints = [Ep::Ready("10.0.0.10"), Ep::Ready("10.0.0.11"), Ep::NotReady("10.0.0.12")];
     let (sandbox, aws, kube) = world("plan", &endpoints).await;
     // 10.0.0.12: containers ready, held back only by `web`'s readiness gate: `run` registers it.
+    // Written by hand, like this world's EndpointSlice: the plan must be read at a moment the test
+    // chooses (gated, not yet registered); the kubelet's own part is e2e_webhook's and e2e_workloads'.
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(kube.clone(), "demo");
     let pod = serde_json::from_value(json!({
         "metadata": {"name": "pod-10-0-0-12", "labels": {"app": "web"}},
