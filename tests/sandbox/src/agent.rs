@@ -17,8 +17,24 @@ pub struct Agent {
     log: std::path::PathBuf,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Loopback ports free at the time of the call, held until the returned listeners drop: ports
+/// taken one at a time and released at once can come back equal (the kernel may hand the port
+/// just freed to the next `bind(:0)`), which once gave metrics and webhook the same address.
+/// None of them is in `avoid` (ports the caller already promised to someone else).
+fn free_ports<const N: usize>(avoid: &[u16]) -> anyhow::Result<([u16; N], Vec<TcpListener>)> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        *port = loop {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let candidate = listener.local_addr()?.port();
+            held.push(listener);
+            if !avoid.contains(&candidate) {
+                break candidate;
+            }
+        };
+    }
+    Ok((ports, held))
 }
 
 impl Agent {
@@ -39,19 +55,26 @@ impl Agent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let metrics_addr = format!("127.0.0.1:{}", free_port()?);
-        let health_addr = format!("127.0.0.1:{}", free_port()?);
         let webhook_flag = extra.iter().position(|a| *a == "--webhook-addr");
-        let webhook_addr = match webhook_flag.and_then(|i| extra.get(i + 1)) {
+        let named_webhook = webhook_flag.and_then(|i| extra.get(i + 1));
+        let avoid: Vec<u16> = named_webhook.and_then(|a| a.rsplit(':').next()?.parse().ok()).into_iter().collect();
+        let ([metrics, health, webhook], held) = free_ports::<3>(&avoid)?;
+        let metrics_addr = format!("127.0.0.1:{metrics}");
+        let health_addr = format!("127.0.0.1:{health}");
+        let webhook_addr = match named_webhook {
             Some(addr) => (*addr).to_owned(),
-            None => format!("127.0.0.1:{}", free_port()?),
+            None => format!("127.0.0.1:{webhook}"),
         };
-        let log = sandbox.dir().join(format!("agent-{}.log", free_port()?));
+        // Numbered, never reused: a restarted agent's log must not overwrite its predecessor's.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = sandbox.dir().join(format!("agent-{n}.log"));
         let file = std::fs::File::create(&log).context("agent log")?;
         let named = extra.iter().any(|a| *a == "--cluster-name" || a.starts_with("--cluster-name="));
         // A lone agent per sandbox unless the test elects: a restarted one must not wait for the
         // lease its killed predecessor held.
         let elects = extra.iter().any(|a| a.starts_with("--leader-elect"));
+        drop(held);
         let child = Command::new(binary)
             .arg("run")
             .args(["--metrics-addr", &metrics_addr, "--health-addr", &health_addr])
