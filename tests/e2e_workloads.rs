@@ -180,10 +180,11 @@ async fn gated_rollout_keeps_healthy_targets_throughout() {
     assert!(min_healthy >= 1, "the group had no healthy target during the rollout");
 }
 
-/// A shared binding's ownership record deleted by hand: while its pods serve, what they hold is
-/// this binding's (claimed again, removed at deletion); once they are gone, the binding cannot tell
-/// its targets from another cluster's, so its deletion is held with a reason and a Warning
-/// instead of vanishing quietly.
+/// A shared binding's ownership record deleted by hand: the agent that last wrote it carries on
+/// from memory (an `OwnershipRecordRestored` Warning; its deletion removes its targets). An agent
+/// restarted since remembers nothing: while the pods serve, what they hold is this binding's;
+/// once they are gone, the binding cannot tell its targets from another cluster's, so its
+/// deletion is held with a reason and a Warning instead of vanishing quietly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -192,7 +193,7 @@ async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     spec["multiClusterTargetGroup"] = json!(true);
     binding(&kube, "demo", "web", spec.clone()).await;
     binding(&kube, "demo", "web-2", spec).await;
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
+    let mut agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     serving(&sandbox, &kube, &arn, 2).await;
     wait_for_condition(&kube, "demo", "web", "True", "Reconciled").await;
     wait_for_condition(&kube, "demo", "web-2", "True", "Reconciled").await;
@@ -205,13 +206,15 @@ async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
         }
     };
 
-    // Pods still serving: what they hold is this binding's, removed; the deletion completes.
+    // The agent remembers web-2's record: its deletion removes what it registered, and says why.
     lose("web-2").await;
     delete_binding(&kube, "demo", "web-2").await;
     eventually("web-2 deleted", Duration::from_secs(30), || async {
         get_binding(&kube, "demo", "web-2").await.is_none().then_some(())
     })
     .await;
+    let reasons = warning_reasons(&kube, "demo", "web-2").await;
+    assert!(reasons.contains(&"OwnershipRecordRestored".to_string()), "{reasons:?}");
 
     // `web` re-registers them; its Service and so its endpoints go (fail static: targets kept),
     // then its record is lost.
@@ -225,6 +228,9 @@ async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     })
     .await;
     lose("web").await;
+    // An agent that never saw `web`'s record: a restart forgets.
+    agent.kill();
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     delete_binding(&kube, "demo", "web").await;
     wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordLost").await;
     eventually("an OwnershipRecordLost Warning", Duration::from_secs(10), || async {

@@ -15,7 +15,7 @@ use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
 use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_group};
-use super::lost_record::{lost_record, reclaimed, registered_beyond, remember_lost_record};
+use super::lost_record::{announce_restored, lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::networking;
 use super::observe::{self, BackendViews, Binding};
 use super::report::report_group;
@@ -137,7 +137,8 @@ async fn watch_inputs<P: Ports>(
 }
 
 /// The binding's ownership record: only shared bindings keep claims (an exclusive one owns its
-/// whole group); a shared one whose record was deleted by hand claims again what it can prove.
+/// whole group); a shared one whose record was deleted by hand gets back what this process last
+/// knew of it, or else claims again what it can prove.
 async fn record_of<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
@@ -150,8 +151,24 @@ async fn record_of<P: Ports>(
     }
     match ctx.kube.records.read(&binding.id).await? {
         Some(record) => Ok(record),
-        None => reclaim_lost_record(ctx, tgb, target_groups, ours_now).await,
+        None => match ctx.kube.records.last_known(&binding.id) {
+            Some(known) => restore_lost_record(ctx, tgb, &binding.id, known).await,
+            None => reclaim_lost_record(ctx, tgb, target_groups, ours_now).await,
+        },
     }
+}
+
+/// The record deleted (by hand) since this process last read or wrote it: written back as it was,
+/// so every claim survives, a pending deregistration's included.
+async fn restore_lost_record<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    id: &BindingId,
+    known: Record,
+) -> Result<Record, ReconcileError> {
+    ctx.kube.records.write(id, &known).await?;
+    announce_restored(ctx, tgb).await;
+    Ok(known)
 }
 
 /// Publishes what the binding asks of the security groups; the error, if it could not say.

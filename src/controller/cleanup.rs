@@ -13,7 +13,9 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::group::forget_group;
 use super::group::{GroupResult, GroupTask, Why, reconcile_group};
-use super::lost_record::{accounted_for, held_for_lost_record, lost_record, reclaimed, remember_lost_record};
+use super::lost_record::{
+    accounted_for, announce_restored, held_for_lost_record, lost_record, reclaimed, remember_lost_record,
+};
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
@@ -53,7 +55,17 @@ async fn deregister_everything<P: Ports>(
     let id = binding_id(tgb);
     let all = ctx.kube.bindings.state();
     // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
-    let stored = ctx.kube.records.read(&id).await?;
+    // A record deleted by hand since this process last saw it comes back from memory, whole.
+    let stored = match ctx.kube.records.read(&id).await? {
+        Some(record) => Some(record),
+        None => {
+            let known = ctx.kube.records.last_known(&id);
+            if known.is_some() {
+                announce_restored(ctx, tgb).await;
+            }
+            known
+        }
+    };
     let lost = lost_record(tgb, stored.is_some());
     if let Some((_, registered)) = &lost {
         // Remembered on the binding: the record this pass writes must not make the loss forgotten.

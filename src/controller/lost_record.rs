@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::{Api, Client, ResourceExt};
 
+use super::Ports;
+use super::context::Context;
 use super::error::ReconcileError;
 use crate::api::TargetGroupBinding;
 use crate::model::{RegisteredTarget, TargetId};
@@ -85,4 +87,13 @@ pub(super) async fn remember_lost_record(
         .await
         .map(drop)
         .map_err(ReconcileError::kube("mark the binding's ownership record lost"))
+}
+
+/// The record was found deleted and this process still knew it (see `OwnershipStore::last_known`):
+/// it is used whole, and the operator told that someone deleted it.
+pub(super) async fn announce_restored<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding) {
+    tracing::warn!(binding = %tgb.name_any(), "ownership record deleted by hand; carrying on from memory");
+    let message = "the ownership record was deleted by hand; this agent carries on (and writes it back) from the \
+                   record as it last read or wrote it";
+    ctx.kube.writes.warning(tgb, "OwnershipRecordRestored", message.to_owned()).await;
 }

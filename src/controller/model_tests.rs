@@ -135,6 +135,8 @@ struct Stats {
     /// Targets of pods gone while the record was lost, left registered (they cannot be told from
     /// another cluster's) with the loss remembered on the binding: announced, not silent.
     announced_strands: u32,
+    /// Records lost by hand written back from what the replica last knew of them.
+    restored: u32,
 }
 
 impl Stats {
@@ -148,6 +150,7 @@ impl Stats {
         self.reuses += o.reuses;
         self.removed_under_us += o.removed_under_us;
         self.record_losses += o.record_losses;
+        self.restored += o.restored;
         self.stale_writers += o.stale_writers;
         self.conflicts += o.conflicts;
         self.fenced += o.fenced;
@@ -169,18 +172,26 @@ struct Replica {
     pause_at: Option<u32>,
 }
 
+impl Replica {
+    /// A crashed replica comes back as a new process: nothing it remembered of the record is left.
+    fn restart_if_crashed(&mut self) {
+        if std::mem::take(&mut self.crashed) {
+            self.versions = Versions::default();
+        }
+    }
+}
+
 /// KNOWN BUGS (issue #20) the model finds with the code unmodified: counted and printed, not failed
 /// unless `TGB_MODEL_STRICT=1`; each says how to reproduce it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Known {
     /// A record deleted by hand while the binding lives, at a moment when a target of ours is not
-    /// counted by the status (its deregistration pending, or its pod unready): the next reconcile
-    /// re-claims what the endpoints hold and sees nothing unaccounted for, so that target is
-    /// claimed by nobody and the deletion cannot see the loss. No scripted reproduction yet: the
-    /// random schedules find it (`TGB_MODEL_TRACE=216` prints one: a deregistration whose answer
-    /// was lost leaves an uncertain `Leaving` claim, the record is deleted, the status counts the
-    /// three wanted targets, four are found at the endpoints' addresses). A fix needs the count of
-    /// claims, not of wanted targets, kept where the record's loss cannot take it (the status).
+    /// counted by the status (its deregistration pending, or its pod unready), *and* the agent
+    /// restarted in between, so no process remembers the record (the agent that last read or
+    /// wrote it writes it back whole: `a_record_lost_while_a_deregistration_is_pending_is_written_back_from_memory`).
+    /// The restarted agent re-claims what the endpoints hold and sees nothing unaccounted for, so
+    /// that target is claimed by nobody and the deletion cannot see the loss. Closing it needs the
+    /// claims kept a second time, where the record's loss cannot take them.
     LostWhileLive,
 }
 
@@ -206,8 +217,8 @@ struct Sim {
     lost_annotation: Option<usize>,
     /// The record was deleted by hand while the binding lived.
     lost_live: bool,
-    /// Scripted tests: the next AWS target write is throttled.
-    throttle_next_write: bool,
+    /// Scripted tests: the fault of the next AWS target write.
+    next_write_fault: Option<Fault>,
     /// The deletion ended (finalizer removed), or is held with `OwnershipRecordLost`.
     deleted: bool,
     held: bool,
@@ -322,6 +333,13 @@ impl Sim {
     }
 
     /// Deleting the namespace takes this cluster's pods (and their endpoints) at once.
+    /// Both replicas restart: what they remembered of the record is gone.
+    fn restart_replicas(&mut self) {
+        for replica in &mut self.replicas {
+            replica.versions = Versions::default();
+        }
+    }
+
     fn delete_our_pods(&mut self) {
         for slot in 0..self.pods.len() {
             if self.pods[slot].is_some_and(|p| p.side == Side::Us) {
@@ -517,7 +535,10 @@ impl TargetGroups for Handle {
         if self.fenced(&mut sim) {
             return Err(AwsError::Fenced { op: "RegisterTargets" });
         }
-        let fault = if std::mem::take(&mut sim.throttle_next_write) { Fault::Before } else { sim.fault(self.r) };
+        let fault = match sim.next_write_fault.take() {
+            Some(fault) => fault,
+            None => sim.fault(self.r),
+        };
         let applies = matches!(fault, Fault::None | Fault::After | Fault::Crash { applied: true });
         if applies && targets.iter().any(|t| sim.refused.contains(&t.id)) {
             sim.stats.refusals += 1;
@@ -539,7 +560,10 @@ impl TargetGroups for Handle {
         if self.fenced(&mut sim) {
             return Err(AwsError::Fenced { op: "DeregisterTargets" });
         }
-        let fault = if std::mem::take(&mut sim.throttle_next_write) { Fault::Before } else { sim.fault(self.r) };
+        let fault = match sim.next_write_fault.take() {
+            Some(fault) => fault,
+            None => sim.fault(self.r),
+        };
         let applies = matches!(fault, Fault::None | Fault::After | Fault::Crash { applied: true });
         if applies && targets.iter().any(|t| !sim.group.contains_key(&t.id)) {
             return Err(AwsError::InvalidTarget { op: "DeregisterTargets", message: "not registered".into() });
@@ -578,7 +602,11 @@ impl OwnershipStore for Handle {
     async fn read(&self, _: &BindingId) -> Result<Option<Record>, RecordError> {
         let mut sim = self.world.sim();
         let version = sim.record.as_ref().map(|_| sim.record_version.to_string());
-        sim.replicas[self.r].versions.read(&OwnershipRecords::name(&binding_id()), version);
+        let name = OwnershipRecords::name(&binding_id());
+        sim.replicas[self.r].versions.read(&name, version);
+        if let Some(record) = sim.record.clone() {
+            sim.replicas[self.r].versions.remember(&name, &record);
+        }
         Ok(sim.record.clone())
     }
 
@@ -617,6 +645,7 @@ impl OwnershipStore for Handle {
             Fault::None => {
                 let version = sim.record_version.to_string();
                 sim.replicas[self.r].versions.written(&name, Some(version));
+                sim.replicas[self.r].versions.remember(&name, record);
                 Ok(())
             }
             // Landed, the answer lost: the replica still holds the version before.
@@ -646,6 +675,10 @@ impl OwnershipStore for Handle {
         sim.note(|_| format!("replica {r} deletes the record"));
         Ok(())
     }
+
+    fn last_known(&self, binding: &BindingId) -> Option<Record> {
+        self.world.sim().replicas[self.r].versions.last_known(&OwnershipRecords::name(binding))
+    }
 }
 
 fn ours_now(sim: &Sim) -> BTreeSet<String> {
@@ -665,13 +698,20 @@ async fn reconcile_as(world: World, r: usize) {
     let h = Handle { world: world.clone(), r };
     let (wanted, ours_now, now) = {
         let mut sim = world.sim();
-        sim.replicas[r].crashed = false;
+        sim.replicas[r].restart_if_crashed();
         let wanted: BTreeSet<Target> = sim.wanted().into_iter().map(Target::new).collect();
         (wanted, ours_now(&sim), sim.now)
     };
     let Ok(stored) = h.read(&binding_id()).await else { return };
     let mut record = stored.clone().unwrap_or_default();
-    if stored.is_none() {
+    let known = if stored.is_none() { h.last_known(&binding_id()) } else { None };
+    if let Some(known) = known {
+        world.sim().stats.restored += 1;
+        if h.write(&binding_id(), &known).await.is_err() {
+            return;
+        }
+        record = known;
+    } else if stored.is_none() {
         let tgb = binding_object(&world.sim());
         if let Some((_, registered)) = lost_record(&tgb, false) {
             let Ok(current) = h.targets(ARN).await else { return };
@@ -743,10 +783,11 @@ async fn delete_as(world: World, r: usize) {
         if sim.deleted || sim.held {
             return;
         }
-        sim.replicas[r].crashed = false;
+        sim.replicas[r].restart_if_crashed();
         (ours_now(&sim), sim.now, binding_object(&sim))
     };
     let Ok(stored) = h.read(&binding_id()).await else { return };
+    let stored = stored.or_else(|| h.last_known(&binding_id()));
     let lost = lost_record(&tgb, stored.is_some());
     if let Some((_, registered)) = &lost {
         let mut sim = world.sim();
@@ -917,7 +958,7 @@ fn new_world(seed: u64, loss_rate: f64, change_rate: f64) -> World {
         status_registered: None,
         lost_annotation: None,
         lost_live: false,
-        throttle_next_write: false,
+        next_write_fault: None,
         deleted: false,
         held: false,
         refused,
@@ -1062,7 +1103,7 @@ fn shared_group_survives_crashes_lost_answers_address_reuse_lost_records_and_sta
     println!(
         "{schedules} schedules: {} deregistrations, {} lost answers, {} crashes, {} refused batches, \
          {} deletion passes waiting out the health lag, {} releases, {} reuses of a routed address, \
-         {} adopted targets deregistered by the other cluster, {} records lost by hand, {} deletions held \
+         {} adopted targets deregistered by the other cluster, {} records lost by hand ({} written back from memory), {} deletions held \
          (OwnershipRecordLost; {} with nothing of ours left), {} targets left after a record lost while the binding lived \
          (the loss remembered on the binding), {} leader changes mid-reconcile, {} deposed writes fenced, {} landing late, \
          {} record writes refused as stale (changed since read); violations=0",
@@ -1075,6 +1116,7 @@ fn shared_group_survives_crashes_lost_answers_address_reuse_lost_records_and_sta
         totals.reuses,
         totals.removed_under_us,
         totals.record_losses,
+        totals.restored,
         totals.held,
         totals.held_clean,
         totals.announced_strands,
@@ -1122,7 +1164,7 @@ fn a_deposed_leaders_settle_never_drops_the_new_leaders_claim() {
         sim.fault_rate = 0.0;
         sim.refused.clear();
         sim.pods[4] = Some(Pod { side: Side::Us, ready: true });
-        sim.throttle_next_write = true;
+        sim.next_write_fault = Some(Fault::Before);
     }
     // 0: claim written (write 0), registration throttled (write 1); stops before its settle (write 2).
     let Some(mut old) = until_write(&world, 0, 2) else { panic!("0 ended before its settle") };
@@ -1176,6 +1218,7 @@ fn a_lost_records_deletion_counts_reclaimed_targets_not_endpoints() {
         sim.leave(5);
         sim.pods[7] = Some(Pod { side: Side::Us, ready: true });
         sim.record = None;
+        sim.restart_replicas();
     }
     for _ in 0..4 {
         reconcile(&world, true);
@@ -1188,8 +1231,8 @@ fn a_lost_records_deletion_counts_reclaimed_targets_not_endpoints() {
     assert!(sim.held, "10.0.0.5 cannot be told from another cluster's: held");
 }
 
-/// The record is deleted by hand while the binding lives and 10.0.0.5's pod leaves before the next
-/// reconcile. That reconcile finds fewer of the targets its status counted at its endpoints'
+/// The record is deleted by hand while the binding lives (and the agent restarts, so nothing
+/// remembers it) and 10.0.0.5's pod leaves before the next reconcile. That reconcile finds fewer of the targets its status counted at its endpoints'
 /// addresses than it registered: the loss is remembered on the binding, and the deletion is held
 /// with a reason instead of ending with 10.0.0.5 left behind silently.
 #[test]
@@ -1206,6 +1249,7 @@ fn a_record_lost_while_the_binding_lives_holds_its_deletion_when_a_target_is_una
     {
         let mut sim = world.sim();
         sim.record = None;
+        sim.restart_replicas();
         sim.leave(5);
     }
     reconcile(&world, false);
@@ -1218,4 +1262,46 @@ fn a_record_lost_while_the_binding_lives_holds_its_deletion_when_a_target_is_una
     let ours: Vec<&TargetId> =
         sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect();
     assert!(sim.held || ours.is_empty(), "deletion done with {ours:?} left, nothing saying so");
+}
+
+/// Found by this model (`LostWhileLive`): the record is deleted by hand while 10.0.0.5's
+/// deregistration is pending (no answer: an uncertain `Leaving` claim), which no count on the
+/// status can miss it. The agent that last wrote the record writes it back whole from memory: the
+/// pending claim survives, 10.0.0.5 leaves, the deletion ends with nothing left and nothing held.
+#[test]
+fn a_record_lost_while_a_deregistration_is_pending_is_written_back_from_memory() {
+    let world = new_world(0, 0.0, 0.0);
+    {
+        let mut sim = world.sim();
+        sim.fault_rate = 0.0;
+        sim.refused.clear();
+        sim.pods[2] = Some(Pod { side: Side::Us, ready: true });
+        sim.pods[5] = Some(Pod { side: Side::Us, ready: true });
+    }
+    reconcile(&world, false);
+    {
+        let mut sim = world.sim();
+        // Past their initial health checks.
+        sim.group.values_mut().for_each(|e| e.age += 1);
+        sim.leave(5);
+        // Not taken, and the answer says nothing: 10.0.0.5 stays registered, its claim uncertain.
+        sim.next_write_fault = Some(Fault::Unknown);
+    }
+    reconcile(&world, false);
+    {
+        let mut sim = world.sim();
+        assert!(sim.active(&address(5)).is_some(), "the deregistration did not land");
+        sim.record = None;
+    }
+    reconcile(&world, false);
+    assert!(world.sim().record.is_some(), "the record is written back");
+    world.sim().delete_our_pods();
+    for _ in 0..4 {
+        reconcile(&world, true);
+        world.sim().now += UNCERTAIN_GRACE_SECS;
+    }
+    let sim = world.sim();
+    let ours: Vec<&TargetId> =
+        sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect();
+    assert!(ours.is_empty() && !sim.held && sim.deleted, "left {ours:?}, held {}", sim.held);
 }

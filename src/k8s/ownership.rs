@@ -54,12 +54,19 @@ pub trait OwnershipStore: Send + Sync + 'static {
     fn write(&self, binding: &BindingId, record: &Record) -> impl Future<Output = Result<(), RecordError>> + Send;
     /// Removes the record; a missing one is fine.
     fn delete(&self, binding: &BindingId) -> impl Future<Output = Result<(), RecordError>> + Send;
+    /// The record as this process last read or wrote it, unless another writer changed it since or
+    /// we deleted it: what a record deleted by hand held, claims a pending deregistration still
+    /// needs included. Memory only (a restart forgets it); it survives a read that finds the record
+    /// gone, so the caller can tell "never had one" from "lost".
+    fn last_known(&self, binding: &BindingId) -> Option<Record>;
 }
 
 /// What one replica last saw of each record: the precondition its next write of it carries.
 #[derive(Debug, Default)]
 pub struct Versions {
     seen: HashMap<String, Seen>,
+    /// The record at the version last read or written by this replica (see `last_known`).
+    known: HashMap<String, Record>,
 }
 
 #[derive(Clone, Debug)]
@@ -108,11 +115,27 @@ impl Versions {
     /// replace the newer record unconditionally.
     pub fn conflicted(&mut self, name: &str) {
         self.seen.insert(name.to_owned(), Seen::Stale);
+        self.known.remove(name);
     }
 
     /// We deleted it.
     pub fn deleted(&mut self, name: &str) {
         self.seen.insert(name.to_owned(), Seen::Absent);
+        self.known.remove(name);
+    }
+
+    /// What a read found or a write left, as the record stands now. A read that finds the record
+    /// absent does not call this: the last one known stays, to be restored.
+    pub fn remember(&mut self, name: &str, record: &Record) {
+        self.known.insert(name.to_owned(), record.clone());
+    }
+
+    /// Nothing once another writer may have changed it since (or our write's answer was lost).
+    pub fn last_known(&self, name: &str) -> Option<Record> {
+        match self.seen.get(name) {
+            Some(Seen::Stale) | None => None,
+            Some(Seen::Version(_) | Seen::Absent) => self.known.get(name).cloned(),
+        }
     }
 }
 
@@ -172,6 +195,7 @@ impl OwnershipStore for OwnershipRecords {
         if !bad.is_empty() {
             return Err(RecordError::Corrupt { name, lines: bad });
         }
+        self.versions().remember(&name, &record);
         Ok(Some(record))
     }
 
@@ -219,7 +243,9 @@ impl OwnershipStore for OwnershipRecords {
         };
         match written {
             Ok(cm) => {
-                self.versions().written(&name, cm.metadata.resource_version);
+                let mut versions = self.versions();
+                versions.written(&name, cm.metadata.resource_version);
+                versions.remember(&name, record);
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
@@ -259,6 +285,10 @@ impl OwnershipStore for OwnershipRecords {
             Err(source) => Err(RecordError::Kube { name, action: "deleted", source }),
         }
     }
+
+    fn last_known(&self, binding: &BindingId) -> Option<Record> {
+        self.versions().last_known(&Self::name(binding))
+    }
 }
 
 #[cfg(test)]
@@ -283,5 +313,32 @@ mod tests {
         assert_eq!(versions.precondition("r"), Precondition::ReadFirst, "a write whose version is unknown");
         versions.deleted("r");
         assert_eq!(versions.precondition("r"), Precondition::Create);
+    }
+
+    /// What was last read or written survives a read that finds the record gone (deleted by hand),
+    /// and nothing else: another writer's change or our own deletion forgets it.
+    #[test]
+    fn the_last_known_record_survives_its_deletion_by_hand_only() {
+        let record = Record::default().with_group(
+            "arn",
+            [(crate::model::TargetId::new("10.0.0.1", 80), crate::plan::ownership::Claim::Registered)].into(),
+        );
+        let mut versions = Versions::default();
+        versions.read("r", Some("3".into()));
+        versions.remember("r", &record);
+        versions.read("r", None);
+        assert_eq!(versions.last_known("r"), Some(record.clone()), "deleted by hand: still known");
+        versions.written("r", Some("4".into()));
+        versions.remember("r", &record);
+        versions.conflicted("r");
+        assert_eq!(versions.last_known("r"), None, "another writer changed it");
+        versions.read("r", Some("5".into()));
+        versions.remember("r", &record);
+        versions.written("r", None);
+        assert_eq!(versions.last_known("r"), None, "our write's outcome unknown");
+        versions.read("r", Some("6".into()));
+        versions.remember("r", &record);
+        versions.deleted("r");
+        assert_eq!(versions.last_known("r"), None, "we deleted it");
     }
 }
