@@ -265,6 +265,11 @@ pub struct TargetGroupBindingStatus {
     /// Number of desired targets found registered (not draining) in the target group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_targets: Option<i32>,
+    /// Shared bindings: targets in the group that this binding's ownership record claims, pending
+    /// deregistrations included. Kept beside the record so that, should the record be deleted, the
+    /// binding knows how many targets it must still account for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_targets: Option<i32>,
     /// ARN the binding resolved to (useful when only targetGroupName is set).
     #[serde(rename = "targetGroupARN", default, skip_serializing_if = "Option::is_none")]
     pub target_group_arn: Option<String>,

@@ -126,8 +126,15 @@ pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
         }
         Want::Nothing => (0, None, BTreeMap::new()),
     };
+    let in_group: BTreeSet<&TargetId> =
+        current.iter().map(|t| &t.target.id).chain(registered_now.iter().map(|t| &t.id)).collect();
+    let claimed = decision
+        .claims_before
+        .is_some()
+        .then(|| record.claims(task.arn).map_or(0, |c| c.keys().filter(|id| in_group.contains(id)).count()));
     let report = GroupReport {
         wanted_registered,
+        claimed,
         health,
         states,
         deregistered: deregistered.applied(&decision.deregister),

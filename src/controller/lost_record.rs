@@ -65,7 +65,9 @@ pub(super) fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<
     let status = tgb.status.as_ref()?;
     let arn = status.target_group_arn.clone()?;
     let remembered = tgb.annotations().get(RECORD_LOST_ANNOTATION).and_then(|v| v.parse::<usize>().ok());
-    let registered = usize::try_from(status.registered_targets.unwrap_or(0)).unwrap_or(0);
+    // Claims count pending deregistrations too, which the registered count leaves out.
+    let count = |n: Option<i32>| usize::try_from(n.unwrap_or(0)).unwrap_or(0);
+    let registered = count(status.registered_targets).max(count(status.claimed_targets));
     let shared = tgb.spec.multi_cluster_target_group == Some(true);
     match remembered {
         Some(n) => Some((arn, n)),
@@ -96,4 +98,32 @@ pub(super) async fn announce_restored<P: Ports>(ctx: &Context<P>, tgb: &TargetGr
     let message = "the ownership record was deleted by hand; this agent carries on (and writes it back) from the \
                    record as it last read or wrote it";
     ctx.kube.writes.warning(tgb, "OwnershipRecordRestored", message.to_owned()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{TargetGroupBindingSpec, TargetGroupBindingStatus};
+
+    fn shared(registered: i32, claimed: Option<i32>) -> TargetGroupBinding {
+        let spec = TargetGroupBindingSpec { multi_cluster_target_group: Some(true), ..Default::default() };
+        let mut tgb = TargetGroupBinding::new("web", spec);
+        tgb.status = Some(TargetGroupBindingStatus {
+            target_group_arn: Some("arn".into()),
+            registered_targets: Some(registered),
+            claimed_targets: claimed,
+            ..Default::default()
+        });
+        tgb
+    }
+
+    /// A pending deregistration is claimed but not counted as registered: the claim count is what
+    /// a lost record's binding must account for.
+    #[test]
+    fn a_lost_record_must_account_for_its_claims_not_only_its_registered_targets() {
+        assert_eq!(lost_record(&shared(2, Some(3)), false), Some(("arn".into(), 3)));
+        assert_eq!(lost_record(&shared(2, None), false), Some(("arn".into(), 2)), "a status from before the count");
+        assert_eq!(lost_record(&shared(2, Some(3)), true), None, "the record is there");
+        assert_eq!(lost_record(&shared(0, Some(0)), false), None, "nothing was ever ours");
+    }
 }

@@ -214,6 +214,7 @@ async fn report_failure<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>, re
         ready: Err((reason.to_owned(), error.to_string())),
         desired: None,
         registered: None,
+        claimed: None,
         target_group_arn: None,
         health: None,
     };

@@ -185,13 +185,12 @@ impl Replica {
 /// unless `TGB_MODEL_STRICT=1`; each says how to reproduce it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Known {
-    /// A record deleted by hand while the binding lives, at a moment when a target of ours is not
-    /// counted by the status (its deregistration pending, or its pod unready), *and* the agent
-    /// restarted in between, so no process remembers the record (the agent that last read or
-    /// wrote it writes it back whole: `a_record_lost_while_a_deregistration_is_pending_is_written_back_from_memory`).
-    /// The restarted agent re-claims what the endpoints hold and sees nothing unaccounted for, so
-    /// that target is claimed by nobody and the deletion cannot see the loss. Closing it needs the
-    /// claims kept a second time, where the record's loss cannot take them.
+    /// A record deleted by hand while the binding lives and the agent restarted in between (the
+    /// agent that last read or wrote it writes it back whole from memory), *before* any status
+    /// with a claim count was written (the status counts claims, pending deregistrations
+    /// included, so a later loss holds the deletion): the restarted agent re-claims what the
+    /// endpoints hold and sees nothing unaccounted for. `TGB_MODEL_TRACE=1769` prints one: every
+    /// reconcile up to the loss ended before its status write.
     LostWhileLive,
 }
 
@@ -213,6 +212,8 @@ struct Sim {
     leader: usize,
     /// The binding's status: wanted targets registered at its last reconcile (`None`: never).
     status_registered: Option<usize>,
+    /// Its `claimedTargets`.
+    status_claimed: Option<usize>,
     /// The binding's `ownership-record-lost` annotation.
     lost_annotation: Option<usize>,
     /// The record was deleted by hand while the binding lived.
@@ -745,6 +746,8 @@ async fn reconcile_as(world: World, r: usize) {
         return;
     }
     sim.status_registered = Some(report.wanted_registered);
+    sim.status_claimed = report.claimed.or(sim.status_claimed);
+    sim.note(|s| format!("status: registered {:?} claimed {:?}", s.status_registered, s.status_claimed));
     // While the other cluster may still deregister an entry our pod now needs, the agent must be
     // back soon to register it again.
     let exposed = sim.group.iter().any(|(id, e)| {
@@ -766,6 +769,7 @@ fn binding_object(sim: &Sim) -> TargetGroupBinding {
     tgb.status = sim.status_registered.map(|n| TargetGroupBindingStatus {
         target_group_arn: Some(ARN.into()),
         registered_targets: i32::try_from(n).ok(),
+        claimed_targets: sim.status_claimed.and_then(|n| i32::try_from(n).ok()),
         ..Default::default()
     });
     if let Some(n) = sim.lost_annotation {
@@ -956,6 +960,7 @@ fn new_world(seed: u64, loss_rate: f64, change_rate: f64) -> World {
         replicas: [Replica::default(), Replica::default()],
         leader: 0,
         status_registered: None,
+        status_claimed: None,
         lost_annotation: None,
         lost_live: false,
         next_write_fault: None,

@@ -69,6 +69,7 @@ pub fn next_status(tgb: &TargetGroupBinding, observed: &Observed) -> TargetGroup
         conditions,
         desired_targets: observed.desired.map(count).or(current.desired_targets),
         registered_targets: observed.registered.map(count).or(current.registered_targets),
+        claimed_targets: observed.claimed.map(count).or(current.claimed_targets),
         target_group_arn: observed.target_group_arn.clone().or(current.target_group_arn),
         healthy_targets,
         targets,
@@ -102,6 +103,7 @@ mod tests {
             ready: ready.map(str::to_owned).map_err(|(r, m)| (r.to_owned(), m.to_owned())),
             desired: Some(2),
             registered: Some(2),
+            claimed: None,
             target_group_arn: Some("arn".into()),
             health: None,
         }

@@ -17,6 +17,8 @@ pub struct GroupReport {
     pub refused: Vec<(Target, String)>,
     /// Wanted targets registered once the writes are done (seen registered, or registered now).
     pub wanted_registered: usize,
+    /// Shared bindings: claims in the record on targets in the group (as read, or registered now).
+    pub claimed: Option<usize>,
     /// The wanted targets' health as just read (new registrations count as initial).
     pub health: Option<HealthSummary>,
     /// Each wanted target's state and ELBv2 reason as just read (new registrations: initial).

@@ -13,6 +13,8 @@ pub struct Observed {
     pub ready: Result<String, (String, String)>,
     pub desired: Option<usize>,
     pub registered: Option<usize>,
+    /// Shared bindings: see `TargetGroupBindingStatus::claimed_targets`.
+    pub claimed: Option<usize>,
     pub target_group_arn: Option<String>,
     /// The health of the desired targets, as just read from AWS (`None`: not read this time).
     pub health: Option<HealthSummary>,
@@ -81,6 +83,7 @@ pub fn status(inputs: StatusInputs<'_>) -> StatusPlan {
         ready,
         desired: Some(wanted.targets.len()),
         registered: Some(report.wanted_registered),
+        claimed: report.claimed,
         target_group_arn,
         health: report.health.clone(),
     };
