@@ -14,7 +14,7 @@ use super::Ports;
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
-use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_group};
+use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_target_group};
 use super::lost_record::{announce_restored, lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::networking;
 use super::observe::{self, BackendViews, Binding};
@@ -239,7 +239,7 @@ async fn feed_group<P: Ports>(
             },
             read: read.as_deref(),
         };
-        match reconcile_group(target_groups, &ctx.kube.records, record, task).await {
+        match reconcile_target_group(target_groups, &ctx.kube.records, record, task).await {
             Ok(GroupResult::Done(report)) => break report,
             Ok(GroupResult::NeedsConfirmation(current)) => {
                 read = Some(current);
@@ -405,7 +405,7 @@ async fn clean_previous_groups<P: Ports>(
             why: Why::change(),
             read: None,
         };
-        match reconcile_group(&*target_groups, &ctx.kube.records, record, task).await {
+        match reconcile_target_group(&*target_groups, &ctx.kube.records, record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if record.claims(&arn).is_some_and(|c| !c.is_empty()) {

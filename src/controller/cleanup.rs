@@ -12,7 +12,7 @@ use super::Ports;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::group::forget_group;
-use super::group::{GroupResult, GroupTask, Why, reconcile_group};
+use super::group::{GroupResult, GroupTask, Why, reconcile_target_group};
 use super::lost_record::{
     accounted_for, announce_restored, held_for_lost_record, lost_record, reclaimed, remember_lost_record,
 };
@@ -118,7 +118,7 @@ async fn deregister_everything<P: Ports>(
             why: Why::change(),
             read: None,
         };
-        match reconcile_group(&**target_groups, &ctx.kube.records, &mut record, task).await {
+        match reconcile_target_group(&**target_groups, &ctx.kube.records, &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if let Some(r) = report.decision.recheck_in {

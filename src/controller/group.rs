@@ -78,7 +78,7 @@ pub enum GroupResult {
 
 /// Runs `task`. `record` is the binding's persisted record (shared bindings) and is kept equal to
 /// what was last persisted. An error after some writes still leaves `record` truthful.
-pub async fn reconcile_group<T: TargetGroups, R: OwnershipStore>(
+pub async fn reconcile_target_group<T: TargetGroups, R: OwnershipStore>(
     aws: &T,
     store: &R,
     record: &mut Record,
@@ -155,7 +155,7 @@ pub struct Observed {
     pub decision: GroupDecision,
 }
 
-/// Observe and decide, nothing written: the first half of [`reconcile_group`], and all of
+/// Observe and decide, nothing written: the first half of [`reconcile_target_group`], and all of
 /// `tgb-agent plan`, so the plan shows exactly what a reconcile would do.
 pub async fn observe<T: TargetGroups, R: OwnershipStore>(
     aws: &T,

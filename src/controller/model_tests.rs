@@ -18,7 +18,7 @@
 //! record) while the new leader, knowing nothing, reconciles: the deposed leader's write is then
 //! refused by its fence, or lands late (sent before the fence closed), before the new leader's
 //! first write or in the middle of its reconcile. A live reconcile is `apply`'s (the record read,
-//! absent counting as empty, around `reconcile_group`); a deletion pass restates
+//! absent counting as empty, around `reconcile_target_group`); a deletion pass restates
 //! `cleanup::deregister_everything` for the one group, its record-loss decisions made by the real
 //! `lost_record`, `reclaimed` and `held_for_lost_record` from the binding's status (registered
 //! targets at the last reconcile) and annotation.
@@ -54,7 +54,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use super::group::{GroupResult, GroupTask, reconcile_group};
+use super::group::{GroupResult, GroupTask, reconcile_target_group};
 use super::lost_record::{
     RECORD_LOST_ANNOTATION, accounted_for, held_for_lost_record, lost_record, reclaimed, registered_beyond,
 };
@@ -694,7 +694,7 @@ fn ours_now(sim: &Sim) -> BTreeSet<String> {
 /// `apply` does for a shared binding (read the record; absent while the status says targets were
 /// registered: what the endpoints hold is claimed again and written, and the loss remembered on
 /// the binding when fewer are accounted for, by the real `lost_record`, `registered_beyond` and
-/// `reclaimed`; else absent counts as empty) around `reconcile_group`.
+/// `reclaimed`; else absent counts as empty) around `reconcile_target_group`.
 async fn reconcile_as(world: World, r: usize) {
     let h = Handle { world: world.clone(), r };
     let (wanted, ours_now, now) = {
@@ -738,7 +738,7 @@ async fn reconcile_as(world: World, r: usize) {
         why: super::group::Why::change(),
         read: None,
     };
-    let result = reconcile_group(&h, &h, &mut record, task).await;
+    let result = reconcile_target_group(&h, &h, &mut record, task).await;
     assert!(!matches!(result, Ok(GroupResult::NeedsConfirmation(_))), "confirmed inputs never ask for confirmation");
     let Ok(GroupResult::Done(report)) = result else { return };
     let mut sim = world.sim();
@@ -820,7 +820,7 @@ async fn delete_as(world: World, r: usize) {
             why: super::group::Why::change(),
             read: None,
         };
-        let Ok(GroupResult::Done(report)) = reconcile_group(&h, &h, &mut record, task).await else { return };
+        let Ok(GroupResult::Done(report)) = reconcile_target_group(&h, &h, &mut record, task).await else { return };
         let mut sim = world.sim();
         sim.stats.lag_waits += u32::from(!report.decision.uncertain_kept.is_empty());
         sim.stats.releases += u32::try_from(report.decision.released.len()).unwrap_or(u32::MAX);

@@ -179,7 +179,7 @@ async fn pass<P: Ports>(ctx: &Context<P>) -> Option<Duration> {
     let no_rules = BTreeMap::new();
     for group in groups {
         let wanted = desired.get(&group).unwrap_or(&no_rules);
-        match reconcile_group(ctx, &group, wanted, &protected, may_release, grace).await {
+        match reconcile_security_group(ctx, &group, wanted, &protected, may_release, grace).await {
             Ok(done) => {
                 left |= done.wrote || done.recheck.is_some();
                 if let Some(r) = done.recheck {
@@ -244,7 +244,7 @@ struct GroupDone {
 }
 
 /// Plans and applies one group. `Err`: the bindings whose rules failed, with why.
-async fn reconcile_group<P: Ports>(
+async fn reconcile_security_group<P: Ports>(
     ctx: &Context<P>,
     group: &str,
     wanted: &BTreeMap<IngressRule, BTreeSet<String>>,

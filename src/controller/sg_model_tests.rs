@@ -4,7 +4,7 @@
 //!
 //! What runs for real: the planner [`plan_group`] with its grace [`unclaimed_grace`], the tag
 //! reading [`claims_of`] and the revoke's re-read filter [`still_unclaimed`]. What is re-stated:
-//! `networking::reconcile_group` (and the part of `networking::pass` that decides whether the group
+//! `networking::reconcile_security_group` (and the part of `networking::pass` that decides whether the group
 //! is planned, with `may_release`, `ever_asked` and `swept`) cannot be called from here: it is private to
 //! `networking`, takes a `Context` that needs a kube `Client`, and reads the wall clock. So the
 //! pass below repeats its order, line for line: read the group, plan, remember the unclaimed
@@ -945,7 +945,7 @@ async fn pass(world: World, x: usize) -> Option<u64> {
     }
     let mut recheck = None;
     if planned {
-        match reconcile_group(&ec2, cluster, &desired, &protected, may_release).await {
+        match reconcile_security_group(&ec2, cluster, &desired, &protected, may_release).await {
             Ok((group_recheck, wrote)) => {
                 left |= wrote || group_recheck.is_some();
                 recheck = group_recheck;
@@ -959,8 +959,8 @@ async fn pass(world: World, x: usize) -> Option<u64> {
     recheck
 }
 
-/// `networking::reconcile_group`, in its order (no rules quota here).
-async fn reconcile_group(
+/// `networking::reconcile_security_group`, in its order (no rules quota here).
+async fn reconcile_security_group(
     ec2: &Ec2,
     cluster: &str,
     desired: &BTreeSet<IngressRule>,
