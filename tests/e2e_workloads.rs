@@ -228,10 +228,14 @@ async fn a_lost_ownership_record_never_lets_a_binding_vanish_quietly() {
     })
     .await;
     lose("web").await;
-    // An agent that never saw `web`'s record: a restart forgets.
+    // An agent that never saw `web`'s record: a restart forgets. `plan` (no memory either) says
+    // before it what the deletion will do: remove nothing, and wait.
     agent.kill();
-    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     delete_binding(&kube, "demo", "web").await;
+    let (_, text) = plan_as_agent(&sandbox, "e2e");
+    assert!(text.contains("OwnershipRecordLost") && text.contains("the deletion would be held"), "{text}");
+    assert!(!text.contains("- deregister"), "{text}");
+    let _agent = Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s"]).expect("agent");
     wait_for_condition(&kube, "demo", "web", "False", "OwnershipRecordLost").await;
     eventually("an OwnershipRecordLost Warning", Duration::from_secs(10), || async {
         warning_reasons(&kube, "demo", "web").await.contains(&"OwnershipRecordLost".to_string()).then_some(())

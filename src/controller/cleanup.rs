@@ -3,10 +3,11 @@
 //! why, so a deletion is never silently stuck and nothing it registered is left behind.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
 
 use super::Ports;
 use super::context::Context;
@@ -16,10 +17,11 @@ use super::group::{GroupResult, GroupTask, Why, reconcile_target_group};
 use super::lost_record::{
     accounted_for, announce_restored, held_for_lost_record, lost_record, reclaimed, remember_lost_record,
 };
+use super::observe::Reads;
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
-use crate::aws::TargetGroups as _;
+use crate::aws::TargetGroups;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
@@ -27,6 +29,7 @@ use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
+use crate::plan::ownership::Record;
 use crate::plan::validate::{account_of, check_spec};
 
 pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
@@ -45,33 +48,43 @@ pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Re
     Ok(Action::await_change())
 }
 
-/// Cleans every group that may hold this binding's targets: those its ownership record names, and
-/// for an exclusive binding the group its spec (or status) names. `Some(wait)`: claims remain whose
-/// targets must be watched a while longer before they can be removed safely.
-async fn deregister_everything<P: Ports>(
+/// What a deletion acts on, read once: the same for `cleanup` and for `plan`.
+pub(super) struct Deletion {
+    pub record: Record,
+    /// The record was found deleted and is what this process last read or wrote of it.
+    pub restored: bool,
+    /// A shared binding's record lost (see [`lost_record`]): the group, how many were registered.
+    pub lost: Option<(String, usize)>,
+    /// The groups to clean: `true` by this binding's claims, `false` the exclusive group, whole.
+    pub groups: Vec<(String, bool)>,
+    /// What the binding's endpoints (or this cluster's nodes) hold now, read live.
+    pub ours_now: BTreeSet<String>,
+}
+
+/// Every group that may hold this binding's targets: those its ownership record names (a lost
+/// record's group included), and for an exclusive binding the group its spec (or status) names.
+/// `was_instance`: the binding last resolved to instance targets (its spec may not say so).
+pub(super) async fn observe_deletion(
+    reads: &impl Reads,
+    client: &Client,
+    records: &impl OwnershipStore,
     tgb: &TargetGroupBinding,
-    ctx: &Context<P>,
-) -> Result<Option<Duration>, ReconcileError> {
+    all: &[Arc<TargetGroupBinding>],
+    was_instance: bool,
+) -> Result<Deletion, ReconcileError> {
     let id = binding_id(tgb);
-    let all = ctx.kube.bindings.state();
     // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
     // A record deleted by hand since this process last saw it comes back from memory, whole.
-    let stored = match ctx.kube.records.read(&id).await? {
-        Some(record) => Some(record),
+    let (stored, restored) = match records.read(&id).await? {
+        Some(record) => (Some(record), false),
         None => {
-            let known = ctx.kube.records.last_known(&id);
-            if known.is_some() {
-                announce_restored(ctx, tgb).await;
-            }
-            known
+            let known = records.last_known(&id);
+            let restored = known.is_some();
+            (known, restored)
         }
     };
     let lost = lost_record(tgb, stored.is_some());
-    if let Some((_, registered)) = &lost {
-        // Remembered on the binding: the record this pass writes must not make the loss forgotten.
-        remember_lost_record(&ctx.kube.client, tgb, *registered).await?;
-    }
-    let mut record = stored.unwrap_or_default();
+    let record = stored.unwrap_or_default();
     let mut groups: Vec<(String, bool)> = record.groups.keys().map(|arn| (arn.clone(), true)).collect();
     if let Some((arn, _)) = &lost {
         groups.push((arn.clone(), true));
@@ -79,27 +92,62 @@ async fn deregister_everything<P: Ports>(
     if tgb.spec.multi_cluster_target_group != Some(true) {
         // The group it names, and one a changed spec left behind that the status still names.
         let left_behind = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone());
-        for arn in exclusive_group(tgb, ctx).await?.into_iter().chain(left_behind) {
-            if siblings_of(tgb, &arn, &all).is_ok() && !groups.iter().any(|(a, _)| *a == arn) {
+        for arn in exclusive_group(reads, tgb).await?.into_iter().chain(left_behind) {
+            if siblings_of(tgb, &arn, all).is_ok() && !groups.iter().any(|(a, _)| *a == arn) {
                 groups.push((arn, false));
             }
         }
     }
-    let ours_now = if groups.iter().any(|(_, claimed)| *claimed) { ours_now(tgb, ctx).await? } else { BTreeSet::new() };
+    let ours_now = match groups.iter().any(|(_, claimed)| *claimed) {
+        true => ours_now(client, tgb, was_instance).await?,
+        false => BTreeSet::new(),
+    };
+    Ok(Deletion { record, restored, lost, groups, ours_now })
+}
+
+/// With the record lost: what the endpoints hold in its group is claimed again; returns how many
+/// of the registered targets that accounts for.
+pub(super) async fn reclaim_for_deletion(
+    target_groups: &impl TargetGroups,
+    deletion: &mut Deletion,
+) -> Result<usize, ReconcileError> {
+    let Some((arn, _)) = &deletion.lost else { return Ok(0) };
+    let current = target_groups.targets(arn).await?;
+    let claims = reclaimed(deletion.record.claims(arn), &current, &deletion.ours_now);
+    let held = accounted_for(&current, &claims, &deletion.ours_now);
+    deletion.record = std::mem::take(&mut deletion.record).with_group(arn, claims);
+    Ok(held)
+}
+
+/// Cleans every group [`observe_deletion`] names. `Some(wait)`: claims remain whose targets must
+/// be watched a while longer before they can be removed safely.
+async fn deregister_everything<P: Ports>(
+    tgb: &TargetGroupBinding,
+    ctx: &Context<P>,
+) -> Result<Option<Duration>, ReconcileError> {
+    let id = binding_id(tgb);
+    let all = ctx.kube.bindings.state();
+    let was_instance = tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid));
+    let mut deletion = observe_deletion(ctx, &ctx.kube.client, &ctx.kube.records, tgb, &all, was_instance).await?;
+    if deletion.restored {
+        announce_restored(ctx, tgb).await;
+    }
+    if let Some((_, registered)) = &deletion.lost {
+        // Remembered on the binding: the record this pass writes must not make the loss forgotten.
+        remember_lost_record(&ctx.kube.client, tgb, *registered).await?;
+    }
     // Through the binding's role when it has one; a group of another account is refused, never taken
     // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
-    let target_groups = match (account_of(&tgb.spec), groups.is_empty()) {
+    let target_groups = match (account_of(&tgb.spec), deletion.groups.is_empty()) {
         (_, true) => None,
         (Ok(account), false) => Some(ctx.aws.target_groups().in_account(&account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
-    let mut held = 0;
-    if let (Some((arn, _)), Some(target_groups)) = (&lost, target_groups.as_ref()) {
-        let current = target_groups.targets(arn).await?;
-        let claims = reclaimed(record.claims(arn), &current, &ours_now);
-        held = accounted_for(&current, &claims, &ours_now);
-        record = record.with_group(arn, claims);
-    }
+    let held = match target_groups.as_ref() {
+        Some(target_groups) => reclaim_for_deletion(&**target_groups, &mut deletion).await?,
+        None => 0,
+    };
+    let Deletion { mut record, lost, groups, ours_now, .. } = deletion;
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
     for (arn, claimed) in groups {
@@ -157,13 +205,17 @@ async fn deregister_everything<P: Ports>(
 
 /// The addresses the binding's endpoints (or, for instance targets, this cluster's nodes) hold
 /// right now, read live: they make uncertain claims on them certain.
-async fn ours_now<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<BTreeSet<String>, ReconcileError> {
-    if tgb.spec.target_type == Some(TargetType::Instance) || tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid)) {
-        let nodes = read_nodes(&ctx.kube.client).await.map_err(ReconcileError::kube("read the nodes live"))?;
+async fn ours_now(
+    client: &Client,
+    tgb: &TargetGroupBinding,
+    was_instance: bool,
+) -> Result<BTreeSet<String>, ReconcileError> {
+    if tgb.spec.target_type == Some(TargetType::Instance) || was_instance {
+        let nodes = read_nodes(client).await.map_err(ReconcileError::kube("read the nodes live"))?;
         return Ok(instance_ids(&nodes));
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
-    let live = read_backend(&ctx.kube.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let live = read_backend(client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
     // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
     let family = tgb.spec.ip_address_type.map(|f| match f {
         IpAddressType::Ipv6 => AddressFamily::Ipv6,
@@ -189,19 +241,15 @@ async fn open_readiness_gates<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`
 /// when it names none or the group is gone (nothing left in it to remove).
-async fn exclusive_group<P: Ports>(
-    tgb: &TargetGroupBinding,
-    ctx: &Context<P>,
-) -> Result<Option<String>, ReconcileError> {
+async fn exclusive_group(reads: &impl Reads, tgb: &TargetGroupBinding) -> Result<Option<String>, ReconcileError> {
     if let Some(arn) = bound_arn(tgb) {
         return Ok(Some(arn));
     }
     let Ok((tg_ref, _)) = check_spec(&tgb.spec) else { return Ok(None) };
     let account = account_of(&tgb.spec)?;
-    match ctx.target_group(&tg_ref, &account, false).await {
+    match reads.target_group(&tg_ref, &account, false).await {
         Ok(tg) => Ok(Some(tg.arn)),
         Err(e) => {
-            let e = ReconcileError::from(e);
             let (crate::model::TargetGroupRef::Arn(reference) | crate::model::TargetGroupRef::Name(reference)) =
                 &tg_ref;
             if e.means_group_gone(reference) { Ok(None) } else { Err(e) }

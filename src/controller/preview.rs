@@ -8,12 +8,14 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use super::Ports;
+use super::cleanup::{observe_deletion, reclaim_for_deletion};
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
+use super::lost_record::held_for_lost_record;
 use super::observe::{self as inputs, BackendViews, Reads};
-use super::siblings::{binding_id, bound_arn, bound_to, previous_groups, siblings_of};
+use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use super::{asks, gates, networking};
-use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
+use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups as _;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::clock::unix_now;
@@ -24,8 +26,7 @@ use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
 use crate::plan::decide::{GroupDecision, Want};
-use crate::plan::desired::{AddressFamily, SliceView, held_addresses, serving_pods};
-use crate::plan::instance::instance_ids;
+use crate::plan::desired::{AddressFamily, SliceView, serving_pods};
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, unclaimed_grace};
 use crate::plan::validate::account_of;
@@ -132,20 +133,25 @@ async fn binding_plan<P: Ports>(
     let shared = tgb.spec.multi_cluster_target_group == Some(true);
     let record = records.read(&id).await?.unwrap_or_default();
     let key = BackendKey { namespace: id.namespace.clone(), service: tgb.spec.service_ref.name.clone() };
+    let reads = LiveReads { client, aws };
     if tgb.metadata.deletion_timestamp.is_some() {
+        // Observed as `cleanup` observes it; `plan` has no memory of a record deleted by hand.
         let _ = writeln!(out.text, "  being deleted: everything this cluster registered goes");
-        let mut groups: Vec<(String, bool)> = record.groups.keys().map(|a| (a.clone(), true)).collect();
-        if !shared && let Some(arn) = bound_arn(tgb) {
-            groups.push((arn, false));
+        let mut deletion = observe_deletion(&reads, client, records, tgb, all, false).await?;
+        if deletion.lost.is_some() {
+            let target_groups = aws.target_groups().in_account(&account_of(&tgb.spec)?).await?;
+            let held = reclaim_for_deletion(&*target_groups, &mut deletion).await?;
+            if let Err(e) = held_for_lost_record(deletion.lost.clone(), held) {
+                let _ = writeln!(out.text, "  ! {e} ({}): the deletion would be held", e.reason());
+            }
         }
-        let ours_now = live_addresses(client, tgb, &key).await?;
-        for (arn, claimed) in groups {
-            group_plan(aws, records, &record, tgb, all, &arn, Want::Nothing, claimed, &ours_now, out).await?;
+        for (arn, claimed) in &deletion.groups {
+            let (record, ours_now) = (&deletion.record, &deletion.ours_now);
+            group_plan(aws, records, record, tgb, all, arn, Want::Nothing, *claimed, ours_now, out).await?;
         }
         return Ok(None);
     }
     // Observed and decided by the code `run` uses, reading live.
-    let reads = LiveReads { client, aws };
     let binding = inputs::resolve(&reads, tgb, true).await?;
     let (tg, resolved) = (&binding.tg, &binding.resolved);
     siblings_of(tgb, &tg.arn, all)?;
@@ -191,24 +197,6 @@ async fn binding_plan<P: Ports>(
         Err(e) => Err(e.to_string()),
     };
     Ok(Some(RulesAsk { binding: id.to_string(), rules, groups }))
-}
-
-async fn live_addresses(
-    client: &Client,
-    tgb: &TargetGroupBinding,
-    key: &BackendKey,
-) -> Result<BTreeSet<String>, ReconcileError> {
-    if tgb.spec.target_type == Some(TargetType::Instance) {
-        let nodes = read_nodes(client).await.map_err(ReconcileError::kube("read the nodes"))?;
-        return Ok(instance_ids(&nodes));
-    }
-    let live = read_backend(client, key).await.map_err(ReconcileError::kube("read the backend"))?;
-    // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
-    let family = tgb.spec.ip_address_type.map(|f| match f {
-        IpAddressType::Ipv6 => AddressFamily::Ipv6,
-        IpAddressType::Ipv4 => AddressFamily::Ipv4,
-    });
-    Ok(held_addresses(&live.slices, family))
 }
 
 /// Observes and decides one group exactly as a reconcile would, and prints the decision.
