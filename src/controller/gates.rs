@@ -6,12 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 use super::error::ReconcileError;
 use super::siblings::uid_of;
 use crate::api::TargetGroupBinding;
-use crate::k8s::pods::{GatedPod, gated_endpoint_pods, gated_pods, held_back_by_gate, set_gate};
+use crate::k8s::pods::{GateCondition, GatedPod, PodGates, gated_endpoint_pods, held_back_by_gate};
 use crate::model::{TargetId, TargetState};
 use crate::plan::desired::{AddressFamily, SliceView, not_ready_pods, pod_addresses};
 use crate::plan::gates::{GateStatus, gate_statuses, gate_type};
@@ -39,14 +39,14 @@ impl GateMemory {
 
 /// The pods of `tgb`'s not-Ready endpoints that declare its gate, read by name.
 pub async fn gated_endpoint_pods_of(
-    client: &Client,
+    pods: &impl PodGates,
     tgb: &TargetGroupBinding,
     slices: &[&SliceView],
     family: AddressFamily,
 ) -> Result<BTreeMap<String, GatedPod>, ReconcileError> {
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    gated_endpoint_pods(client, &namespace, slices.iter().copied(), family, &gate)
+    gated_endpoint_pods(pods, &namespace, slices.iter().copied(), family, &gate)
         .await
         .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))
 }
@@ -55,13 +55,13 @@ pub async fn gated_endpoint_pods_of(
 /// they are registered, so the load balancer can find them healthy and the gate can open. The
 /// pods found are remembered for their gates.
 pub async fn held_back(
-    client: &Client,
+    pods: &impl PodGates,
     memory: &GateMemory,
     tgb: &TargetGroupBinding,
     slices: &[&SliceView],
     family: AddressFamily,
 ) -> Result<BTreeSet<String>, ReconcileError> {
-    let found = gated_endpoint_pods_of(client, tgb, slices, family).await?;
+    let found = gated_endpoint_pods_of(pods, tgb, slices, family).await?;
     let uid = uid_of(tgb)?;
     let mut memory = memory.lock();
     let known = memory.entry(uid).or_default();
@@ -74,7 +74,7 @@ pub async fn held_back(
 /// Sets each known gated pod's condition from its targets' states; returns whether some gate is
 /// still closed (the binding then reads health again soon).
 pub async fn update(
-    client: &Client,
+    pods: &impl PodGates,
     memory: &GateMemory,
     tgb: &TargetGroupBinding,
     slices: &[&SliceView],
@@ -100,7 +100,7 @@ pub async fn update(
         closed |= !status.healthy;
         let last = memory.lock().get(&uid).and_then(|p| p.get(name).cloned()).flatten();
         if last.as_deref() != Some(status.status()) {
-            set(client, memory, tgb, name, status).await?;
+            set(pods, memory, tgb, name, status).await?;
         }
     }
     Ok(closed)
@@ -108,7 +108,7 @@ pub async fn update(
 
 /// Opens every gate of `tgb`'s pods: a deleted binding must never leave pods unready.
 pub async fn open_all(
-    client: &Client,
+    pods: &impl PodGates,
     memory: &GateMemory,
     tgb: &TargetGroupBinding,
     slices: &[SliceView],
@@ -117,7 +117,8 @@ pub async fn open_all(
     let candidates = not_ready_pods(slices, family);
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    let found = gated_pods(client, &namespace, &candidates, &gate)
+    let found = pods
+        .gated_pods(&namespace, &candidates, &gate)
         .await
         .map_err(ReconcileError::kube("read the endpoint pods' readiness gates"))?;
     let open = GateStatus {
@@ -126,7 +127,7 @@ pub async fn open_all(
         message: format!("TargetGroupBinding {} was deleted; the gate no longer applies", tgb.name_any()),
     };
     for pod in found.values().filter(|p| p.gate.as_deref() != Some("True")) {
-        patch(client, tgb, pod, &open).await?;
+        patch(pods, tgb, pod, &open).await?;
     }
     memory.forget(&uid_of(tgb)?);
     Ok(())
@@ -134,7 +135,7 @@ pub async fn open_all(
 
 /// Reads the pod fresh (its UID guards the patch) and sets the condition unless it already has it.
 async fn set(
-    client: &Client,
+    pods: &impl PodGates,
     memory: &GateMemory,
     tgb: &TargetGroupBinding,
     name: &str,
@@ -142,12 +143,13 @@ async fn set(
 ) -> Result<(), ReconcileError> {
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    let pods = gated_pods(client, &namespace, &BTreeSet::from([name.to_owned()]), &gate)
+    let found = pods
+        .gated_pods(&namespace, &BTreeSet::from([name.to_owned()]), &gate)
         .await
         .map_err(ReconcileError::kube("read a gated pod"))?;
-    let Some(pod) = pods.get(name) else { return Ok(()) };
+    let Some(pod) = found.get(name) else { return Ok(()) };
     if pod.gate.as_deref() != Some(status.status()) {
-        patch(client, tgb, pod, status).await?;
+        patch(pods, tgb, pod, status).await?;
     }
     if let Some(pods) = memory.lock().get_mut(&uid_of(tgb)?) {
         pods.insert(name.to_owned(), Some(status.status().to_owned()));
@@ -156,14 +158,16 @@ async fn set(
 }
 
 async fn patch(
-    client: &Client,
+    pods: &impl PodGates,
     tgb: &TargetGroupBinding,
     pod: &GatedPod,
     status: &GateStatus,
 ) -> Result<(), ReconcileError> {
     let gate = gate_type(&tgb.name_any());
     let namespace = tgb.namespace().unwrap_or_default();
-    match set_gate(client, &namespace, pod, &gate, status.status(), &status.reason, &status.message).await {
+    let condition =
+        GateCondition { type_: &gate, status: status.status(), reason: &status.reason, message: &status.message };
+    match pods.set_gate(&namespace, pod, &condition).await {
         Ok(()) => {
             tracing::info!(pod = %pod.name, gate = %gate, status = status.status(), reason = %status.reason, "set the readiness gate");
             Ok(())
@@ -171,5 +175,178 @@ async fn patch(
         // Gone, or re-created under the same name since it was read: nothing of ours to set.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(ReconcileError::kube("set a pod's readiness gate")(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::api::TargetGroupBindingSpec;
+    use crate::plan::desired::EndpointView;
+
+    /// Pods that all declare the gate, and the gate conditions set on them.
+    #[derive(Default)]
+    struct FakePods {
+        pods: Mutex<BTreeMap<String, GatedPod>>,
+        set: Mutex<Vec<(String, String, String)>>,
+        /// The API server's answer to every gate patch, when not success.
+        refuse_with: Option<u16>,
+    }
+
+    impl FakePods {
+        fn with(pods: &[(&str, bool, Option<&str>)]) -> Self {
+            let pods = pods
+                .iter()
+                .map(|(name, containers_ready, gate)| {
+                    let pod = GatedPod {
+                        name: (*name).to_owned(),
+                        uid: format!("uid-{name}"),
+                        containers_ready: *containers_ready,
+                        gate: gate.map(str::to_owned),
+                    };
+                    ((*name).to_owned(), pod)
+                })
+                .collect();
+            Self { pods: Mutex::new(pods), ..Self::default() }
+        }
+
+        /// (pod, status, reason) per gate write, in order.
+        fn set(&self) -> Vec<(String, String, String)> {
+            self.set.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    impl PodGates for FakePods {
+        async fn gated_pods(
+            &self,
+            _: &str,
+            names: &BTreeSet<String>,
+            _: &str,
+        ) -> Result<BTreeMap<String, GatedPod>, kube::Error> {
+            let pods = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
+            Ok(pods.into_iter().filter(|(name, _)| names.contains(name)).collect())
+        }
+
+        async fn set_gate(&self, _: &str, pod: &GatedPod, gate: &GateCondition<'_>) -> Result<(), kube::Error> {
+            if let Some(code) = self.refuse_with {
+                let status = kube::core::Status::failure("refused", "Conflict").with_code(code);
+                return Err(kube::Error::Api(Box::new(status)));
+            }
+            if let Ok(mut pods) = self.pods.lock()
+                && let Some(p) = pods.get_mut(&pod.name)
+            {
+                p.gate = Some(gate.status.to_owned());
+            }
+            if let Ok(mut set) = self.set.lock() {
+                set.push((pod.name.clone(), gate.status.to_owned(), gate.reason.to_owned()));
+            }
+            Ok(())
+        }
+    }
+
+    fn binding() -> TargetGroupBinding {
+        let mut tgb = TargetGroupBinding::new("web", TargetGroupBindingSpec::default());
+        tgb.metadata.namespace = Some("demo".into());
+        tgb.metadata.uid = Some("uid-web".into());
+        tgb
+    }
+
+    /// Not-Ready endpoints (their gate holds them back) of the named pods at 10.0.0.<n>.
+    fn slice(pods: &[(&str, u8)]) -> SliceView {
+        let endpoints = pods
+            .iter()
+            .map(|(pod, n)| EndpointView {
+                addresses: vec![format!("10.0.0.{n}")],
+                ready: Some(false),
+                terminating: None,
+                pod: Some((*pod).to_owned()),
+            })
+            .collect();
+        SliceView { family: AddressFamily::Ipv4, ports: Vec::new(), endpoints }
+    }
+
+    fn states(targets: &[(u8, TargetState)]) -> BTreeMap<TargetId, (TargetState, Option<String>)> {
+        targets.iter().map(|(n, s)| (TargetId::new(format!("10.0.0.{n}"), 8080), (*s, None))).collect()
+    }
+
+    #[tokio::test]
+    async fn only_pods_whose_containers_are_ready_are_held_back_and_all_gated_ones_are_remembered() {
+        let pods = FakePods::with(&[("a", true, None), ("b", false, None)]);
+        let memory = GateMemory::default();
+        let slice = slice(&[("a", 1), ("b", 2)]);
+        let held = held_back(&pods, &memory, &binding(), &[&slice], AddressFamily::Ipv4).await.expect("read");
+        assert_eq!(held, BTreeSet::from(["a".to_owned()]));
+        assert_eq!(memory.lock().get("uid-web").map(|p| p.len()), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_gate_opens_once_its_target_is_healthy_and_is_written_once_per_change() {
+        let pods = FakePods::with(&[("a", true, None), ("b", true, None)]);
+        let memory = GateMemory::default();
+        let (tgb, slice) = (binding(), slice(&[("a", 1), ("b", 2)]));
+        held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
+
+        let now = states(&[(1, TargetState::Healthy), (2, TargetState::Initial)]);
+        let closed = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.expect("update");
+        assert!(closed, "b's gate is still closed: health is read again soon");
+        assert_eq!(
+            pods.set(),
+            vec![
+                ("a".into(), "True".into(), "Target.Healthy".into()),
+                ("b".into(), "False".into(), "Target.Initial".into())
+            ]
+        );
+        update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.expect("update");
+        assert_eq!(pods.set().len(), 2, "nothing changed: nothing written");
+
+        let healthy = states(&[(1, TargetState::Healthy), (2, TargetState::Healthy)]);
+        let closed = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &healthy).await.expect("update");
+        assert!(!closed);
+        assert_eq!(pods.set().last(), Some(&("b".into(), "True".into(), "Target.Healthy".into())));
+    }
+
+    #[tokio::test]
+    async fn a_pod_that_left_the_endpoints_is_forgotten_and_not_written() {
+        let pods = FakePods::with(&[("a", true, None), ("b", true, None)]);
+        let memory = GateMemory::default();
+        let tgb = binding();
+        held_back(&pods, &memory, &tgb, &[&slice(&[("a", 1), ("b", 2)])], AddressFamily::Ipv4).await.expect("read");
+        let only_a = slice(&[("a", 1)]);
+        let now = states(&[(1, TargetState::Healthy)]);
+        update(&pods, &memory, &tgb, &[&only_a], AddressFamily::Ipv4, &now).await.expect("update");
+        assert_eq!(pods.set(), vec![("a".into(), "True".into(), "Target.Healthy".into())]);
+        assert_eq!(memory.lock().get("uid-web").map(|p| p.keys().cloned().collect()), Some(vec!["a".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_binding_opens_every_closed_gate_and_is_forgotten() {
+        let pods = FakePods::with(&[("a", true, Some("False")), ("b", true, Some("True"))]);
+        let memory = GateMemory::default();
+        let (tgb, slice) = (binding(), slice(&[("a", 1), ("b", 2)]));
+        held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
+        open_all(&pods, &memory, &tgb, &[slice], AddressFamily::Ipv4).await.expect("open");
+        assert_eq!(pods.set(), vec![("a".into(), "True".into(), "TargetGroupBindingDeleted".into())]);
+        assert!(memory.uids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pod_gone_or_recreated_since_it_was_read_is_not_an_error() {
+        for code in [404, 409] {
+            let pods = FakePods { refuse_with: Some(code), ..FakePods::with(&[("a", true, None)]) };
+            let memory = GateMemory::default();
+            let (tgb, slice) = (binding(), slice(&[("a", 1)]));
+            held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
+            let now = states(&[(1, TargetState::Healthy)]);
+            let result = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await;
+            assert!(result.is_ok(), "{code}: {result:?}");
+        }
+        let pods = FakePods { refuse_with: Some(500), ..FakePods::with(&[("a", true, None)]) };
+        let memory = GateMemory::default();
+        let (tgb, slice) = (binding(), slice(&[("a", 1)]));
+        held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
+        let now = states(&[(1, TargetState::Healthy)]);
+        assert!(update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.is_err(), "a 500 is");
     }
 }

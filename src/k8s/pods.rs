@@ -2,6 +2,7 @@
 //! only when its rules are computed. No pod cache, no pod watch.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
@@ -47,7 +48,7 @@ pub struct GatedPod {
 /// The pods of the not-Ready endpoints of `slices` (of `family`) that declare the readiness gate
 /// `gate`, read one by one by name. `run` and `plan` both find a binding's gated pods here.
 pub async fn gated_endpoint_pods<'a>(
-    client: &Client,
+    client: &impl PodGates,
     namespace: &str,
     slices: impl IntoIterator<Item = &'a SliceView>,
     family: AddressFamily,
@@ -57,7 +58,51 @@ pub async fn gated_endpoint_pods<'a>(
     if candidates.is_empty() {
         return Ok(BTreeMap::new());
     }
-    gated_pods(client, namespace, &candidates, gate).await
+    client.gated_pods(namespace, &candidates, gate).await
+}
+
+/// What the readiness gates need of the pods: read the ones that declare a gate, set a gate's
+/// condition. The API server in production ([`Client`]); a fake in the controller's tests.
+pub trait PodGates: Send + Sync {
+    /// Reads `pods` by name and keeps those whose spec declares the readiness gate `gate`. Pods
+    /// already gone are skipped.
+    fn gated_pods(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+        gate: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, GatedPod>, kube::Error>> + Send;
+    /// Sets the gate condition on `pod`, guarded by its UID (a re-created pod of the same name
+    /// refuses it: 409).
+    fn set_gate(
+        &self,
+        namespace: &str,
+        pod: &GatedPod,
+        gate: &GateCondition<'_>,
+    ) -> impl Future<Output = Result<(), kube::Error>> + Send;
+}
+
+/// A readiness-gate condition to set.
+pub struct GateCondition<'a> {
+    pub type_: &'a str,
+    pub status: &'a str,
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+impl PodGates for Client {
+    async fn gated_pods(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+        gate: &str,
+    ) -> Result<BTreeMap<String, GatedPod>, kube::Error> {
+        gated_pods(self, namespace, pods, gate).await
+    }
+
+    async fn set_gate(&self, namespace: &str, pod: &GatedPod, gate: &GateCondition<'_>) -> Result<(), kube::Error> {
+        set_gate(self, namespace, pod, gate).await
+    }
 }
 
 /// Of `found`, the pods only their gate holds back (containers ready): they are registered, so the
@@ -68,7 +113,7 @@ pub fn held_back_by_gate(found: &BTreeMap<String, GatedPod>) -> BTreeSet<String>
 
 /// Reads `pods` by name and keeps those whose spec declares the readiness gate `gate`.
 /// Pods already gone are skipped.
-pub async fn gated_pods(
+async fn gated_pods(
     client: &Client,
     namespace: &str,
     pods: &BTreeSet<String>,
@@ -103,21 +148,18 @@ fn gated_pod(pod: &Pod, gate: &str) -> Option<GatedPod> {
 /// Sets the gate condition on `pod`. A strategic merge patch (conditions merge by type, so no other
 /// condition is touched) carrying the pod's UID, which the API server checks: a re-created pod of
 /// the same name refuses it.
-pub async fn set_gate(
+async fn set_gate(
     client: &Client,
     namespace: &str,
     pod: &GatedPod,
-    gate: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
+    gate: &GateCondition<'_>,
 ) -> Result<(), kube::Error> {
     use kube::api::{Patch, PatchParams};
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({
         "metadata": {"uid": pod.uid},
         "status": {"conditions": [{
-            "type": gate, "status": status, "reason": reason, "message": message,
+            "type": gate.type_, "status": gate.status, "reason": gate.reason, "message": gate.message,
             "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
         }]},
     });
