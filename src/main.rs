@@ -8,10 +8,11 @@ use tgb_agent::aws::security_groups::Ec2SecurityGroups;
 use tgb_agent::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
 use tgb_agent::cli::{self, Cli, Command, LogFormat, PlanArgs, RunArgs};
 use tgb_agent::controller::preview::PlanSettings;
-use tgb_agent::controller::{self, AwsPorts, Settings};
+use tgb_agent::controller::{self, Adapters, Settings};
 use tgb_agent::fence::Fence;
 use tgb_agent::health::Health;
 use tgb_agent::k8s::leader::{self, LeaderElection};
+use tgb_agent::k8s::ownership::OwnershipRecords;
 use tgb_agent::metrics::Metrics;
 use tgb_agent::server;
 use tgb_agent::webhook::{self, WebhookSettings, tls};
@@ -40,18 +41,19 @@ async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
     let sdk = tgb_agent::aws::sdk_config().await;
     let metrics = Arc::new(Metrics::default());
     let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
-    let aws = AwsPorts {
+    let ports = Adapters {
         target_groups: Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone()),
         network: Ec2Network::new(&sdk, limits.clone(), metrics.clone()),
         security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics),
+        // `plan` writes nothing: a closed fence refuses any record write.
+        records: OwnershipRecords::new(client.clone(), &namespace, Arc::new(Fence::closed())),
     };
     let settings = PlanSettings {
         cluster_name,
         watch_namespace: args.scope.watch_namespace,
-        agent_namespace: namespace,
         drift_interval_secs: args.scope.drift_interval.as_secs(),
     };
-    let plan = controller::preview::plan(client, &aws, &settings).await.context("making the plan")?;
+    let plan = controller::preview::plan(client, &ports, &settings).await.context("making the plan")?;
     print!("{}", plan.text);
     Ok(plan.changes)
 }
@@ -139,15 +141,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings {
         cluster_name,
         watch_namespace: args.scope.watch_namespace,
-        agent_namespace: namespace,
         drift_interval: args.scope.drift_interval,
         concurrency: args.concurrency.max(1),
         instance: std::env::var("POD_NAME").ok(),
-        fence: fence.clone(),
     };
-    let aws = AwsPorts { target_groups, network, security_groups };
+    let records = OwnershipRecords::new(client.clone(), &namespace, fence.clone());
+    let ports = Adapters { target_groups, network, security_groups, records };
     tokio::select! {
-        () = controller::run(client, aws, settings, metrics.clone(), health.ready.clone(), health.clone(), shutdown_signal()) => {}
+        () = controller::run(client, ports, settings, metrics.clone(), health.ready.clone(), health.clone(), shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,
         result = health_server => result.context("health server task")?.context("health server")?,
         result = &mut webhook_server => result.context("webhook task")?.context("webhook server")?,

@@ -58,7 +58,7 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     let siblings: Vec<BindingId> =
         siblings_of(tgb, &binding.tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
     let ours_now = observe::ours_now(binding, &views);
-    let target_groups = ctx.aws.target_groups().in_account(&binding.account).await?;
+    let target_groups = ctx.ports.target_groups().in_account(&binding.account).await?;
     let mut record = record_of(ctx, tgb, binding, &*target_groups, &ours_now).await?;
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
     let left_behind =
@@ -149,9 +149,9 @@ async fn record_of<P: Ports>(
     if !binding.shared {
         return Ok(Record::default());
     }
-    match ctx.kube.records.read(&binding.id).await? {
+    match ctx.ports.records().read(&binding.id).await? {
         Some(record) => Ok(record),
-        None => match ctx.kube.records.last_known(&binding.id) {
+        None => match ctx.ports.records().last_known(&binding.id) {
             Some(known) => restore_lost_record(ctx, tgb, &binding.id, known).await,
             None => reclaim_lost_record(ctx, tgb, target_groups, ours_now).await,
         },
@@ -166,7 +166,7 @@ async fn restore_lost_record<P: Ports>(
     id: &BindingId,
     known: Record,
 ) -> Result<Record, ReconcileError> {
-    ctx.kube.records.write(id, &known).await?;
+    ctx.ports.records().write(id, &known).await?;
     announce_restored(ctx, tgb).await;
     Ok(known)
 }
@@ -239,7 +239,7 @@ async fn feed_group<P: Ports>(
             },
             read: read.as_deref(),
         };
-        match reconcile_target_group(target_groups, &ctx.kube.records, record, task).await {
+        match reconcile_target_group(target_groups, ctx.ports.records(), record, task).await {
             Ok(GroupResult::Done(report)) => break report,
             Ok(GroupResult::NeedsConfirmation(current)) => {
                 read = Some(current);
@@ -345,7 +345,7 @@ async fn reclaim_lost_record<P: Ports>(
     }
     let record = Record::default().with_group(&arn, reclaimed(None, &current, ours_now));
     if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
-        ctx.kube.records.write(&binding_id(tgb), &record).await?;
+        ctx.ports.records().write(&binding_id(tgb), &record).await?;
     }
     Ok(record)
 }
@@ -383,7 +383,7 @@ async fn clean_previous_groups<P: Ports>(
     let previous = previous_groups(tgb, current, record, shared, &all);
     // The binding's current account: a group fed through another role is refused, never taken for gone.
     let target_groups = match account_of(&tgb.spec) {
-        Ok(account) => ctx.aws.target_groups().in_account(&account).await.map_err(|e| e.to_string()),
+        Ok(account) => ctx.ports.target_groups().in_account(&account).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let target_groups = match target_groups {
@@ -405,7 +405,7 @@ async fn clean_previous_groups<P: Ports>(
             why: Why::change(),
             read: None,
         };
-        match reconcile_target_group(&*target_groups, &ctx.kube.records, record, task).await {
+        match reconcile_target_group(&*target_groups, ctx.ports.records(), record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
@@ -414,7 +414,7 @@ async fn clean_previous_groups<P: Ports>(
             }
             Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone(&arn) => {
-                if let Err(e) = forget_group(&ctx.kube.records, id, &arn, record).await {
+                if let Err(e) = forget_group(ctx.ports.records(), id, &arn, record).await {
                     left.push(format!("previous target group {arn}: {e}"));
                 }
             }
@@ -434,7 +434,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::context::tests::{Recorded, context_with};
+    use crate::controller::context::tests::{Recorded, TestContext, context_on, context_with};
+    use crate::controller::fakes::FakeTargetGroups;
     use crate::index::Backend;
     use crate::model::{Account, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupType, TargetId};
     use crate::plan::desired::{AddressFamily, PortRef};
@@ -523,5 +524,75 @@ mod tests {
         assert!(matches!(&statuses[0].ready, Err((reason, _)) if reason == "TargetRejected"), "{statuses:?}");
         assert_eq!((statuses[0].desired, statuses[0].registered), (Some(2), Some(1)));
         assert_eq!(check_within, Some(HEALTH_POLL), "a target not healthy yet: AWS is read again soon");
+    }
+
+    const OLD: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/old/0123456789abcdef";
+
+    /// A binding now fed into `ARN` that fed `OLD` before (its status still names `OLD`).
+    fn moved(shared: bool) -> TargetGroupBinding {
+        let mut tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80},
+                                     "multiClusterTargetGroup": shared}));
+        tgb.status =
+            Some(crate::api::TargetGroupBindingStatus { target_group_arn: Some(OLD.into()), ..Default::default() });
+        tgb
+    }
+
+    fn claimed(ids: &[&str]) -> Record {
+        let claims = ids.iter().map(|a| (TargetId::new(*a, 8080), crate::plan::ownership::Claim::Registered)).collect();
+        Record::default().with_group(OLD, claims)
+    }
+
+    async fn clean(ctx: &TestContext, tgb: &TargetGroupBinding, record: &mut Record) -> Option<String> {
+        let shared = tgb.spec.multi_cluster_target_group == Some(true);
+        clean_previous_groups(ctx, tgb, &binding_id(tgb), ARN, shared, &BTreeSet::new(), record).await
+    }
+
+    #[tokio::test]
+    async fn a_shared_binding_takes_only_its_claimed_targets_out_of_its_previous_group() {
+        let groups = FakeTargetGroups::default().with_group(OLD, &["10.0.0.1", "10.0.0.9"]);
+        let ctx = context_on(Arc::new(Recorded::default()), groups).await;
+        let mut record = claimed(&["10.0.0.1"]);
+        let left = clean(&ctx, &moved(true), &mut record).await;
+        assert_eq!(left, None);
+        assert_eq!(ctx.ports.target_groups.active(OLD), Some(vec!["10.0.0.9".to_owned()]), "the other cluster's stays");
+        assert!(record.claims(OLD).is_none_or(|c| c.is_empty()), "{record:?}");
+    }
+
+    #[tokio::test]
+    async fn an_exclusive_binding_empties_the_group_its_status_still_names() {
+        let groups = FakeTargetGroups::default().with_group(OLD, &["10.0.0.1", "10.0.0.9"]);
+        let ctx = context_on(Arc::new(Recorded::default()), groups).await;
+        let left = clean(&ctx, &moved(false), &mut Record::default()).await;
+        assert_eq!(left, None);
+        assert_eq!(ctx.ports.target_groups.active(OLD), Some(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn a_previous_group_that_is_gone_is_forgotten() {
+        let ctx = context_on(Arc::new(Recorded::default()), FakeTargetGroups::default()).await;
+        let mut record = claimed(&["10.0.0.1"]);
+        assert_eq!(clean(&ctx, &moved(true), &mut record).await, None);
+        assert!(record.claims(OLD).is_none(), "{record:?}");
+    }
+
+    #[tokio::test]
+    async fn a_previous_group_that_cannot_be_read_is_reported_and_its_claims_kept() {
+        let groups = FakeTargetGroups::default().with_group(OLD, &["10.0.0.1"]);
+        groups.fail_with(AwsError::AccessDenied { op: "DescribeTargetHealth", message: "no".into() });
+        let ctx = context_on(Arc::new(Recorded::default()), groups).await;
+        let mut record = claimed(&["10.0.0.1"]);
+        let left = clean(&ctx, &moved(true), &mut record).await.expect("reported");
+        assert!(left.contains("not cleaned yet") && left.contains(OLD), "{left}");
+        assert_eq!(record, claimed(&["10.0.0.1"]), "nothing is forgotten");
+        let status = crate::plan::status::status(crate::plan::status::StatusInputs {
+            tg_arn: ARN,
+            tg_name: "web",
+            shared: true,
+            wanted: &Wanted { targets: BTreeSet::new(), skipped: Vec::new() },
+            report: &GroupReport::default(),
+            left_behind: Some(&left),
+            networking: None,
+        });
+        assert!(matches!(status.observed.ready, Err((ref r, _)) if r == "PreviousTargetGroupNotCleaned"));
     }
 }

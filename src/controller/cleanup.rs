@@ -128,7 +128,7 @@ async fn deregister_everything<P: Ports>(
     let id = binding_id(tgb);
     let all = ctx.kube.bindings.state();
     let was_instance = tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid));
-    let mut deletion = observe_deletion(ctx, &ctx.kube.client, &ctx.kube.records, tgb, &all, was_instance).await?;
+    let mut deletion = observe_deletion(ctx, &ctx.kube.client, ctx.ports.records(), tgb, &all, was_instance).await?;
     if deletion.restored {
         announce_restored(ctx, tgb).await;
     }
@@ -140,7 +140,7 @@ async fn deregister_everything<P: Ports>(
     // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
     let target_groups = match (account_of(&tgb.spec), deletion.groups.is_empty()) {
         (_, true) => None,
-        (Ok(account), false) => Some(ctx.aws.target_groups().in_account(&account).await?),
+        (Ok(account), false) => Some(ctx.ports.target_groups().in_account(&account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
     let held = match target_groups.as_ref() {
@@ -166,7 +166,7 @@ async fn deregister_everything<P: Ports>(
             why: Why::change(),
             read: None,
         };
-        match reconcile_target_group(&**target_groups, &ctx.kube.records, &mut record, task).await {
+        match reconcile_target_group(&**target_groups, ctx.ports.records(), &mut record, task).await {
             Ok(GroupResult::Done(report)) => {
                 report_group(ctx, tgb, &arn, &report).await;
                 if let Some(r) = report.decision.recheck_in {
@@ -176,7 +176,7 @@ async fn deregister_everything<P: Ports>(
             Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone(&arn) => {
                 ctx.forget_target_group_arn(&arn);
-                forget_group(&ctx.kube.records, &id, &arn, &mut record).await?;
+                forget_group(ctx.ports.records(), &id, &arn, &mut record).await?;
             }
             Err(e) => {
                 if let ReconcileError::GroupWrite { report, .. } = &e {
@@ -199,7 +199,7 @@ async fn deregister_everything<P: Ports>(
         ctx.kube.writes.normal(tgb, "CleanupWaiting", note).await;
         return Ok(Some(Duration::from_secs(wait)));
     }
-    ctx.kube.records.delete(&id).await?;
+    ctx.ports.records().delete(&id).await?;
     Ok(None)
 }
 
@@ -265,7 +265,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::context::tests::{Recorded, context_with};
+    use crate::controller::context::tests::{Recorded, context_on, context_with};
+    use crate::controller::fakes::FakeTargetGroups;
 
     fn deleted(finalizers: &[&str]) -> TargetGroupBinding {
         let mut tgb: TargetGroupBinding = serde_json::from_value(json!({
@@ -282,7 +283,11 @@ mod tests {
     async fn a_deletion_that_cannot_read_what_it_registered_keeps_the_finalizer() {
         let writes = Arc::new(Recorded::default());
         let ctx = context_with(writes.clone()).await;
-        let error = cleanup(&deleted(&[crate::api::FINALIZER]), &ctx).await.expect_err("nothing readable");
+        ctx.ports.records.unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut tgb = deleted(&[crate::api::FINALIZER]);
+        tgb.spec.multi_cluster_target_group = Some(true);
+        let error = cleanup(&tgb, &ctx).await.expect_err("its record cannot be read");
+        assert_eq!(error.reason(), "OwnershipRecordFailed", "{error}");
         assert!(!writes.log().iter().any(|w| w == "finalizer removed"), "{error}: {:?}", writes.log());
     }
 
@@ -295,5 +300,44 @@ mod tests {
         assert_eq!(action, Action::await_change());
         assert!(writes.log().is_empty(), "{:?}", writes.log());
         assert!(!ctx.unchanged_since_converged("u-1", 7), "what was kept for it is forgotten");
+    }
+
+    /// Exclusive and instance-mode: nothing to read of the endpoints or pods (no claims, no gates).
+    fn deleted_exclusive_instance() -> TargetGroupBinding {
+        let mut tgb = deleted(&[crate::api::FINALIZER]);
+        tgb.spec.target_type = Some(TargetType::Instance);
+        tgb
+    }
+
+    const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+
+    #[tokio::test]
+    async fn an_exclusive_deletion_empties_its_group_then_removes_the_finalizer() {
+        let writes = Arc::new(Recorded::default());
+        let groups = FakeTargetGroups::default().with_group(ARN, &["i-1", "i-2"]);
+        let ctx = context_on(writes.clone(), groups).await;
+        let action = cleanup(&deleted_exclusive_instance(), &ctx).await.expect("cleanup");
+        assert_eq!(action, Action::await_change());
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(Vec::new()));
+        assert_eq!(writes.log().last().map(String::as_str), Some("finalizer removed"), "{:?}", writes.log());
+    }
+
+    #[tokio::test]
+    async fn a_deletion_whose_group_cannot_be_read_keeps_the_finalizer_and_says_why() {
+        let writes = Arc::new(Recorded::default());
+        let groups = FakeTargetGroups::default().with_group(ARN, &["i-1"]);
+        groups.fail_with(crate::aws::AwsError::AccessDenied { op: "DescribeTargetHealth", message: "no".into() });
+        let ctx = context_on(writes.clone(), groups).await;
+        let error = cleanup(&deleted_exclusive_instance(), &ctx).await.expect_err("cannot clean");
+        assert_eq!(error.reason(), "CleanupFailed", "{error}");
+        assert!(!writes.log().iter().any(|w| w == "finalizer removed"), "{:?}", writes.log());
+    }
+
+    #[tokio::test]
+    async fn a_deletion_whose_group_is_gone_lets_the_binding_go() {
+        let writes = Arc::new(Recorded::default());
+        let ctx = context_on(writes.clone(), FakeTargetGroups::default()).await;
+        cleanup(&deleted_exclusive_instance(), &ctx).await.expect("a gone group is clean");
+        assert_eq!(writes.log().last().map(String::as_str), Some("finalizer removed"), "{:?}", writes.log());
     }
 }

@@ -12,7 +12,6 @@ use crate::api::TargetGroupBinding;
 use crate::aws::AwsError;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::index::{Backend, BackendIndex, NodeIndex, Nodes, Wake};
-use crate::k8s::ownership::OwnershipRecords;
 use crate::k8s::writes::BindingWrites;
 use crate::metrics::Metrics;
 use crate::model::{Account, Cidr, TargetGroupInfo, TargetGroupRef};
@@ -24,7 +23,6 @@ const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
 pub struct Kube {
     pub client: Client,
     pub bindings: Store<TargetGroupBinding>,
-    pub records: OwnershipRecords,
     /// The binding's finalizer, status and Events.
     pub writes: Arc<dyn BindingWrites>,
 }
@@ -43,7 +41,7 @@ const MAX_STALE_IN_A_ROW: u32 = 3;
 /// Everything a reconcile needs, shared by all reconciles, in named parts.
 pub struct Context<P> {
     pub kube: Kube,
-    pub aws: P,
+    pub ports: P,
     pub watches: Watches,
     pub cluster_name: String,
     pub drift_interval: Duration,
@@ -82,7 +80,7 @@ struct Memory {
 impl<P: Ports> Context<P> {
     pub fn new(
         kube: Kube,
-        aws: P,
+        ports: P,
         watches: Watches,
         cluster_name: String,
         drift_interval: Duration,
@@ -91,7 +89,7 @@ impl<P: Ports> Context<P> {
     ) -> Self {
         Self {
             kube,
-            aws,
+            ports,
             watches,
             cluster_name,
             drift_interval,
@@ -126,7 +124,7 @@ impl<P: Ports> Context<P> {
         {
             return Ok(info.clone());
         }
-        let result = self.aws.target_groups().in_account(account).await?.describe(tg).await;
+        let result = self.ports.target_groups().in_account(account).await?.describe(tg).await;
         let mut memory = self.memory();
         match &result {
             Ok(info) => {
@@ -170,7 +168,7 @@ impl<P: Ports> Context<P> {
         if let Some(cidrs) = cached() {
             return Ok(cidrs);
         }
-        let cidrs = super::observe::seen_from(self.aws.network().vpc_cidrs(vpc_id).await, account)?;
+        let cidrs = super::observe::seen_from(self.ports.network().vpc_cidrs(vpc_id).await, account)?;
         self.memory().vpc_cidrs.insert(key, (cidrs.clone(), Instant::now()));
         Ok(cidrs)
     }
@@ -353,12 +351,14 @@ pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&N
 pub(super) mod tests {
     use super::*;
     use crate::aws::security_groups::Ec2SecurityGroups;
-    use crate::aws::{Ec2Network, Elbv2TargetGroups, RateLimits};
-    use crate::controller::AwsPorts;
+    use crate::aws::{Ec2Network, RateLimits};
+    use crate::controller::Adapters;
+    use crate::controller::fakes::{FakeRecords, FakeTargetGroups};
     use crate::fence::Fence;
 
-    /// A Context whose clients point at a closed port: nothing here sends a request.
-    pub(in crate::controller) type TestContext = Context<AwsPorts<Elbv2TargetGroups, Ec2Network, Ec2SecurityGroups>>;
+    /// A Context on in-memory target groups and records; its other clients point at a closed port.
+    pub(in crate::controller) type TestContext =
+        Context<Adapters<FakeTargetGroups, Ec2Network, Ec2SecurityGroups, FakeRecords>>;
 
     pub(in crate::controller) async fn context() -> TestContext {
         context_with(Arc::new(crate::k8s::writes::ApiWrites::new(test_client(), None))).await
@@ -369,8 +369,16 @@ pub(super) mod tests {
         Client::try_from(kube::Config::new(url)).expect("client")
     }
 
-    /// A Context writing to `writes`, whose other clients point at a closed port.
+    /// A Context writing to `writes`, with no target group and no record yet.
     pub(in crate::controller) async fn context_with(writes: Arc<dyn BindingWrites>) -> TestContext {
+        context_on(writes, FakeTargetGroups::default()).await
+    }
+
+    /// A Context writing to `writes` on `target_groups`.
+    pub(in crate::controller) async fn context_on(
+        writes: Arc<dyn BindingWrites>,
+        target_groups: FakeTargetGroups,
+    ) -> TestContext {
         let client = test_client();
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
@@ -380,16 +388,16 @@ pub(super) mod tests {
             .await;
         let metrics = Arc::new(Metrics::default());
         let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
-        let aws = AwsPorts {
-            target_groups: Elbv2TargetGroups::new(&sdk, limits.clone(), metrics.clone()),
+        let ports = Adapters {
+            target_groups,
             network: Ec2Network::new(&sdk, limits.clone(), metrics.clone()),
             security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics.clone()),
+            records: FakeRecords::default(),
         };
         let (wake, _) = crate::index::Wake::new();
         let kube = Kube {
             client: client.clone(),
             bindings: kube::runtime::reflector::store::Writer::default().as_reader(),
-            records: OwnershipRecords::new(client.clone(), "tgb-system", Arc::new(Fence::closed())),
             writes,
         };
         let watches = Watches {
@@ -398,7 +406,7 @@ pub(super) mod tests {
             wake: wake.clone(),
         };
         let contributions = super::super::asks::Contributions::new(wake);
-        Context::new(kube, aws, watches, "test".into(), Duration::from_secs(300), metrics, contributions)
+        Context::new(kube, ports, watches, "test".into(), Duration::from_secs(300), metrics, contributions)
     }
 
     /// Records what the binding level writes, in order.

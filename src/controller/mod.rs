@@ -7,6 +7,8 @@ mod cleanup;
 mod context;
 mod error;
 mod execute;
+#[cfg(test)]
+mod fakes;
 mod gates;
 mod group;
 mod locks;
@@ -38,33 +40,38 @@ use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{BackendIndex, NodeIndex, Wake};
-use crate::k8s::ownership::OwnershipRecords;
+use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
 use crate::k8s::status::Observed;
 use crate::k8s::writes::ApiWrites;
 use crate::metrics::Metrics;
 
-/// The AWS side, one narrow trait per concern.
-pub struct AwsPorts<T, N, S> {
+/// What the controller works through, one narrow trait per concern: AWS (target groups, the VPC,
+/// security groups) and the ownership records, the state it persists. In production the SDK
+/// clients and [`OwnershipRecords`]; in the controller's tests, in-memory fakes.
+pub struct Adapters<T, N, S, R = OwnershipRecords> {
     pub target_groups: T,
     pub network: N,
     pub security_groups: S,
+    pub records: R,
 }
 
-/// What the controller works through on the AWS side, as one bound (`P: Ports`) in place of a
-/// type parameter per trait.
+/// The ports as one bound (`P: Ports`) in place of a type parameter per trait.
 pub trait Ports: Send + Sync + 'static {
     type TargetGroups: TargetGroups;
     type Network: Network;
     type SecurityGroups: SecurityGroups;
+    type Records: OwnershipStore;
     fn target_groups(&self) -> &Self::TargetGroups;
     fn network(&self) -> &Self::Network;
     fn security_groups(&self) -> &Self::SecurityGroups;
+    fn records(&self) -> &Self::Records;
 }
 
-impl<T: TargetGroups, N: Network, S: SecurityGroups> Ports for AwsPorts<T, N, S> {
+impl<T: TargetGroups, N: Network, S: SecurityGroups, R: OwnershipStore> Ports for Adapters<T, N, S, R> {
     type TargetGroups = T;
     type Network = N;
     type SecurityGroups = S;
+    type Records = R;
     fn target_groups(&self) -> &T {
         &self.target_groups
     }
@@ -74,24 +81,24 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups> Ports for AwsPorts<T, N, S>
     fn security_groups(&self) -> &S {
         &self.security_groups
     }
+    fn records(&self) -> &R {
+        &self.records
+    }
 }
 
 /// How the controller runs.
 pub struct Settings {
     pub cluster_name: String,
     pub watch_namespace: Option<String>,
-    pub agent_namespace: String,
     pub drift_interval: std::time::Duration,
     pub concurrency: u16,
     pub instance: Option<String>,
-    /// Open while this replica may write (always, without leader election).
-    pub fence: Arc<crate::fence::Fence>,
 }
 
 /// Runs until `shutdown` resolves; reconciles in flight finish first.
 pub async fn run<P: Ports>(
     client: Client,
-    aws: P,
+    ports: P,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<std::sync::atomic::AtomicBool>,
@@ -111,14 +118,13 @@ pub async fn run<P: Ports>(
     let kube = Kube {
         client: client.clone(),
         bindings: store.clone(),
-        records: OwnershipRecords::new(client.clone(), &settings.agent_namespace, settings.fence.clone()),
         writes: Arc::new(ApiWrites::new(client, settings.instance)),
     };
     let watches = Watches { backends: index, nodes, wake: wake.clone() };
     let contributions = asks::Contributions::new(wake.clone());
     let ctx = Arc::new(Context::new(
         kube,
-        aws,
+        ports,
         watches,
         settings.cluster_name,
         settings.drift_interval,

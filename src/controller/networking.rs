@@ -167,7 +167,7 @@ async fn pass<P: Ports>(ctx: &Context<P>) -> Option<Duration> {
     );
     // Whether this pass left anything to do: a failure, a write, a grace still running.
     let mut left = false;
-    match ctx.aws.security_groups().groups_with_rules_of(&ctx.cluster_name).await {
+    match ctx.ports.security_groups().groups_with_rules_of(&ctx.cluster_name).await {
         Ok(claimed) => groups.extend(claimed),
         Err(error) => {
             left = true;
@@ -252,7 +252,7 @@ async fn reconcile_security_group<P: Ports>(
     may_release: bool,
     grace: u64,
 ) -> Result<GroupDone, Vec<(String, (&'static str, String))>> {
-    let sg = &ctx.aws.security_groups();
+    let sg = &ctx.ports.security_groups();
     let cluster = ctx.cluster_name.as_str();
     let everyone = |e: &SecurityGroupError| -> Vec<(String, (&'static str, String))> {
         let uids: BTreeSet<&String> = wanted.values().flatten().collect();
@@ -352,7 +352,7 @@ async fn groups_of<P: Ports>(
         (found, missing)
     };
     if !missing.is_empty() {
-        let looked_up = interfaces(ctx.aws.security_groups(), target_is_ip, vpc_id, &missing).await?;
+        let looked_up = interfaces(ctx.ports.security_groups(), target_is_ip, vpc_id, &missing).await?;
         let now = Instant::now();
         let mut state = ctx.networking.state();
         state.enis.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));

@@ -21,7 +21,7 @@ use crate::aws::{Network as _, TargetGroups as _};
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::{read_backend, read_nodes};
-use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
+use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
@@ -35,7 +35,6 @@ use crate::plan::validate::account_of;
 pub struct PlanSettings {
     pub cluster_name: String,
     pub watch_namespace: Option<String>,
-    pub agent_namespace: String,
     pub drift_interval_secs: u64,
 }
 
@@ -52,7 +51,7 @@ struct RulesAsk {
     groups: Result<BTreeSet<String>, String>,
 }
 
-pub async fn plan<P: Ports>(client: Client, aws: &P, settings: &PlanSettings) -> Result<Plan, ReconcileError> {
+pub async fn plan<P: Ports>(client: Client, ports: &P, settings: &PlanSettings) -> Result<Plan, ReconcileError> {
     let api: Api<TargetGroupBinding> = match &settings.watch_namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -65,18 +64,14 @@ pub async fn plan<P: Ports>(client: Client, aws: &P, settings: &PlanSettings) ->
         .into_iter()
         .map(std::sync::Arc::new)
         .collect();
-    // `plan` writes nothing: a closed fence refuses any record write.
-    let records = OwnershipRecords::new(
-        client.clone(),
-        &settings.agent_namespace,
-        std::sync::Arc::new(crate::fence::Fence::closed()),
-    );
+    // `plan` writes nothing: its records' fence never opens.
+    let records = ports.records();
     let mut out = Plan { text: String::new(), changes: 0 };
     let mut asks = Vec::new();
     for tgb in &all {
         let name = format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any());
         let _ = writeln!(out.text, "binding {name}");
-        match binding_plan(&client, aws, &records, tgb, &all, &settings.cluster_name, &mut out).await {
+        match binding_plan(&client, ports, records, tgb, &all, &settings.cluster_name, &mut out).await {
             Ok(Some(ask)) => asks.push(ask),
             Ok(None) => {}
             Err(e) => {
@@ -84,7 +79,7 @@ pub async fn plan<P: Ports>(client: Client, aws: &P, settings: &PlanSettings) ->
             }
         }
     }
-    rules_plan(aws, settings, &asks, &mut out).await?;
+    rules_plan(ports, settings, &asks, &mut out).await?;
     let _ = writeln!(out.text, "\nPlan: {} change(s).", out.changes);
     Ok(out)
 }
@@ -92,7 +87,7 @@ pub async fn plan<P: Ports>(client: Client, aws: &P, settings: &PlanSettings) ->
 /// `plan` reads AWS and the API server directly, through a fence that never opens.
 struct LiveReads<'a, P> {
     client: &'a Client,
-    aws: &'a P,
+    ports: &'a P,
 }
 
 impl<P: Ports> Reads for LiveReads<'_, P> {
@@ -102,11 +97,11 @@ impl<P: Ports> Reads for LiveReads<'_, P> {
         account: &Account,
         _drift_check: bool,
     ) -> Result<TargetGroupInfo, ReconcileError> {
-        Ok(self.aws.target_groups().in_account(account).await?.describe(tg).await?)
+        Ok(self.ports.target_groups().in_account(account).await?.describe(tg).await?)
     }
 
     async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, ReconcileError> {
-        Ok(inputs::seen_from(self.aws.network().vpc_cidrs(vpc_id).await, account)?)
+        Ok(inputs::seen_from(self.ports.network().vpc_cidrs(vpc_id).await, account)?)
     }
 
     async fn held_back(
@@ -122,8 +117,8 @@ impl<P: Ports> Reads for LiveReads<'_, P> {
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
 async fn binding_plan<P: Ports>(
     client: &Client,
-    aws: &P,
-    records: &OwnershipRecords,
+    ports: &P,
+    records: &P::Records,
     tgb: &TargetGroupBinding,
     all: &[std::sync::Arc<TargetGroupBinding>],
     cluster: &str,
@@ -133,13 +128,13 @@ async fn binding_plan<P: Ports>(
     let shared = tgb.spec.multi_cluster_target_group == Some(true);
     let record = records.read(&id).await?.unwrap_or_default();
     let key = BackendKey { namespace: id.namespace.clone(), service: tgb.spec.service_ref.name.clone() };
-    let reads = LiveReads { client, aws };
+    let reads = LiveReads { client, ports };
     if tgb.metadata.deletion_timestamp.is_some() {
         // Observed as `cleanup` observes it; `plan` has no memory of a record deleted by hand.
         let _ = writeln!(out.text, "  being deleted: everything this cluster registered goes");
         let mut deletion = observe_deletion(&reads, client, records, tgb, all, false).await?;
         if deletion.lost.is_some() {
-            let target_groups = aws.target_groups().in_account(&account_of(&tgb.spec)?).await?;
+            let target_groups = ports.target_groups().in_account(&account_of(&tgb.spec)?).await?;
             let held = reclaim_for_deletion(&*target_groups, &mut deletion).await?;
             if let Err(e) = held_for_lost_record(deletion.lost.clone(), held) {
                 let _ = writeln!(out.text, "  ! {e} ({}): the deletion would be held", e.reason());
@@ -147,7 +142,7 @@ async fn binding_plan<P: Ports>(
         }
         for (arn, claimed) in &deletion.groups {
             let (record, ours_now) = (&deletion.record, &deletion.ours_now);
-            group_plan(aws, records, record, tgb, all, arn, Want::Nothing, *claimed, ours_now, out).await?;
+            group_plan(ports, records, record, tgb, all, arn, Want::Nothing, *claimed, ours_now, out).await?;
         }
         return Ok(None);
     }
@@ -166,7 +161,7 @@ async fn binding_plan<P: Ports>(
     let ours_now = inputs::ours_now(&binding, &views);
     for (old, claimed) in previous_groups(tgb, &tg.arn, &record, shared, all) {
         let _ = writeln!(out.text, "  previous target group {old} (the spec names another now): cleaned first");
-        group_plan(aws, records, &record, tgb, all, &old, Want::Nothing, claimed, &ours_now, out).await?;
+        group_plan(ports, records, &record, tgb, all, &old, Want::Nothing, claimed, &ours_now, out).await?;
     }
     let wanted = match wanted {
         Ok(wanted) => wanted,
@@ -176,7 +171,7 @@ async fn binding_plan<P: Ports>(
         }
     };
     let want = Want::Targets { targets: &wanted.targets, confirmed: true };
-    group_plan(aws, records, &record, tgb, all, &tg.arn, want, shared, &ours_now, out).await?;
+    group_plan(ports, records, &record, tgb, all, &tg.arn, want, shared, &ours_now, out).await?;
 
     // What `run` would publish, and the groups its security-group loop would resolve it to.
     let pods = if instance { BTreeSet::new() } else { serving_pods(&live.slices, resolved.family) };
@@ -192,7 +187,7 @@ async fn binding_plan<P: Ports>(
         return Ok(None);
     };
     let listed: Vec<String> = ids.iter().cloned().collect();
-    let groups = match networking::interfaces(aws.security_groups(), target_is_ip, vpc_id.as_deref(), &listed).await {
+    let groups = match networking::interfaces(ports.security_groups(), target_is_ip, vpc_id.as_deref(), &listed).await {
         Ok(enis) => networking::groups_from(&enis, &ids, cluster).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
@@ -202,8 +197,8 @@ async fn binding_plan<P: Ports>(
 /// Observes and decides one group exactly as a reconcile would, and prints the decision.
 #[allow(clippy::too_many_arguments)]
 async fn group_plan<P: Ports>(
-    aws: &P,
-    records: &OwnershipRecords,
+    ports: &P,
+    records: &P::Records,
     record: &Record,
     tgb: &TargetGroupBinding,
     all: &[std::sync::Arc<TargetGroupBinding>],
@@ -228,7 +223,7 @@ async fn group_plan<P: Ports>(
         why: Why::change(),
         read: None,
     };
-    let target_groups = aws.target_groups().in_account(&account_of(&tgb.spec)?).await?;
+    let target_groups = ports.target_groups().in_account(&account_of(&tgb.spec)?).await?;
     let observed = match observe(&*target_groups, records, record, &task).await {
         Ok(observed) => observed,
         Err(e) if matches!(want, Want::Nothing) && e.means_group_gone(arn) => {
@@ -299,7 +294,7 @@ fn describe(observed: &Observed, shared: bool, out: &mut Plan) {
 
 /// The security-group part: per group, what the loop would authorize, claim and release.
 async fn rules_plan<P: Ports>(
-    aws: &P,
+    ports: &P,
     settings: &PlanSettings,
     asks: &[RulesAsk],
     out: &mut Plan,
@@ -322,11 +317,11 @@ async fn rules_plan<P: Ports>(
     }
     // Also with nothing asked: a restarted `run` releases the claims an earlier run left.
     let mut groups: BTreeSet<String> = desired.keys().cloned().collect();
-    groups.extend(aws.security_groups().groups_with_rules_of(&settings.cluster_name).await?);
+    groups.extend(ports.security_groups().groups_with_rules_of(&settings.cluster_name).await?);
     let no_rules = BTreeMap::new();
     for group in groups {
         let wanted = desired.get(&group).unwrap_or(&no_rules);
-        let existing = aws.security_groups().ingress_rules(&group).await?;
+        let existing = ports.security_groups().ingress_rules(&group).await?;
         let rules: BTreeSet<IngressRule> = wanted.keys().cloned().collect();
         let plan = plan_group(GroupInputs {
             cluster: &settings.cluster_name,
