@@ -47,6 +47,7 @@ async fn plan(args: PlanArgs) -> anyhow::Result<usize> {
         security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics),
         // `plan` writes nothing: a closed fence refuses any record write.
         records: OwnershipRecords::new(client.clone(), &namespace, Arc::new(Fence::closed())),
+        cluster: client.clone(),
     };
     let settings = PlanSettings {
         cluster_name,
@@ -146,7 +147,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let records = OwnershipRecords::new(client.clone(), &namespace, fence.clone());
-    let ports = Adapters { target_groups, network, security_groups, records };
+    let ports = Adapters { target_groups, network, security_groups, records, cluster: client.clone() };
     tokio::select! {
         () = controller::run(client, ports, settings, metrics.clone(), health.ready.clone(), health.clone(), shutdown_signal()) => {}
         result = metrics_server => result.context("metrics server task")?.context("metrics server")?,

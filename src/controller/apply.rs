@@ -25,7 +25,7 @@ use crate::aws::AwsError;
 use crate::aws::TargetGroups as _;
 use crate::clock::unix_now;
 use crate::index::{Backend, BackendKey, Nodes};
-use crate::k8s::live::{read_backend, read_nodes};
+use crate::k8s::live::ClusterReads as _;
 use crate::k8s::ownership::OwnershipStore;
 use crate::model::BindingId;
 use crate::plan::decide::Want;
@@ -314,7 +314,7 @@ async fn finish<P: Ports>(
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
     let family = binding.resolved.family;
     let gates_closed = !binding.instance_mode()
-        && gates::update(&ctx.kube.client, &ctx.gates, tgb, &views.slices, family, &report.states).await?;
+        && gates::update(ctx.ports.cluster(), &ctx.gates, tgb, &views.slices, family, &report.states).await?;
     let gate_poll = gates_closed.then_some(GATE_POLL);
     Ok(report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min())
 }
@@ -356,10 +356,10 @@ async fn live_wanted<P: Ports>(
     tgb: &TargetGroupBinding,
     binding: &Binding,
 ) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
-    let client = &ctx.kube.client;
-    let live = read_backend(client, &binding.key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let cluster = ctx.ports.cluster();
+    let live = cluster.backend(&binding.key).await.map_err(ReconcileError::kube("read the backend live"))?;
     let nodes = match binding.instance_mode() {
-        true => Some(read_nodes(client).await.map_err(ReconcileError::kube("read the nodes live"))?),
+        true => Some(cluster.nodes().await.map_err(ReconcileError::kube("read the nodes live"))?),
         false => None,
     };
     observe::wanted(ctx, tgb, binding, &BackendViews::live(&live, nodes.as_deref())).await
@@ -435,7 +435,7 @@ mod tests {
 
     use super::*;
     use crate::controller::context::tests::{Recorded, TestContext, context_on, context_with};
-    use crate::controller::fakes::FakeTargetGroups;
+    use crate::controller::fakes::{FakeCluster, FakeTargetGroups};
     use crate::index::Backend;
     use crate::model::{Account, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupType, TargetId};
     use crate::plan::desired::{AddressFamily, PortRef};
@@ -550,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn a_shared_binding_takes_only_its_claimed_targets_out_of_its_previous_group() {
         let groups = FakeTargetGroups::default().with_group(OLD, &["10.0.0.1", "10.0.0.9"]);
-        let ctx = context_on(Arc::new(Recorded::default()), groups).await;
+        let ctx = context_on(Arc::new(Recorded::default()), groups, FakeCluster::default()).await;
         let mut record = claimed(&["10.0.0.1"]);
         let left = clean(&ctx, &moved(true), &mut record).await;
         assert_eq!(left, None);
@@ -561,7 +561,7 @@ mod tests {
     #[tokio::test]
     async fn an_exclusive_binding_empties_the_group_its_status_still_names() {
         let groups = FakeTargetGroups::default().with_group(OLD, &["10.0.0.1", "10.0.0.9"]);
-        let ctx = context_on(Arc::new(Recorded::default()), groups).await;
+        let ctx = context_on(Arc::new(Recorded::default()), groups, FakeCluster::default()).await;
         let left = clean(&ctx, &moved(false), &mut Record::default()).await;
         assert_eq!(left, None);
         assert_eq!(ctx.ports.target_groups.active(OLD), Some(Vec::new()));
@@ -569,7 +569,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_previous_group_that_is_gone_is_forgotten() {
-        let ctx = context_on(Arc::new(Recorded::default()), FakeTargetGroups::default()).await;
+        let ctx = context_on(Arc::new(Recorded::default()), FakeTargetGroups::default(), FakeCluster::default()).await;
         let mut record = claimed(&["10.0.0.1"]);
         assert_eq!(clean(&ctx, &moved(true), &mut record).await, None);
         assert!(record.claims(OLD).is_none(), "{record:?}");
@@ -579,7 +579,7 @@ mod tests {
     async fn a_previous_group_that_cannot_be_read_is_reported_and_its_claims_kept() {
         let groups = FakeTargetGroups::default().with_group(OLD, &["10.0.0.1"]);
         groups.fail_with(AwsError::AccessDenied { op: "DescribeTargetHealth", message: "no".into() });
-        let ctx = context_on(Arc::new(Recorded::default()), groups).await;
+        let ctx = context_on(Arc::new(Recorded::default()), groups, FakeCluster::default()).await;
         let mut record = claimed(&["10.0.0.1"]);
         let left = clean(&ctx, &moved(true), &mut record).await.expect("reported");
         assert!(left.contains("not cleaned yet") && left.contains(OLD), "{left}");

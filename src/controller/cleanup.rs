@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
 
 use super::Ports;
 use super::context::Context;
@@ -24,7 +24,7 @@ use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::TargetGroups;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
-use crate::k8s::live::{read_backend, read_nodes};
+use crate::k8s::live::ClusterReads;
 use crate::k8s::ownership::OwnershipStore;
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
@@ -66,7 +66,7 @@ pub(super) struct Deletion {
 /// `was_instance`: the binding last resolved to instance targets (its spec may not say so).
 pub(super) async fn observe_deletion(
     reads: &impl Reads,
-    client: &Client,
+    cluster: &impl ClusterReads,
     records: &impl OwnershipStore,
     tgb: &TargetGroupBinding,
     all: &[Arc<TargetGroupBinding>],
@@ -99,7 +99,7 @@ pub(super) async fn observe_deletion(
         }
     }
     let ours_now = match groups.iter().any(|(_, claimed)| *claimed) {
-        true => ours_now(client, tgb, was_instance).await?,
+        true => ours_now(cluster, tgb, was_instance).await?,
         false => BTreeSet::new(),
     };
     Ok(Deletion { record, restored, lost, groups, ours_now })
@@ -128,7 +128,7 @@ async fn deregister_everything<P: Ports>(
     let id = binding_id(tgb);
     let all = ctx.kube.bindings.state();
     let was_instance = tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid));
-    let mut deletion = observe_deletion(ctx, &ctx.kube.client, ctx.ports.records(), tgb, &all, was_instance).await?;
+    let mut deletion = observe_deletion(ctx, ctx.ports.cluster(), ctx.ports.records(), tgb, &all, was_instance).await?;
     if deletion.restored {
         announce_restored(ctx, tgb).await;
     }
@@ -206,16 +206,16 @@ async fn deregister_everything<P: Ports>(
 /// The addresses the binding's endpoints (or, for instance targets, this cluster's nodes) hold
 /// right now, read live: they make uncertain claims on them certain.
 async fn ours_now(
-    client: &Client,
+    cluster: &impl ClusterReads,
     tgb: &TargetGroupBinding,
     was_instance: bool,
 ) -> Result<BTreeSet<String>, ReconcileError> {
     if tgb.spec.target_type == Some(TargetType::Instance) || was_instance {
-        let nodes = read_nodes(client).await.map_err(ReconcileError::kube("read the nodes live"))?;
+        let nodes = cluster.nodes().await.map_err(ReconcileError::kube("read the nodes live"))?;
         return Ok(instance_ids(&nodes));
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
-    let live = read_backend(client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let live = cluster.backend(&key).await.map_err(ReconcileError::kube("read the backend live"))?;
     // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
     let family = tgb.spec.ip_address_type.map(|f| match f {
         IpAddressType::Ipv6 => AddressFamily::Ipv6,
@@ -231,12 +231,12 @@ async fn open_readiness_gates<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<
         return Ok(());
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
-    let live = read_backend(&ctx.kube.client, &key).await.map_err(ReconcileError::kube("read the backend live"))?;
+    let live = ctx.ports.cluster().backend(&key).await.map_err(ReconcileError::kube("read the backend live"))?;
     let family = match tgb.spec.ip_address_type {
         Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
         _ => AddressFamily::Ipv4,
     };
-    super::gates::open_all(&ctx.kube.client, &ctx.gates, tgb, &live.slices, family).await
+    super::gates::open_all(ctx.ports.cluster(), &ctx.gates, tgb, &live.slices, family).await
 }
 
 /// The group an exclusive binding owns: the ARN it names or resolved to; by name, looked up. `None`
@@ -266,7 +266,7 @@ mod tests {
 
     use super::*;
     use crate::controller::context::tests::{Recorded, context_on, context_with};
-    use crate::controller::fakes::FakeTargetGroups;
+    use crate::controller::fakes::{FakeCluster, FakeTargetGroups};
 
     fn deleted(finalizers: &[&str]) -> TargetGroupBinding {
         let mut tgb: TargetGroupBinding = serde_json::from_value(json!({
@@ -315,7 +315,7 @@ mod tests {
     async fn an_exclusive_deletion_empties_its_group_then_removes_the_finalizer() {
         let writes = Arc::new(Recorded::default());
         let groups = FakeTargetGroups::default().with_group(ARN, &["i-1", "i-2"]);
-        let ctx = context_on(writes.clone(), groups).await;
+        let ctx = context_on(writes.clone(), groups, FakeCluster::default()).await;
         let action = cleanup(&deleted_exclusive_instance(), &ctx).await.expect("cleanup");
         assert_eq!(action, Action::await_change());
         assert_eq!(ctx.ports.target_groups.active(ARN), Some(Vec::new()));
@@ -327,7 +327,7 @@ mod tests {
         let writes = Arc::new(Recorded::default());
         let groups = FakeTargetGroups::default().with_group(ARN, &["i-1"]);
         groups.fail_with(crate::aws::AwsError::AccessDenied { op: "DescribeTargetHealth", message: "no".into() });
-        let ctx = context_on(writes.clone(), groups).await;
+        let ctx = context_on(writes.clone(), groups, FakeCluster::default()).await;
         let error = cleanup(&deleted_exclusive_instance(), &ctx).await.expect_err("cannot clean");
         assert_eq!(error.reason(), "CleanupFailed", "{error}");
         assert!(!writes.log().iter().any(|w| w == "finalizer removed"), "{:?}", writes.log());
@@ -336,8 +336,41 @@ mod tests {
     #[tokio::test]
     async fn a_deletion_whose_group_is_gone_lets_the_binding_go() {
         let writes = Arc::new(Recorded::default());
-        let ctx = context_on(writes.clone(), FakeTargetGroups::default()).await;
+        let ctx = context_on(writes.clone(), FakeTargetGroups::default(), FakeCluster::default()).await;
         cleanup(&deleted_exclusive_instance(), &ctx).await.expect("a gone group is clean");
+        assert_eq!(writes.log().last().map(String::as_str), Some("finalizer removed"), "{:?}", writes.log());
+    }
+
+    /// A shared binding's deletion: only what its record claims leaves the group (another
+    /// cluster's target stays), the gate of its pod opens, its record goes, then its finalizer.
+    #[tokio::test]
+    async fn a_shared_deletion_removes_only_its_claims_opens_its_gates_and_drops_its_record() {
+        use crate::plan::desired::{EndpointView, SliceView};
+        let writes = Arc::new(Recorded::default());
+        let groups = FakeTargetGroups::default().with_group(ARN, &["10.0.0.1", "10.0.0.9"]);
+        let cluster = FakeCluster::with(&[("a", true, Some("False"))]);
+        if let Ok(mut backend) = cluster.backend.lock() {
+            let endpoint = EndpointView {
+                addresses: vec!["10.0.0.1".into()],
+                ready: Some(false),
+                terminating: None,
+                pod: Some("a".into()),
+            };
+            let slice = SliceView { family: AddressFamily::Ipv4, ports: Vec::new(), endpoints: vec![endpoint] };
+            backend.slices = vec![slice];
+        }
+        let ctx = context_on(writes.clone(), groups, cluster).await;
+        let mut tgb = deleted(&[crate::api::FINALIZER]);
+        tgb.spec.multi_cluster_target_group = Some(true);
+        let id = binding_id(&tgb);
+        let claims = [(crate::model::TargetId::new("10.0.0.1", 8080), crate::plan::ownership::Claim::Registered)];
+        ctx.ports.records.put(&id, Record::default().with_group(ARN, claims.into()));
+
+        cleanup(&tgb, &ctx).await.expect("cleanup");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(vec!["10.0.0.9".to_owned()]));
+        let opened = ("a".to_owned(), "True".to_owned(), "TargetGroupBindingDeleted".to_owned());
+        assert_eq!(ctx.ports.cluster.gates_set(), vec![opened]);
+        assert_eq!(ctx.ports.records.get(&id), None, "the record is deleted");
         assert_eq!(writes.log().last().map(String::as_str), Some("finalizer removed"), "{:?}", writes.log());
     }
 }

@@ -331,7 +331,7 @@ impl<P: Ports> super::observe::Reads for Context<P> {
         slices: &[&crate::plan::desired::SliceView],
         family: crate::plan::desired::AddressFamily,
     ) -> Result<std::collections::BTreeSet<String>, super::ReconcileError> {
-        super::gates::held_back(&self.kube.client, &self.gates, tgb, slices, family).await
+        super::gates::held_back(self.ports.cluster(), &self.gates, tgb, slices, family).await
     }
 }
 
@@ -353,12 +353,12 @@ pub(super) mod tests {
     use crate::aws::security_groups::Ec2SecurityGroups;
     use crate::aws::{Ec2Network, RateLimits};
     use crate::controller::Adapters;
-    use crate::controller::fakes::{FakeRecords, FakeTargetGroups};
+    use crate::controller::fakes::{FakeCluster, FakeRecords, FakeTargetGroups};
     use crate::fence::Fence;
 
     /// A Context on in-memory target groups and records; its other clients point at a closed port.
     pub(in crate::controller) type TestContext =
-        Context<Adapters<FakeTargetGroups, Ec2Network, Ec2SecurityGroups, FakeRecords>>;
+        Context<Adapters<FakeTargetGroups, Ec2Network, Ec2SecurityGroups, FakeRecords, FakeCluster>>;
 
     pub(in crate::controller) async fn context() -> TestContext {
         context_with(Arc::new(crate::k8s::writes::ApiWrites::new(test_client(), None))).await
@@ -371,13 +371,14 @@ pub(super) mod tests {
 
     /// A Context writing to `writes`, with no target group and no record yet.
     pub(in crate::controller) async fn context_with(writes: Arc<dyn BindingWrites>) -> TestContext {
-        context_on(writes, FakeTargetGroups::default()).await
+        context_on(writes, FakeTargetGroups::default(), FakeCluster::default()).await
     }
 
-    /// A Context writing to `writes` on `target_groups`.
+    /// A Context writing to `writes` on `target_groups` and `cluster`.
     pub(in crate::controller) async fn context_on(
         writes: Arc<dyn BindingWrites>,
         target_groups: FakeTargetGroups,
+        cluster: FakeCluster,
     ) -> TestContext {
         let client = test_client();
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -393,6 +394,7 @@ pub(super) mod tests {
             network: Ec2Network::new(&sdk, limits.clone(), metrics.clone()),
             security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics.clone()),
             records: FakeRecords::default(),
+            cluster,
         };
         let (wake, _) = crate::index::Wake::new();
         let kube = Kube {

@@ -1,13 +1,17 @@
-//! In-memory fakes of the ports the binding level writes through, for its unit tests: target groups
-//! (ELBv2) and ownership records. Either can be made unreachable, so a test can see what a reconcile
-//! does when it cannot read.
+//! In-memory fakes of the ports the binding level works through, for its unit tests: target groups
+//! (ELBv2), ownership records, and the cluster's live reads and pod gates. Each can be made to
+//! fail, so a test can see what a reconcile does when it cannot read or write.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use crate::aws::{AwsError, TargetGroups, Turn};
+use crate::index::BackendKey;
+use crate::k8s::live::{ClusterReads, LiveBackend};
 use crate::k8s::ownership::{OwnershipStore, RecordError};
+use crate::k8s::pods::{GateCondition, GatedPod, PodGates};
 use crate::model::{BindingId, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef, TargetId, TargetState};
+use crate::plan::instance::NodeView;
 use crate::plan::ownership::Record;
 
 /// Target groups by ARN; a group absent from the map does not exist (`TargetGroupNotFound`).
@@ -145,5 +149,82 @@ impl OwnershipStore for FakeRecords {
 
     fn last_known(&self, _: &BindingId) -> Option<Record> {
         None
+    }
+}
+
+/// One backend, the nodes, and pods that all declare the gate asked about; the gate conditions set.
+#[derive(Default)]
+pub struct FakeCluster {
+    pub backend: Mutex<LiveBackend>,
+    pub nodes: Vec<NodeView>,
+    pods: Mutex<BTreeMap<String, GatedPod>>,
+    set: Mutex<Vec<(String, String, String)>>,
+    /// The API server's answer to every gate patch, when not success.
+    refuse_with: Option<u16>,
+}
+
+impl FakeCluster {
+    /// Pods (name, containers ready, gate status) that declare the gate.
+    pub fn with(pods: &[(&str, bool, Option<&str>)]) -> Self {
+        let pods = pods
+            .iter()
+            .map(|(name, containers_ready, gate)| {
+                let pod = GatedPod {
+                    name: (*name).to_owned(),
+                    uid: format!("uid-{name}"),
+                    containers_ready: *containers_ready,
+                    gate: gate.map(str::to_owned),
+                };
+                ((*name).to_owned(), pod)
+            })
+            .collect();
+        Self { pods: Mutex::new(pods), ..Self::default() }
+    }
+
+    pub fn refusing_gates_with(self, code: u16) -> Self {
+        Self { refuse_with: Some(code), ..self }
+    }
+
+    /// (pod, status, reason) per gate write, in order.
+    pub fn gates_set(&self) -> Vec<(String, String, String)> {
+        self.set.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl ClusterReads for FakeCluster {
+    async fn backend(&self, _: &BackendKey) -> Result<LiveBackend, kube::Error> {
+        Ok(self.backend.lock().map(|b| b.clone()).unwrap_or_default())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeView>, kube::Error> {
+        Ok(self.nodes.clone())
+    }
+}
+
+impl PodGates for FakeCluster {
+    async fn gated_pods(
+        &self,
+        _: &str,
+        names: &BTreeSet<String>,
+        _: &str,
+    ) -> Result<BTreeMap<String, GatedPod>, kube::Error> {
+        let pods = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
+        Ok(pods.into_iter().filter(|(name, _)| names.contains(name)).collect())
+    }
+
+    async fn set_gate(&self, _: &str, pod: &GatedPod, gate: &GateCondition<'_>) -> Result<(), kube::Error> {
+        if let Some(code) = self.refuse_with {
+            let status = kube::core::Status::failure("refused", "Conflict").with_code(code);
+            return Err(kube::Error::Api(Box::new(status)));
+        }
+        if let Ok(mut pods) = self.pods.lock()
+            && let Some(p) = pods.get_mut(&pod.name)
+        {
+            p.gate = Some(gate.status.to_owned());
+        }
+        if let Ok(mut set) = self.set.lock() {
+            set.push((pod.name.clone(), gate.status.to_owned(), gate.reason.to_owned()));
+        }
+        Ok(())
     }
 }

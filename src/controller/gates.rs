@@ -180,71 +180,10 @@ async fn patch(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
     use crate::api::TargetGroupBindingSpec;
+    use crate::controller::fakes::FakeCluster as FakePods;
     use crate::plan::desired::EndpointView;
-
-    /// Pods that all declare the gate, and the gate conditions set on them.
-    #[derive(Default)]
-    struct FakePods {
-        pods: Mutex<BTreeMap<String, GatedPod>>,
-        set: Mutex<Vec<(String, String, String)>>,
-        /// The API server's answer to every gate patch, when not success.
-        refuse_with: Option<u16>,
-    }
-
-    impl FakePods {
-        fn with(pods: &[(&str, bool, Option<&str>)]) -> Self {
-            let pods = pods
-                .iter()
-                .map(|(name, containers_ready, gate)| {
-                    let pod = GatedPod {
-                        name: (*name).to_owned(),
-                        uid: format!("uid-{name}"),
-                        containers_ready: *containers_ready,
-                        gate: gate.map(str::to_owned),
-                    };
-                    ((*name).to_owned(), pod)
-                })
-                .collect();
-            Self { pods: Mutex::new(pods), ..Self::default() }
-        }
-
-        /// (pod, status, reason) per gate write, in order.
-        fn set(&self) -> Vec<(String, String, String)> {
-            self.set.lock().map(|s| s.clone()).unwrap_or_default()
-        }
-    }
-
-    impl PodGates for FakePods {
-        async fn gated_pods(
-            &self,
-            _: &str,
-            names: &BTreeSet<String>,
-            _: &str,
-        ) -> Result<BTreeMap<String, GatedPod>, kube::Error> {
-            let pods = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
-            Ok(pods.into_iter().filter(|(name, _)| names.contains(name)).collect())
-        }
-
-        async fn set_gate(&self, _: &str, pod: &GatedPod, gate: &GateCondition<'_>) -> Result<(), kube::Error> {
-            if let Some(code) = self.refuse_with {
-                let status = kube::core::Status::failure("refused", "Conflict").with_code(code);
-                return Err(kube::Error::Api(Box::new(status)));
-            }
-            if let Ok(mut pods) = self.pods.lock()
-                && let Some(p) = pods.get_mut(&pod.name)
-            {
-                p.gate = Some(gate.status.to_owned());
-            }
-            if let Ok(mut set) = self.set.lock() {
-                set.push((pod.name.clone(), gate.status.to_owned(), gate.reason.to_owned()));
-            }
-            Ok(())
-        }
-    }
 
     fn binding() -> TargetGroupBinding {
         let mut tgb = TargetGroupBinding::new("web", TargetGroupBindingSpec::default());
@@ -292,19 +231,19 @@ mod tests {
         let closed = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.expect("update");
         assert!(closed, "b's gate is still closed: health is read again soon");
         assert_eq!(
-            pods.set(),
+            pods.gates_set(),
             vec![
                 ("a".into(), "True".into(), "Target.Healthy".into()),
                 ("b".into(), "False".into(), "Target.Initial".into())
             ]
         );
         update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.expect("update");
-        assert_eq!(pods.set().len(), 2, "nothing changed: nothing written");
+        assert_eq!(pods.gates_set().len(), 2, "nothing changed: nothing written");
 
         let healthy = states(&[(1, TargetState::Healthy), (2, TargetState::Healthy)]);
         let closed = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &healthy).await.expect("update");
         assert!(!closed);
-        assert_eq!(pods.set().last(), Some(&("b".into(), "True".into(), "Target.Healthy".into())));
+        assert_eq!(pods.gates_set().last(), Some(&("b".into(), "True".into(), "Target.Healthy".into())));
     }
 
     #[tokio::test]
@@ -316,7 +255,7 @@ mod tests {
         let only_a = slice(&[("a", 1)]);
         let now = states(&[(1, TargetState::Healthy)]);
         update(&pods, &memory, &tgb, &[&only_a], AddressFamily::Ipv4, &now).await.expect("update");
-        assert_eq!(pods.set(), vec![("a".into(), "True".into(), "Target.Healthy".into())]);
+        assert_eq!(pods.gates_set(), vec![("a".into(), "True".into(), "Target.Healthy".into())]);
         assert_eq!(memory.lock().get("uid-web").map(|p| p.keys().cloned().collect()), Some(vec!["a".to_owned()]));
     }
 
@@ -327,14 +266,14 @@ mod tests {
         let (tgb, slice) = (binding(), slice(&[("a", 1), ("b", 2)]));
         held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
         open_all(&pods, &memory, &tgb, &[slice], AddressFamily::Ipv4).await.expect("open");
-        assert_eq!(pods.set(), vec![("a".into(), "True".into(), "TargetGroupBindingDeleted".into())]);
+        assert_eq!(pods.gates_set(), vec![("a".into(), "True".into(), "TargetGroupBindingDeleted".into())]);
         assert!(memory.uids().is_empty());
     }
 
     #[tokio::test]
     async fn a_pod_gone_or_recreated_since_it_was_read_is_not_an_error() {
         for code in [404, 409] {
-            let pods = FakePods { refuse_with: Some(code), ..FakePods::with(&[("a", true, None)]) };
+            let pods = FakePods::with(&[("a", true, None)]).refusing_gates_with(code);
             let memory = GateMemory::default();
             let (tgb, slice) = (binding(), slice(&[("a", 1)]));
             held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
@@ -342,7 +281,7 @@ mod tests {
             let result = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await;
             assert!(result.is_ok(), "{code}: {result:?}");
         }
-        let pods = FakePods { refuse_with: Some(500), ..FakePods::with(&[("a", true, None)]) };
+        let pods = FakePods::with(&[("a", true, None)]).refusing_gates_with(500);
         let memory = GateMemory::default();
         let (tgb, slice) = (binding(), slice(&[("a", 1)]));
         held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");

@@ -40,19 +40,23 @@ use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups;
 use crate::aws::{Network, TargetGroups};
 use crate::index::{BackendIndex, NodeIndex, Wake};
+use crate::k8s::live::ClusterReads;
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore};
+use crate::k8s::pods::PodGates;
 use crate::k8s::status::Observed;
 use crate::k8s::writes::ApiWrites;
 use crate::metrics::Metrics;
 
 /// What the controller works through, one narrow trait per concern: AWS (target groups, the VPC,
-/// security groups) and the ownership records, the state it persists. In production the SDK
-/// clients and [`OwnershipRecords`]; in the controller's tests, in-memory fakes.
-pub struct Adapters<T, N, S, R = OwnershipRecords> {
+/// security groups), the ownership records (the state it persists), and the cluster's live reads
+/// and pod readiness gates. In production the SDK clients, [`OwnershipRecords`] and the API
+/// server's [`Client`]; in the controller's tests, in-memory fakes.
+pub struct Adapters<T, N, S, R = OwnershipRecords, C = Client> {
     pub target_groups: T,
     pub network: N,
     pub security_groups: S,
     pub records: R,
+    pub cluster: C,
 }
 
 /// The ports as one bound (`P: Ports`) in place of a type parameter per trait.
@@ -61,17 +65,27 @@ pub trait Ports: Send + Sync + 'static {
     type Network: Network;
     type SecurityGroups: SecurityGroups;
     type Records: OwnershipStore;
+    type Cluster: ClusterReads + PodGates;
     fn target_groups(&self) -> &Self::TargetGroups;
     fn network(&self) -> &Self::Network;
     fn security_groups(&self) -> &Self::SecurityGroups;
     fn records(&self) -> &Self::Records;
+    fn cluster(&self) -> &Self::Cluster;
 }
 
-impl<T: TargetGroups, N: Network, S: SecurityGroups, R: OwnershipStore> Ports for Adapters<T, N, S, R> {
+impl<T, N, S, R, C> Ports for Adapters<T, N, S, R, C>
+where
+    T: TargetGroups,
+    N: Network,
+    S: SecurityGroups,
+    R: OwnershipStore,
+    C: ClusterReads + PodGates + 'static,
+{
     type TargetGroups = T;
     type Network = N;
     type SecurityGroups = S;
     type Records = R;
+    type Cluster = C;
     fn target_groups(&self) -> &T {
         &self.target_groups
     }
@@ -83,6 +97,9 @@ impl<T: TargetGroups, N: Network, S: SecurityGroups, R: OwnershipStore> Ports fo
     }
     fn records(&self) -> &R {
         &self.records
+    }
+    fn cluster(&self) -> &C {
+        &self.cluster
     }
 }
 

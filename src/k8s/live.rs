@@ -1,6 +1,8 @@
 //! Live reads that bypass the watches, used to confirm what a cache claims before acting on it.
 //! They return the same plain views the watches hold, so one function decides from either.
 
+use std::future::Future;
+
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
@@ -11,6 +13,7 @@ use crate::plan::desired::{ServiceView, SliceView};
 use crate::plan::instance::NodeView;
 
 /// A Service and its EndpointSlices as the API server has them right now.
+#[derive(Clone, Debug, Default)]
 pub struct LiveBackend {
     pub service: Option<ServiceView>,
     pub slices: Vec<SliceView>,
@@ -30,4 +33,22 @@ pub async fn read_backend(client: &Client, key: &BackendKey) -> Result<LiveBacke
 
 pub async fn read_nodes(client: &Client) -> Result<Vec<NodeView>, kube::Error> {
     Ok(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items.iter().map(node_view).collect())
+}
+
+/// The live reads the controller makes, as a port: the API server in production ([`Client`]).
+pub trait ClusterReads: Send + Sync {
+    /// A backend (Service and slices) as the API server has it now.
+    fn backend(&self, key: &BackendKey) -> impl Future<Output = Result<LiveBackend, kube::Error>> + Send;
+    /// Every node, as the API server has them now.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeView>, kube::Error>> + Send;
+}
+
+impl ClusterReads for Client {
+    async fn backend(&self, key: &BackendKey) -> Result<LiveBackend, kube::Error> {
+        read_backend(self, key).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeView>, kube::Error> {
+        read_nodes(self).await
+    }
 }
