@@ -10,7 +10,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
-use super::Ports;
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
@@ -18,6 +17,7 @@ use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_target_g
 use super::lost_record::{announce_restored, lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::networking;
 use super::observe::{self, BackendViews, Binding};
+use super::ports::Ports;
 use super::report::report_group;
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of, uid_of};
 use crate::api::{TargetGroupBinding, TargetType};

@@ -9,7 +9,6 @@ use std::time::Duration;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use super::Ports;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::group::forget_group;
@@ -18,6 +17,7 @@ use super::lost_record::{
     accounted_for, announce_restored, held_for_lost_record, lost_record, reclaimed, remember_lost_record,
 };
 use super::observe::Reads;
+use super::ports::Ports;
 use super::report::report_group;
 use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::Ports;
 use super::locks::KeyedLocks;
+use super::ports::Ports;
 use crate::api::TargetGroupBinding;
 use crate::aws::AwsError;
 use crate::aws::{Network as _, TargetGroups as _};
@@ -317,11 +317,11 @@ impl<P: Ports> super::observe::Reads for Context<P> {
         tg: &TargetGroupRef,
         account: &Account,
         drift_check: bool,
-    ) -> Result<TargetGroupInfo, super::ReconcileError> {
+    ) -> Result<TargetGroupInfo, super::error::ReconcileError> {
         Ok(Context::target_group(self, tg, account, drift_check).await?)
     }
 
-    async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, super::ReconcileError> {
+    async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, super::error::ReconcileError> {
         Ok(Context::vpc_cidrs(self, vpc_id, account).await?)
     }
 
@@ -330,7 +330,7 @@ impl<P: Ports> super::observe::Reads for Context<P> {
         tgb: &TargetGroupBinding,
         slices: &[&crate::plan::desired::SliceView],
         family: crate::plan::desired::AddressFamily,
-    ) -> Result<std::collections::BTreeSet<String>, super::ReconcileError> {
+    ) -> Result<std::collections::BTreeSet<String>, super::error::ReconcileError> {
         super::gates::held_back(self.ports.cluster(), &self.gates, tgb, slices, family).await
     }
 }
@@ -352,8 +352,8 @@ pub(super) mod tests {
     use super::*;
     use crate::aws::security_groups::Ec2SecurityGroups;
     use crate::aws::{Ec2Network, RateLimits};
-    use crate::controller::Adapters;
     use crate::controller::fakes::{FakeCluster, FakeRecords, FakeTargetGroups};
+    use crate::controller::ports::Adapters;
     use crate::fence::Fence;
 
     /// A Context on in-memory target groups and records; its other clients point at a closed port.

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::{Api, Client, ResourceExt};
 
-use super::Ports;
 use super::context::Context;
 use super::error::ReconcileError;
+use super::ports::Ports;
 use crate::api::TargetGroupBinding;
 use crate::model::{RegisteredTarget, TargetId};
 use crate::plan::ownership::Claim;

@@ -15,10 +15,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::Ports;
 use super::asks::{Ask, BindingRef, Outcome};
 use super::context::Context;
 use super::error::ReconcileError;
+use super::ports::Ports;
 use super::siblings::uid_of;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};

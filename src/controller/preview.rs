@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::Ports;
 use super::cleanup::{observe_deletion, reclaim_for_deletion};
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
 use super::lost_record::held_for_lost_record;
 use super::observe::{self as inputs, BackendViews, Reads};
+use super::ports::Ports;
 use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use super::{asks, gates, networking};
 use crate::api::TargetGroupBinding;

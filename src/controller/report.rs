@@ -1,7 +1,7 @@
 //! What a group's reconcile did, told as metrics, a log line and Events on the binding.
 
-use super::Ports;
 use super::context::Context;
+use super::ports::Ports;
 use crate::api::TargetGroupBinding;
 use crate::model::Target;
 use crate::plan::outcome::GroupReport;
