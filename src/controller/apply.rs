@@ -335,7 +335,7 @@ async fn reclaim_lost_record<P: Ports>(
     let current = target_groups.targets(&arn).await?;
     if registered_beyond(registered, &current, ours_now) {
         tracing::warn!(%arn, registered, "ownership record lost while the binding lived; its deletion will be held");
-        remember_lost_record(&ctx.kube.client, tgb, registered).await?;
+        remember_lost_record(&*ctx.kube.writes, tgb, registered).await?;
         let message = format!(
             "the ownership record was deleted and {registered} targets were registered in {arn}; not all are at this \
              binding's endpoints any more, and those cannot be told from another cluster's: check the group (the \

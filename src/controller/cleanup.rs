@@ -134,7 +134,7 @@ async fn deregister_everything<P: Ports>(
     }
     if let Some((_, registered)) = &deletion.lost {
         // Remembered on the binding: the record this pass writes must not make the loss forgotten.
-        remember_lost_record(&ctx.kube.client, tgb, *registered).await?;
+        remember_lost_record(&*ctx.kube.writes, tgb, *registered).await?;
     }
     // Through the binding's role when it has one; a group of another account is refused, never taken
     // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
@@ -372,5 +372,28 @@ mod tests {
         assert_eq!(ctx.ports.cluster.gates_set(), vec![opened]);
         assert_eq!(ctx.ports.records.get(&id), None, "the record is deleted");
         assert_eq!(writes.log().last().map(String::as_str), Some("finalizer removed"), "{:?}", writes.log());
+    }
+
+    /// A shared binding whose record was deleted (by hand, with no agent to remember it) and whose
+    /// endpoints hold none of the 2 targets its status counted: they cannot be told from another
+    /// cluster's, so nothing is removed and the deletion is held, the loss noted on the binding.
+    #[tokio::test]
+    async fn a_lost_records_deletion_that_cannot_account_for_its_targets_is_held() {
+        let writes = Arc::new(Recorded::default());
+        let groups = FakeTargetGroups::default().with_group(ARN, &["10.0.0.1", "10.0.0.2"]);
+        let ctx = context_on(writes.clone(), groups, FakeCluster::default()).await;
+        let mut tgb = deleted(&[crate::api::FINALIZER]);
+        tgb.spec.multi_cluster_target_group = Some(true);
+        tgb.status = Some(crate::api::TargetGroupBindingStatus {
+            target_group_arn: Some(ARN.into()),
+            registered_targets: Some(2),
+            ..Default::default()
+        });
+        let error = cleanup(&tgb, &ctx).await.expect_err("held");
+        assert_eq!(error.reason(), "OwnershipRecordLost", "{error}");
+        assert_eq!(ctx.ports.target_groups.active(ARN).map(|a| a.len()), Some(2), "nothing removed");
+        let log = writes.log();
+        assert!(log.contains(&format!("annotated {}=2", super::super::lost_record::RECORD_LOST_ANNOTATION)), "{log:?}");
+        assert!(!log.iter().any(|w| w == "finalizer removed"), "{log:?}");
     }
 }

@@ -448,6 +448,15 @@ pub(super) mod tests {
             self.statuses.lock().expect("statuses").push(observed.clone());
             Box::pin(async { Ok(()) })
         }
+        fn annotate<'a>(
+            &'a self,
+            _: &'a TargetGroupBinding,
+            key: &'a str,
+            value: String,
+        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+            self.log.lock().expect("log").push(format!("annotated {key}={value}"));
+            Box::pin(async { Ok(()) })
+        }
         fn event<'a>(
             &'a self,
             _: &'a TargetGroupBinding,

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
 use super::context::Context;
 use super::error::ReconcileError;
 use super::ports::Ports;
 use crate::api::TargetGroupBinding;
+use crate::k8s::writes::BindingWrites;
 use crate::model::{RegisteredTarget, TargetId};
 use crate::plan::ownership::Claim;
 
@@ -76,18 +77,16 @@ pub(super) fn lost_record(tgb: &TargetGroupBinding, has_record: bool) -> Option<
 }
 
 pub(super) async fn remember_lost_record(
-    client: &Client,
+    writes: &dyn BindingWrites,
     tgb: &TargetGroupBinding,
     registered: usize,
 ) -> Result<(), ReconcileError> {
     if tgb.annotations().contains_key(RECORD_LOST_ANNOTATION) {
         return Ok(());
     }
-    let api: Api<TargetGroupBinding> = Api::namespaced(client.clone(), &tgb.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"metadata": {"annotations": {RECORD_LOST_ANNOTATION: registered.to_string()}}});
-    api.patch(&tgb.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+    writes
+        .annotate(tgb, RECORD_LOST_ANNOTATION, registered.to_string())
         .await
-        .map(drop)
         .map_err(ReconcileError::kube("mark the binding's ownership record lost"))
 }
 

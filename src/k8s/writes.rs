@@ -27,6 +27,13 @@ pub trait BindingWrites: Send + Sync {
         tgb: &'a TargetGroupBinding,
         observed: &'a Observed,
     ) -> BoxFuture<'a, Result<(), kube::Error>>;
+    /// Sets one annotation on the binding (what the agent must remember on the binding itself).
+    fn annotate<'a>(
+        &'a self,
+        tgb: &'a TargetGroupBinding,
+        key: &'a str,
+        value: String,
+    ) -> BoxFuture<'a, Result<(), kube::Error>>;
     /// Records an Event on the binding; a failure is logged, never fatal.
     fn event<'a>(
         &'a self,
@@ -78,6 +85,19 @@ impl BindingWrites for ApiWrites {
         observed: &'a Observed,
     ) -> BoxFuture<'a, Result<(), kube::Error>> {
         Box::pin(async move { status::update(&self.api(tgb), tgb, observed).await })
+    }
+
+    fn annotate<'a>(
+        &'a self,
+        tgb: &'a TargetGroupBinding,
+        key: &'a str,
+        value: String,
+    ) -> BoxFuture<'a, Result<(), kube::Error>> {
+        Box::pin(async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+            let params = kube::api::PatchParams::default();
+            self.api(tgb).patch(&tgb.name_any(), &params, &kube::api::Patch::Merge(&patch)).await.map(drop)
+        })
     }
 
     fn event<'a>(
