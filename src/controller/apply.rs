@@ -434,11 +434,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::context::tests::{Recorded, TestContext, context_on, context_with};
+    use crate::controller::context::tests::{Recorded, TestContext, context_on, context_with, test_client};
     use crate::controller::fakes::{FakeCluster, FakeTargetGroups};
     use crate::index::Backend;
+    use crate::index::BackendIndex;
+    use crate::k8s::live::LiveBackend;
     use crate::model::{Account, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupType, TargetId};
     use crate::plan::desired::{AddressFamily, PortRef};
+    use crate::plan::desired::{EndpointView, ServicePortView, ServiceView, SlicePort, SliceView};
     use crate::plan::validate::Resolved;
 
     const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -594,5 +597,85 @@ mod tests {
             networking: None,
         });
         assert!(matches!(status.observed.ready, Err((ref r, _)) if r == "PreviousTargetGroupNotCleaned"));
+    }
+
+    /// The Service `web` (port 80, `http`) whose pods are selected.
+    fn web() -> ServiceView {
+        ServiceView {
+            type_: None,
+            ports: vec![ServicePortView { name: Some("http".into()), port: 80, node_port: None }],
+            selects_pods: true,
+        }
+    }
+
+    /// An EndpointSlice of `web` with ready endpoints at `ips`, port 8080.
+    fn slice_of(ips: &[&str]) -> SliceView {
+        SliceView {
+            family: AddressFamily::Ipv4,
+            ports: vec![SlicePort { name: Some("http".into()), port: Some(8080) }],
+            endpoints: ips
+                .iter()
+                .map(|ip| EndpointView { addresses: vec![(*ip).into()], ready: Some(true), ..Default::default() })
+                .collect(),
+        }
+    }
+
+    /// An exclusive ip binding of `web` on `ARN` (holding 10.0.0.1), whose watches show `service`
+    /// and `slices`, and whose live read shows `live`.
+    async fn watching(
+        service: Option<ServiceView>,
+        slices: Vec<SliceView>,
+        live: LiveBackend,
+    ) -> (TestContext, Arc<Recorded>, TargetGroupBinding) {
+        let writes = Arc::new(Recorded::default());
+        let cluster = FakeCluster::default();
+        if let Ok(mut backend) = cluster.backend.lock() {
+            *backend = live;
+        }
+        let groups = FakeTargetGroups::default().with_group(ARN, &["10.0.0.1"]);
+        let mut ctx = context_on(writes.clone(), groups, cluster).await;
+        let key = BackendKey { namespace: "demo".into(), service: "web".into() };
+        let wake = ctx.watches.wake.clone();
+        ctx.watches.backends = BackendIndex::seeded(test_client(), wake, &key, service, slices);
+        let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80},
+                                 "targetType": "ip"}));
+        (ctx, writes, tgb)
+    }
+
+    /// Issue #19's outage: a Service re-created, its slices not re-published yet. The backend is
+    /// a mistake or a moment, never "no endpoints": every target stays, the status says why.
+    #[tokio::test]
+    async fn a_service_whose_endpoints_are_not_published_keeps_every_target() {
+        let (ctx, _, tgb) = watching(Some(web()), Vec::new(), LiveBackend::default()).await;
+        let error = apply(&tgb, &ctx).await.expect_err("fail static");
+        assert_eq!(error.reason(), "EndpointsNotPublished", "{error}");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(vec!["10.0.0.1".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn a_missing_service_keeps_every_target() {
+        let (ctx, _, tgb) = watching(None, Vec::new(), LiveBackend::default()).await;
+        let error = apply(&tgb, &ctx).await.expect_err("fail static");
+        assert_eq!(error.reason(), "ServiceNotFound", "{error}");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(vec!["10.0.0.1".to_owned()]));
+    }
+
+    /// The watches say the backend is empty: that is read live before the group is emptied, and
+    /// the live read wins.
+    #[tokio::test]
+    async fn an_empty_backend_is_confirmed_live_before_the_group_is_emptied() {
+        let live = LiveBackend { service: Some(web()), slices: vec![slice_of(&["10.0.0.5"])] };
+        let (ctx, writes, tgb) = watching(Some(web()), vec![slice_of(&[])], live).await;
+        apply(&tgb, &ctx).await.expect("apply");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(vec!["10.0.0.5".to_owned()]), "the live read wins");
+
+        let confirmed = LiveBackend { service: Some(web()), slices: vec![slice_of(&[])] };
+        let (ctx, writes_2, tgb) = watching(Some(web()), vec![slice_of(&[])], confirmed).await;
+        apply(&tgb, &ctx).await.expect("apply");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(Vec::new()), "confirmed empty: emptied");
+        for writes in [writes, writes_2] {
+            let statuses = writes.statuses.lock().expect("statuses").clone();
+            assert!(statuses.last().is_some_and(|s| s.ready.is_ok()), "{statuses:?}");
+        }
     }
 }

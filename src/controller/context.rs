@@ -350,21 +350,21 @@ pub fn fingerprint(tgb: &TargetGroupBinding, backend: &Backend, nodes: Option<&N
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::aws::RateLimits;
     use crate::aws::security_groups::Ec2SecurityGroups;
-    use crate::aws::{Ec2Network, RateLimits};
-    use crate::controller::fakes::{FakeCluster, FakeRecords, FakeTargetGroups};
+    use crate::controller::fakes::{FakeCluster, FakeNetwork, FakeRecords, FakeTargetGroups};
     use crate::controller::ports::Adapters;
     use crate::fence::Fence;
 
     /// A Context on in-memory target groups and records; its other clients point at a closed port.
     pub(in crate::controller) type TestContext =
-        Context<Adapters<FakeTargetGroups, Ec2Network, Ec2SecurityGroups, FakeRecords, FakeCluster>>;
+        Context<Adapters<FakeTargetGroups, FakeNetwork, Ec2SecurityGroups, FakeRecords, FakeCluster>>;
 
     pub(in crate::controller) async fn context() -> TestContext {
         context_with(Arc::new(crate::k8s::writes::ApiWrites::new(test_client(), None))).await
     }
 
-    fn test_client() -> Client {
+    pub(in crate::controller) fn test_client() -> Client {
         let url = "http://127.0.0.1:9".parse().expect("url");
         Client::try_from(kube::Config::new(url)).expect("client")
     }
@@ -391,7 +391,7 @@ pub(super) mod tests {
         let limits = Arc::new(RateLimits::fenced(Arc::new(Fence::closed())));
         let ports = Adapters {
             target_groups,
-            network: Ec2Network::new(&sdk, limits.clone(), metrics.clone()),
+            network: FakeNetwork,
             security_groups: Ec2SecurityGroups::new(&sdk, limits, metrics.clone()),
             records: FakeRecords::default(),
             cluster,

@@ -5,12 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use crate::aws::Network;
 use crate::aws::{AwsError, TargetGroups, Turn};
 use crate::index::BackendKey;
 use crate::k8s::live::{ClusterReads, LiveBackend};
 use crate::k8s::ownership::{OwnershipStore, RecordError};
 use crate::k8s::pods::{GateCondition, GatedPod, PodGates};
-use crate::model::{BindingId, RegisteredTarget, Target, TargetGroupInfo, TargetGroupRef, TargetId, TargetState};
+use crate::model::{
+    BindingId, Cidr, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType,
+    TargetId, TargetState,
+};
 use crate::plan::instance::NodeView;
 use crate::plan::ownership::Record;
 
@@ -63,9 +67,24 @@ impl FakeTargetGroups {
 }
 
 impl TargetGroups for FakeTargetGroups {
+    /// Every group is an `ip`, IPv4, HTTP group in `vpc-1`, named by its ARN's name part.
     async fn describe(&self, tg: &TargetGroupRef) -> Result<TargetGroupInfo, AwsError> {
         self.failure()?;
-        Err(AwsError::TargetGroupNotFound(format!("{tg:?}: the fake describes no group")))
+        let TargetGroupRef::Arn(arn) = tg else {
+            return Err(AwsError::TargetGroupNotFound(format!("{tg:?}: the fake looks groups up by ARN only")));
+        };
+        if !self.lock().contains_key(arn) {
+            return Err(AwsError::TargetGroupNotFound(arn.clone()));
+        }
+        Ok(TargetGroupInfo {
+            arn: arn.clone(),
+            name: arn.split('/').nth(1).unwrap_or("fake").to_owned(),
+            target_type: TargetGroupType::Ip,
+            vpc_id: Some("vpc-1".into()),
+            ip_address_type: TargetGroupIpType::Ipv4,
+            protocol: Some("HTTP".into()),
+            health_check: None,
+        })
     }
 
     async fn targets(&self, arn: &str) -> Result<Vec<RegisteredTarget>, AwsError> {
@@ -226,5 +245,18 @@ impl PodGates for FakeCluster {
             set.push((pod.name.clone(), gate.status.to_owned(), gate.reason.to_owned()));
         }
         Ok(())
+    }
+}
+
+/// One VPC, `vpc-1`, of `10.0.0.0/16`.
+#[derive(Default)]
+pub struct FakeNetwork;
+
+impl Network for FakeNetwork {
+    async fn vpc_cidrs(&self, vpc_id: &str) -> Result<Vec<Cidr>, AwsError> {
+        match vpc_id {
+            "vpc-1" => Ok(vec!["10.0.0.0/16".parse().map_err(|e| AwsError::VpcNotFound(format!("{e:?}")))?]),
+            other => Err(AwsError::VpcNotFound(other.to_owned())),
+        }
     }
 }

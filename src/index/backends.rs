@@ -117,6 +117,27 @@ impl BackendIndex {
         Backend { services: state.services.views(key), slices: state.slices.views(key) }
     }
 
+    /// An index that never starts its watches, holding `key`'s backend as given, as listed (for the
+    /// controller's unit tests).
+    #[cfg(test)]
+    pub fn seeded(
+        client: Client,
+        wake: super::Wake,
+        key: &BackendKey,
+        service: Option<ServiceView>,
+        slices: Vec<SliceView>,
+    ) -> Arc<Self> {
+        let index = Self::new(client, None, wake);
+        index.started.call_once(|| {});
+        {
+            let mut state = index.state();
+            state.services.seed(key, service.into_iter().map(|s| (key.service.clone(), s)).collect());
+            let slices = slices.into_iter().enumerate().map(|(i, s)| (format!("{}-{i}", key.service), s)).collect();
+            state.slices.seed(key, slices);
+        }
+        index
+    }
+
     /// Forgets `binding`; its backend's views are dropped when no binding reads it any more.
     pub fn untrack(&self, binding: &BindingRef) {
         let mut state = self.state();

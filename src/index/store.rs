@@ -170,6 +170,14 @@ impl<V: Clone + PartialEq> Table<V> {
         slot.views.swap_in(fresh)
     }
 
+    /// Keeps `key` with exactly `views`, as a completed list would (for tests of the layers above).
+    #[cfg(test)]
+    pub fn seed(&mut self, key: &BackendKey, views: BTreeMap<String, V>) {
+        let mut slot = Slot { views: Views::default(), fill: None };
+        slot.views.swap_in(views);
+        self.slots.insert(key.clone(), slot);
+    }
+
     /// Backends kept, and views held across them.
     #[cfg(test)]
     fn len(&self) -> (usize, usize) {
