@@ -678,4 +678,25 @@ mod tests {
             assert!(statuses.last().is_some_and(|s| s.ready.is_ok()), "{statuses:?}");
         }
     }
+
+    /// Shared: the other cluster's target (10.0.0.1, unclaimed) stays; this binding's claimed one
+    /// whose endpoint left (10.0.0.2) goes; the new endpoint (10.0.0.5) is registered and claimed;
+    /// the status counts the claims.
+    #[tokio::test]
+    async fn a_shared_binding_changes_only_what_it_claims_and_counts_its_claims() {
+        let live = LiveBackend::default();
+        let (mut ctx, writes, mut tgb) = watching(Some(web()), vec![slice_of(&["10.0.0.5"])], live).await;
+        ctx.ports.target_groups = FakeTargetGroups::default().with_group(ARN, &["10.0.0.1", "10.0.0.2"]);
+        tgb.spec.multi_cluster_target_group = Some(true);
+        let id = binding_id(&tgb);
+        let claims = [(TargetId::new("10.0.0.2", 8080), crate::plan::ownership::Claim::Registered)];
+        ctx.ports.records.put(&id, Record::default().with_group(ARN, claims.into()));
+        apply(&tgb, &ctx).await.expect("apply");
+        let active = ctx.ports.target_groups.active(ARN).unwrap_or_default();
+        assert_eq!(active, vec!["10.0.0.1".to_owned(), "10.0.0.5".to_owned()]);
+        let claimed = ctx.ports.records.get(&id).and_then(|r| r.claims(ARN).map(|c| c.keys().cloned().collect()));
+        assert_eq!(claimed, Some(vec![TargetId::new("10.0.0.5", 8080)]));
+        let statuses = writes.statuses.lock().expect("statuses").clone();
+        assert_eq!(statuses.last().and_then(|s| s.claimed), Some(1), "{statuses:?}");
+    }
 }
