@@ -1195,9 +1195,27 @@ fn a_deposed_leaders_settle_never_drops_the_new_leaders_claim() {
         world.sim().tick(false);
     }
     let sim = world.sim();
-    let ours: Vec<&TargetId> =
-        sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect();
+    let ours = ours_left(&sim);
     assert!(ours.is_empty(), "stranded {ours:?}; record {:?}", sim.record);
+}
+
+/// No faults; this cluster's ready pods at 10.0.0.2 and 10.0.0.5, registered by one reconcile.
+fn serving_two() -> World {
+    let world = new_world(0, 0.0, 0.0);
+    {
+        let mut sim = world.sim();
+        sim.fault_rate = 0.0;
+        sim.refused.clear();
+        sim.pods[2] = Some(Pod { side: Side::Us, ready: true });
+        sim.pods[5] = Some(Pod { side: Side::Us, ready: true });
+    }
+    reconcile(&world, false);
+    world
+}
+
+/// This cluster's targets still registered (not draining).
+fn ours_left(sim: &Sim) -> Vec<&TargetId> {
+    sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect()
 }
 
 /// Found by this model: the binding alone is deleted (its pods stay) right after its record was
@@ -1208,15 +1226,7 @@ fn a_deposed_leaders_settle_never_drops_the_new_leaders_claim() {
 /// address the endpoints hold account for the registered ones: the deletion is held.
 #[test]
 fn a_lost_records_deletion_counts_reclaimed_targets_not_endpoints() {
-    let world = new_world(0, 0.0, 0.0);
-    {
-        let mut sim = world.sim();
-        sim.fault_rate = 0.0;
-        sim.refused.clear();
-        sim.pods[2] = Some(Pod { side: Side::Us, ready: true });
-        sim.pods[5] = Some(Pod { side: Side::Us, ready: true });
-    }
-    reconcile(&world, false);
+    let world = serving_two();
     {
         let mut sim = world.sim();
         assert_eq!(sim.status_registered, Some(2));
@@ -1230,8 +1240,7 @@ fn a_lost_records_deletion_counts_reclaimed_targets_not_endpoints() {
         world.sim().now += UNCERTAIN_GRACE_SECS;
     }
     let sim = world.sim();
-    let ours: Vec<&TargetId> =
-        sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect();
+    let ours = ours_left(&sim);
     assert!(sim.held || ours.is_empty(), "deletion done with {ours:?} left");
     assert!(sim.held, "10.0.0.5 cannot be told from another cluster's: held");
 }
@@ -1242,15 +1251,7 @@ fn a_lost_records_deletion_counts_reclaimed_targets_not_endpoints() {
 /// with a reason instead of ending with 10.0.0.5 left behind silently.
 #[test]
 fn a_record_lost_while_the_binding_lives_holds_its_deletion_when_a_target_is_unaccounted() {
-    let world = new_world(0, 0.0, 0.0);
-    {
-        let mut sim = world.sim();
-        sim.fault_rate = 0.0;
-        sim.refused.clear();
-        sim.pods[2] = Some(Pod { side: Side::Us, ready: true });
-        sim.pods[5] = Some(Pod { side: Side::Us, ready: true });
-    }
-    reconcile(&world, false);
+    let world = serving_two();
     {
         let mut sim = world.sim();
         sim.record = None;
@@ -1264,8 +1265,7 @@ fn a_record_lost_while_the_binding_lives_holds_its_deletion_when_a_target_is_una
         world.sim().now += UNCERTAIN_GRACE_SECS;
     }
     let sim = world.sim();
-    let ours: Vec<&TargetId> =
-        sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect();
+    let ours = ours_left(&sim);
     assert!(sim.held || ours.is_empty(), "deletion done with {ours:?} left, nothing saying so");
 }
 
@@ -1275,15 +1275,7 @@ fn a_record_lost_while_the_binding_lives_holds_its_deletion_when_a_target_is_una
 /// pending claim survives, 10.0.0.5 leaves, the deletion ends with nothing left and nothing held.
 #[test]
 fn a_record_lost_while_a_deregistration_is_pending_is_written_back_from_memory() {
-    let world = new_world(0, 0.0, 0.0);
-    {
-        let mut sim = world.sim();
-        sim.fault_rate = 0.0;
-        sim.refused.clear();
-        sim.pods[2] = Some(Pod { side: Side::Us, ready: true });
-        sim.pods[5] = Some(Pod { side: Side::Us, ready: true });
-    }
-    reconcile(&world, false);
+    let world = serving_two();
     {
         let mut sim = world.sim();
         // Past their initial health checks.
@@ -1306,7 +1298,6 @@ fn a_record_lost_while_a_deregistration_is_pending_is_written_back_from_memory()
         world.sim().now += UNCERTAIN_GRACE_SECS;
     }
     let sim = world.sim();
-    let ours: Vec<&TargetId> =
-        sim.group.iter().filter(|(_, e)| e.creator == Side::Us && e.draining.is_none()).map(|(id, _)| id).collect();
+    let ours = ours_left(&sim);
     assert!(ours.is_empty() && !sim.held && sim.deleted, "left {ours:?}, held {}", sim.held);
 }
