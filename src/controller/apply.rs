@@ -14,12 +14,12 @@ use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
 use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_target_group};
+use super::identity::uid_of;
 use super::lost_record::{announce_restored, lost_record, reclaimed, registered_beyond, remember_lost_record};
 use super::networking;
 use super::observe::{self, BackendViews, Binding};
 use super::ports::Ports;
 use super::report::report_group;
-use super::siblings::{binding_id, bound_to, previous_groups, siblings_of, uid_of};
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
 use crate::aws::TargetGroups as _;
@@ -27,13 +27,13 @@ use crate::clock::unix_now;
 use crate::index::{Backend, BackendKey, Nodes};
 use crate::k8s::live::ClusterReads as _;
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::BindingId;
+use crate::model::{Account, BindingId};
+use crate::plan::binding::{Endpoints, Feed, GroupWork, binding_id, decide, siblings_of};
 use crate::plan::decide::Want;
-use crate::plan::desired::serving_pods;
 use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
 use crate::plan::status::{StatusInputs, StatusPlan, status as status_of};
-use crate::plan::validate::{account_of, check_spec};
+use crate::plan::validate::check_spec;
 use crate::plan::wanted::{BackendProblem, Wanted};
 
 /// How soon to look again when the inputs are not known yet.
@@ -54,19 +54,21 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
         Err(wait) => return Ok(Action::requeue(wait)),
     };
     let (binding, views) = (&watched.binding, watched.views());
-    let all_bindings = ctx.kube.bindings.state();
-    let siblings: Vec<BindingId> =
-        siblings_of(tgb, &binding.tg.arn, &all_bindings)?.iter().map(|s| binding_id(s)).collect();
+    let all = ctx.kube.bindings.state();
+    // A binding in conflict touches nothing, its record included.
+    let siblings = siblings_of(tgb, &binding.tg.arn, &all)?;
     let ours_now = observe::ours_now(binding, &views);
     let target_groups = ctx.ports.target_groups().in_account(&binding.account).await?;
     let mut record = record_of(ctx, tgb, binding, &*target_groups, &ours_now).await?;
+    let wanted = observe::wanted(ctx, tgb, binding, &views).await?;
+    let pods = observe::serving_pods(binding, &views);
+    let plan = decide(&binding.inputs(tgb, &all, &record, &wanted, &pods), siblings);
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind =
-        clean_previous_groups(ctx, tgb, &binding.id, &binding.tg.arn, binding.shared, &ours_now, &mut record).await;
-    let mut wanted = observe::wanted(ctx, tgb, binding, &views).await??;
+    let left_behind = clean_previous_groups(ctx, tgb, &binding.account, &plan.clean, &ours_now, &mut record).await;
+    let Feed { group: own, mut wanted } = plan.feed?;
     // The security-group loop works from this on its own; a failure here never holds targets back.
-    let publish_error = publish_ask(ctx, tgb, binding, &views, &wanted).await;
-    let group = Group { watched: &watched, siblings: &siblings, ours_now: &ours_now, uid: &uid };
+    let publish_error = publish_ask(ctx, tgb, plan.ask).await;
+    let group = Group { watched: &watched, own: &own, ours_now: &ours_now, uid: &uid };
     let Some(report) = feed_group(ctx, tgb, &group, &*target_groups, &mut record, &mut wanted).await? else {
         return Ok(Action::requeue(RECHECK_SOON));
     };
@@ -175,20 +177,10 @@ async fn restore_lost_record<P: Ports>(
 async fn publish_ask<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    binding: &Binding,
-    views: &BackendViews<'_>,
-    wanted: &Wanted,
+    ask: Option<Endpoints>,
 ) -> Option<ReconcileError> {
-    let family = binding.resolved.family;
-    let instance = binding.instance_mode();
-    let pods = if instance { BTreeSet::new() } else { serving_pods(views.slices.iter().copied(), family) };
-    let endpoints = networking::Endpoints {
-        target_is_ip: !instance,
-        vpc_id: binding.tg.vpc_id.as_deref(),
-        ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
-        pods: &pods,
-    };
-    let error = networking::publish(ctx, tgb, endpoints).await.err();
+    let ask = ask?;
+    let error = networking::publish(ctx, tgb, ask).await.err();
     if error.is_some() {
         networking::mark_broken(ctx, tgb);
     }
@@ -198,7 +190,8 @@ async fn publish_ask<P: Ports>(
 /// What feeding the binding's own group works from.
 struct Group<'a> {
     watched: &'a Watched,
-    siblings: &'a [BindingId],
+    /// How the group is fed, as the binding's plan decided.
+    own: &'a GroupWork,
     ours_now: &'a BTreeSet<String>,
     uid: &'a str,
 }
@@ -216,7 +209,7 @@ async fn feed_group<P: Ports>(
     wanted: &mut Wanted,
 ) -> Result<Option<Box<GroupReport>>, ReconcileError> {
     let (watched, binding) = (group.watched, &group.watched.binding);
-    let arn = &binding.tg.arn;
+    let arn = &group.own.arn;
     let _serialized = ctx.locks.lock(arn).await;
     let mut confirmed = false;
     let mut read = None;
@@ -227,8 +220,8 @@ async fn feed_group<P: Ports>(
             binding: &binding.id,
             arn,
             want: Want::Targets { targets: &wanted.targets, confirmed },
-            shared: binding.shared,
-            siblings: group.siblings,
+            shared: group.own.by_claims,
+            siblings: &group.own.siblings,
             ours_now: group.ours_now,
             now: unix_now(),
             leading_since: ctx.leading_since,
@@ -365,40 +358,35 @@ async fn live_wanted<P: Ports>(
     observe::wanted(ctx, tgb, binding, &BackendViews::live(&live, nodes.as_deref())).await
 }
 
-/// Cleans the groups this binding fed before its spec named `current`: every other group in its
-/// ownership record, and for an exclusive binding the group its status still names (unless another
-/// binding is bound to it now). Returns what is left behind, for the status; never fails the
-/// reconcile, so a broken old group does not keep the new one from being fed.
+/// Cleans the groups this binding fed before its spec named another (the plan's `clean`), through
+/// the binding's current account (a group fed through another role is refused, never taken for
+/// gone). Returns what is left behind, for the status; never fails the reconcile, so a broken old
+/// group does not keep the new one from being fed.
 async fn clean_previous_groups<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    id: &BindingId,
-    current: &str,
-    shared: bool,
+    account: &Account,
+    previous: &[GroupWork],
     ours_now: &BTreeSet<String>,
     record: &mut Record,
 ) -> Option<String> {
-    let all = ctx.kube.bindings.state();
-    let mut left = Vec::new();
-    let previous = previous_groups(tgb, current, record, shared, &all);
-    // The binding's current account: a group fed through another role is refused, never taken for gone.
-    let target_groups = match account_of(&tgb.spec) {
-        Ok(account) => ctx.ports.target_groups().in_account(&account).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let target_groups = match target_groups {
+    if previous.is_empty() {
+        return None;
+    }
+    let target_groups = match ctx.ports.target_groups().in_account(account).await {
         Ok(t) => t,
-        Err(e) => return (!previous.is_empty()).then(|| format!("previous target groups not cleaned yet: {e}")),
+        Err(e) => return Some(format!("previous target groups not cleaned yet: {e}")),
     };
-    for (arn, claimed) in previous {
-        let siblings = bound_to(tgb, &arn, &all);
-        let _serialized = ctx.locks.lock(&arn).await;
+    let id = binding_id(tgb);
+    let mut left = Vec::new();
+    for GroupWork { arn, by_claims, siblings } in previous {
+        let _serialized = ctx.locks.lock(arn).await;
         let task = GroupTask {
-            binding: id,
-            arn: &arn,
+            binding: &id,
+            arn,
             want: Want::Nothing,
-            shared: claimed,
-            siblings: &siblings,
+            shared: *by_claims,
+            siblings,
             ours_now,
             now: unix_now(),
             leading_since: ctx.leading_since,
@@ -407,20 +395,20 @@ async fn clean_previous_groups<P: Ports>(
         };
         match reconcile_target_group(&*target_groups, ctx.ports.records(), record, task).await {
             Ok(GroupResult::Done(report)) => {
-                report_group(ctx, tgb, &arn, &report).await;
-                if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
+                report_group(ctx, tgb, arn, &report).await;
+                if record.claims(arn).is_some_and(|c| !c.is_empty()) {
                     left.push(format!("previous target group {arn} still holds targets of this binding"));
                 }
             }
             Ok(GroupResult::NeedsConfirmation(_)) => {}
-            Err(e) if e.means_group_gone(&arn) => {
-                if let Err(e) = forget_group(ctx.ports.records(), id, &arn, record).await {
+            Err(e) if e.means_group_gone(arn) => {
+                if let Err(e) = forget_group(ctx.ports.records(), &id, arn, record).await {
                     left.push(format!("previous target group {arn}: {e}"));
                 }
             }
             Err(e) => {
                 if let ReconcileError::GroupWrite { report, .. } = &e {
-                    report_group(ctx, tgb, &arn, report).await;
+                    report_group(ctx, tgb, arn, report).await;
                 }
                 left.push(format!("previous target group {arn} not cleaned yet: {e}"));
             }
@@ -519,7 +507,8 @@ mod tests {
             health: Some(crate::plan::health::HealthSummary { desired: 2, initial: 1, ..Default::default() }),
             ..GroupReport::default()
         };
-        let group = Group { watched: &watched, siblings: &[], ours_now: &BTreeSet::new(), uid: "u-1" };
+        let own = GroupWork { arn: ARN.into(), by_claims: false, siblings: Vec::new() };
+        let group = Group { watched: &watched, own: &own, ours_now: &BTreeSet::new(), uid: "u-1" };
         let fed = Fed { wanted: &wanted, report: &report, left_behind: None, publish_error: None };
         let check_within = finish(&ctx, &tgb, &group, &watched.views(), fed).await.expect("finish");
         assert_eq!(writes.log(), ["Warning TargetRejected", "status"]);
@@ -545,9 +534,23 @@ mod tests {
         Record::default().with_group(OLD, claims)
     }
 
+    /// Cleans what the binding's plan says its move from `OLD` to `ARN` left behind.
     async fn clean(ctx: &TestContext, tgb: &TargetGroupBinding, record: &mut Record) -> Option<String> {
         let shared = tgb.spec.multi_cluster_target_group == Some(true);
-        clean_previous_groups(ctx, tgb, &binding_id(tgb), ARN, shared, &BTreeSet::new(), record).await
+        let (all, wanted, pods) = ([Arc::new(tgb.clone())], Ok(Wanted::default()), BTreeSet::new());
+        let inputs = crate::plan::binding::BindingInputs {
+            tgb,
+            all: &all,
+            arn: ARN,
+            shared,
+            record,
+            wanted: &wanted,
+            target_is_ip: true,
+            vpc_id: None,
+            serving_pods: &pods,
+        };
+        let plan = decide(&inputs, Vec::new());
+        clean_previous_groups(ctx, tgb, &Account::Own, &plan.clean, &BTreeSet::new(), record).await
     }
 
     #[tokio::test]

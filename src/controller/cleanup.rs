@@ -19,13 +19,13 @@ use super::lost_record::{
 use super::observe::Reads;
 use super::ports::Ports;
 use super::report::report_group;
-use super::siblings::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
 use crate::aws::TargetGroups;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::ClusterReads;
 use crate::k8s::ownership::OwnershipStore;
+use crate::plan::binding::{binding_id, bound_arn, bound_to, siblings_of};
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;

@@ -1,6 +1,7 @@
 use crate::aws::AwsError;
 use crate::aws::security_groups::SecurityGroupError;
 use crate::k8s::ownership::RecordError;
+use crate::plan::binding::GroupConflict;
 use crate::plan::outcome::GroupReport;
 use crate::plan::sg_rules::NetworkingError;
 use crate::plan::validate::{InvalidBinding, is_target_group_arn};
@@ -25,10 +26,8 @@ pub enum ReconcileError {
     Networking(#[from] NetworkingError),
     #[error(transparent)]
     SecurityGroup(#[from] SecurityGroupError),
-    #[error(
-        "target group {arn} is already bound by {other}; several bindings may share a target group only when all of them set multiClusterTargetGroup"
-    )]
-    TargetGroupConflict { arn: String, other: String },
+    #[error(transparent)]
+    TargetGroupConflict(#[from] GroupConflict),
     #[error("{0}")]
     InvalidNodeSelector(String),
     #[error("could not {action}: {source}")]
@@ -57,7 +56,7 @@ impl ReconcileError {
             Self::OwnershipRecord(e) => e.reason(),
             Self::Networking(e) => e.reason(),
             Self::SecurityGroup(e) => e.reason(),
-            Self::TargetGroupConflict { .. } => "TargetGroupConflict",
+            Self::TargetGroupConflict(_) => "TargetGroupConflict",
             Self::InvalidNodeSelector(_) => "InvalidSpec",
             Self::Kube { .. } => "KubernetesAPIError",
             Self::CleanupFailed(_) => "CleanupFailed",
@@ -74,7 +73,7 @@ impl ReconcileError {
             Self::Invalid(_)
                 | Self::Backend(_)
                 | Self::Networking(_)
-                | Self::TargetGroupConflict { .. }
+                | Self::TargetGroupConflict(_)
                 | Self::InvalidNodeSelector(_)
                 | Self::NoUid { .. }
                 | Self::SecurityGroup(

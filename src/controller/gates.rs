@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 
 use super::error::ReconcileError;
-use super::siblings::uid_of;
+use super::identity::uid_of;
 use crate::api::TargetGroupBinding;
 use crate::k8s::pods::{GateCondition, GatedPod, PodGates, gated_endpoint_pods, held_back_by_gate};
 use crate::model::{TargetId, TargetState};

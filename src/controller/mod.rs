@@ -11,6 +11,7 @@ mod execute;
 mod fakes;
 mod gates;
 mod group;
+mod identity;
 mod locks;
 mod lost_record;
 #[cfg(test)]
@@ -22,7 +23,6 @@ pub mod preview;
 mod report;
 #[cfg(test)]
 mod sg_model_tests;
-mod siblings;
 
 use std::sync::Arc;
 use std::time::Instant;

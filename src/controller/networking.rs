@@ -18,31 +18,23 @@ use kube::runtime::reflector::ObjectRef;
 use super::asks::{Ask, BindingRef, Outcome};
 use super::context::Context;
 use super::error::ReconcileError;
+use super::identity::uid_of;
 use super::ports::Ports;
-use super::siblings::uid_of;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::clock::unix_now;
 use crate::k8s::pods::named_container_ports;
 use crate::model::sg_rule::{EniGroups, IngressRule};
+use crate::plan::binding::Endpoints;
 use crate::plan::sg_rules::{
     GroupInputs, NetworkingError, plan_group, rules_for_binding, select_groups, unclaimed_grace,
 };
-
-/// What a binding's reconcile knows of its targets.
-pub struct Endpoints<'a> {
-    pub target_is_ip: bool,
-    pub vpc_id: Option<&'a str>,
-    pub ids: BTreeSet<String>,
-    /// ip targets: the pods behind them (for named ports).
-    pub pods: &'a BTreeSet<String>,
-}
 
 /// Publishes `tgb`'s ask from its spec and endpoints (named ports are read from its pods).
 pub async fn publish<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    endpoints: Endpoints<'_>,
+    endpoints: Endpoints,
 ) -> Result<(), ReconcileError> {
     let uid = uid_of(tgb)?;
     match ask_of(&ctx.kube.client, tgb, endpoints).await? {
@@ -57,7 +49,7 @@ pub async fn publish<P: Ports>(
 pub async fn ask_of(
     client: &kube::Client,
     tgb: &TargetGroupBinding,
-    endpoints: Endpoints<'_>,
+    endpoints: Endpoints,
 ) -> Result<Option<Ask>, ReconcileError> {
     let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
         return Ok(None);
@@ -68,19 +60,14 @@ pub async fn ask_of(
         .flat_map(|i| &i.ports)
         .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
     let named_ports = if names_a_port && endpoints.target_is_ip {
-        named_container_ports(client, &tgb.namespace().unwrap_or_default(), endpoints.pods)
+        named_container_ports(client, &tgb.namespace().unwrap_or_default(), &endpoints.pods)
             .await
             .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
     } else {
         BTreeMap::new()
     };
     let rules = rules_for_binding(networking, endpoints.target_is_ip, &named_ports)?;
-    Ok(Some(Ask::Rules {
-        rules,
-        target_is_ip: endpoints.target_is_ip,
-        vpc_id: endpoints.vpc_id.map(str::to_owned),
-        ids: endpoints.ids,
-    }))
+    Ok(Some(Ask::Rules { rules, target_is_ip: endpoints.target_is_ip, vpc_id: endpoints.vpc_id, ids: endpoints.ids }))
 }
 
 /// `tgb` failed before saying what it asks: what it asked before, and what its spec still says,

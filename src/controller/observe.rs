@@ -5,16 +5,19 @@
 //! drift from the run it previews.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::error::ReconcileError;
-use super::siblings::binding_id;
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
 use crate::index::{Backend, BackendKey, Nodes, selector};
 use crate::k8s::live::LiveBackend;
 use crate::model::{Account, BindingId, Cidr, TargetGroupInfo, TargetGroupRef};
-use crate::plan::desired::{PortRef, ServiceView, SliceView, endpoint_addresses};
+use crate::plan::binding::BindingInputs;
+use crate::plan::binding::binding_id;
+use crate::plan::desired::{self, PortRef, ServiceView, SliceView, endpoint_addresses};
 use crate::plan::instance::{NodeView, Selector, instance_ids};
+use crate::plan::ownership::Record;
 use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
 use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
 
@@ -54,6 +57,28 @@ pub struct Binding {
 impl Binding {
     pub fn instance_mode(&self) -> bool {
         self.resolved.target_type == TargetType::Instance
+    }
+
+    /// What the binding's decision reads: this, the cluster's bindings, and what was read of it.
+    pub fn inputs<'a>(
+        &'a self,
+        tgb: &'a TargetGroupBinding,
+        all: &'a [Arc<TargetGroupBinding>],
+        record: &'a Record,
+        wanted: &'a Result<Wanted, BackendProblem>,
+        serving_pods: &'a BTreeSet<String>,
+    ) -> BindingInputs<'a> {
+        BindingInputs {
+            tgb,
+            all,
+            arn: &self.tg.arn,
+            shared: self.shared,
+            record,
+            wanted,
+            target_is_ip: !self.instance_mode(),
+            vpc_id: self.tg.vpc_id.as_deref(),
+            serving_pods,
+        }
     }
 }
 
@@ -142,6 +167,15 @@ pub fn ours_now(binding: &Binding, backend: &BackendViews<'_>) -> BTreeSet<Strin
     match (&backend.nodes, binding.instance_mode()) {
         (Some(nodes), true) => instance_ids(nodes.iter().copied()),
         _ => endpoint_addresses(backend.slices.iter().copied(), binding.resolved.family),
+    }
+}
+
+/// The pods behind the backend's serving endpoints (ip targets; none for instance targets): the
+/// security-group rules' named ports are read from them.
+pub fn serving_pods(binding: &Binding, backend: &BackendViews<'_>) -> BTreeSet<String> {
+    match binding.instance_mode() {
+        true => BTreeSet::new(),
+        false => desired::serving_pods(backend.slices.iter().copied(), binding.resolved.family),
     }
 }
 

@@ -13,20 +13,20 @@ use super::group::{GroupTask, Observed, Why, observe};
 use super::lost_record::held_for_lost_record;
 use super::observe::{self as inputs, BackendViews, Reads};
 use super::ports::Ports;
-use super::siblings::{binding_id, bound_to, previous_groups, siblings_of};
 use super::{asks, gates, networking};
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups as _;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::clock::unix_now;
 use crate::index::BackendKey;
-use crate::k8s::live::{read_backend, read_nodes};
+use crate::k8s::live::ClusterReads as _;
 use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
+use crate::plan::binding::{Feed, GroupWork, binding_id, bound_to, decide, siblings_of};
 use crate::plan::decide::{GroupDecision, Want};
-use crate::plan::desired::{AddressFamily, SliceView, serving_pods};
+use crate::plan::desired::{AddressFamily, SliceView};
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, unclaimed_grace};
 use crate::plan::validate::account_of;
@@ -45,7 +45,7 @@ pub struct Plan {
 }
 
 /// One binding's ask of the security groups, for the rules part of the plan.
-struct RulesAsk {
+pub(super) struct RulesAsk {
     binding: String,
     rules: BTreeSet<IngressRule>,
     groups: Result<BTreeSet<String>, String>,
@@ -84,9 +84,8 @@ pub async fn plan<P: Ports>(client: Client, ports: &P, settings: &PlanSettings) 
     Ok(out)
 }
 
-/// `plan` reads AWS and the API server directly, through a fence that never opens.
+/// `plan` reads AWS and the API server directly (through the ports, whose fence never opens).
 struct LiveReads<'a, P> {
-    client: &'a Client,
     ports: &'a P,
 }
 
@@ -110,12 +109,12 @@ impl<P: Ports> Reads for LiveReads<'_, P> {
         slices: &[&SliceView],
         family: AddressFamily,
     ) -> Result<BTreeSet<String>, ReconcileError> {
-        Ok(held_back_by_gate(&gates::gated_endpoint_pods_of(self.client, tgb, slices, family).await?))
+        Ok(held_back_by_gate(&gates::gated_endpoint_pods_of(self.ports.cluster(), tgb, slices, family).await?))
     }
 }
 
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
-async fn binding_plan<P: Ports>(
+pub(super) async fn binding_plan<P: Ports>(
     client: &Client,
     ports: &P,
     records: &P::Records,
@@ -125,14 +124,14 @@ async fn binding_plan<P: Ports>(
     out: &mut Plan,
 ) -> Result<Option<RulesAsk>, ReconcileError> {
     let id = binding_id(tgb);
-    let shared = tgb.spec.multi_cluster_target_group == Some(true);
     let record = records.read(&id).await?.unwrap_or_default();
     let key = BackendKey { namespace: id.namespace.clone(), service: tgb.spec.service_ref.name.clone() };
-    let reads = LiveReads { client, ports };
+    let reads = LiveReads { ports };
+    let cluster_reads = ports.cluster();
     if tgb.metadata.deletion_timestamp.is_some() {
         // Observed as `cleanup` observes it; `plan` has no memory of a record deleted by hand.
         let _ = writeln!(out.text, "  being deleted: everything this cluster registered goes");
-        let mut deletion = observe_deletion(&reads, client, records, tgb, all, false).await?;
+        let mut deletion = observe_deletion(&reads, cluster_reads, records, tgb, all, false).await?;
         if deletion.lost.is_some() {
             let target_groups = ports.target_groups().in_account(&account_of(&tgb.spec)?).await?;
             let held = reclaim_for_deletion(&*target_groups, &mut deletion).await?;
@@ -141,46 +140,40 @@ async fn binding_plan<P: Ports>(
             }
         }
         for (arn, claimed) in &deletion.groups {
-            let (record, ours_now) = (&deletion.record, &deletion.ours_now);
-            group_plan(ports, records, record, tgb, all, arn, Want::Nothing, *claimed, ours_now, out).await?;
+            let work = GroupWork { arn: arn.clone(), by_claims: *claimed, siblings: bound_to(tgb, arn, all) };
+            group_plan(ports, records, &deletion.record, tgb, &work, Want::Nothing, &deletion.ours_now, out).await?;
         }
         return Ok(None);
     }
     // Observed and decided by the code `run` uses, reading live.
     let binding = inputs::resolve(&reads, tgb, true).await?;
-    let (tg, resolved) = (&binding.tg, &binding.resolved);
-    siblings_of(tgb, &tg.arn, all)?;
-    let live = read_backend(client, &key).await.map_err(ReconcileError::kube("read the backend"))?;
-    let instance = binding.instance_mode();
-    let nodes = match instance {
-        true => Some(read_nodes(client).await.map_err(ReconcileError::kube("read the nodes"))?),
+    let siblings = siblings_of(tgb, &binding.tg.arn, all)?;
+    let live = cluster_reads.backend(&key).await.map_err(ReconcileError::kube("read the backend"))?;
+    let nodes = match binding.instance_mode() {
+        true => Some(cluster_reads.nodes().await.map_err(ReconcileError::kube("read the nodes"))?),
         false => None,
     };
     let views = BackendViews::live(&live, nodes.as_deref());
     let wanted = inputs::wanted(&reads, tgb, &binding, &views).await?;
     let ours_now = inputs::ours_now(&binding, &views);
-    for (old, claimed) in previous_groups(tgb, &tg.arn, &record, shared, all) {
-        let _ = writeln!(out.text, "  previous target group {old} (the spec names another now): cleaned first");
-        group_plan(ports, records, &record, tgb, all, &old, Want::Nothing, claimed, &ours_now, out).await?;
+    let pods = inputs::serving_pods(&binding, &views);
+    let plan = decide(&binding.inputs(tgb, all, &record, &wanted, &pods), siblings);
+    for work in &plan.clean {
+        let _ = writeln!(out.text, "  previous target group {} (the spec names another now): cleaned first", work.arn);
+        group_plan(ports, records, &record, tgb, work, Want::Nothing, &ours_now, out).await?;
     }
-    let wanted = match wanted {
-        Ok(wanted) => wanted,
+    let Feed { group, wanted } = match plan.feed {
+        Ok(feed) => feed,
         Err(problem) => {
             let _ = writeln!(out.text, "  ! {problem} ({}): fail static, targets kept as they are", problem.reason());
             return Ok(None);
         }
     };
     let want = Want::Targets { targets: &wanted.targets, confirmed: true };
-    group_plan(ports, records, &record, tgb, all, &tg.arn, want, shared, &ours_now, out).await?;
+    group_plan(ports, records, &record, tgb, &group, want, &ours_now, out).await?;
 
     // What `run` would publish, and the groups its security-group loop would resolve it to.
-    let pods = if instance { BTreeSet::new() } else { serving_pods(&live.slices, resolved.family) };
-    let endpoints = networking::Endpoints {
-        target_is_ip: !instance,
-        vpc_id: tg.vpc_id.as_deref(),
-        ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
-        pods: &pods,
-    };
+    let Some(endpoints) = plan.ask else { return Ok(None) };
     let Some(asks::Ask::Rules { rules, target_is_ip, vpc_id, ids }) =
         networking::ask_of(client, tgb, endpoints).await?
     else {
@@ -201,21 +194,20 @@ async fn group_plan<P: Ports>(
     records: &P::Records,
     record: &Record,
     tgb: &TargetGroupBinding,
-    all: &[std::sync::Arc<TargetGroupBinding>],
-    arn: &str,
+    work: &GroupWork,
     want: Want<'_>,
-    shared: bool,
     ours_now: &BTreeSet<String>,
     out: &mut Plan,
 ) -> Result<(), ReconcileError> {
     let id = binding_id(tgb);
-    let siblings = bound_to(tgb, arn, all);
+    let GroupWork { arn, by_claims: shared, siblings } = work;
+    let shared = *shared;
     let task = GroupTask {
         binding: &id,
         arn,
         want,
         shared,
-        siblings: &siblings,
+        siblings,
         ours_now,
         now: unix_now(),
         // A plan is a first look: what a new leader would do.

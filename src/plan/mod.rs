@@ -1,6 +1,7 @@
 //! Pure decisions: what the target group should hold and how to get there. Nothing here does I/O;
 //! every function is a function of plain data, tested exhaustively.
 
+pub mod binding;
 pub mod decide;
 pub mod desired;
 pub mod gates;
