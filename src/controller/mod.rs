@@ -18,6 +18,8 @@ mod lost_record;
 mod model_tests;
 mod networking;
 mod observe;
+#[cfg(test)]
+mod parity_tests;
 mod ports;
 pub mod preview;
 mod report;
