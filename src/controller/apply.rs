@@ -27,8 +27,8 @@ use crate::clock::unix_now;
 use crate::index::{Backend, BackendKey, Nodes};
 use crate::k8s::live::ClusterReads as _;
 use crate::k8s::ownership::OwnershipStore;
-use crate::model::{Account, BindingId};
-use crate::plan::binding::{Endpoints, Feed, GroupWork, binding_id, decide, siblings_of};
+use crate::model::BindingId;
+use crate::plan::binding::{Endpoints, Feed, GroupWork, decide, siblings_of};
 use crate::plan::decide::Want;
 use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
@@ -64,7 +64,7 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     let pods = observe::serving_pods(binding, &views);
     let plan = decide(&binding.inputs(tgb, &all, &record, &wanted, &pods), siblings);
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, &binding.account, &plan.clean, &ours_now, &mut record).await;
+    let left_behind = clean_previous_groups(ctx, tgb, binding, &plan.clean, &ours_now, &mut record).await;
     let Feed { group: own, mut wanted } = plan.feed?;
     // The security-group loop works from this on its own; a failure here never holds targets back.
     let publish_error = publish_ask(ctx, tgb, plan.ask).await;
@@ -155,7 +155,7 @@ async fn record_of<P: Ports>(
         Some(record) => Ok(record),
         None => match ctx.ports.records().last_known(&binding.id) {
             Some(known) => restore_lost_record(ctx, tgb, &binding.id, known).await,
-            None => reclaim_lost_record(ctx, tgb, target_groups, ours_now).await,
+            None => reclaim_lost_record(ctx, tgb, &binding.id, target_groups, ours_now).await,
         },
     }
 }
@@ -321,6 +321,7 @@ async fn finish<P: Ports>(
 async fn reclaim_lost_record<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
+    id: &BindingId,
     target_groups: &P::TargetGroups,
     ours_now: &BTreeSet<String>,
 ) -> Result<Record, ReconcileError> {
@@ -338,7 +339,7 @@ async fn reclaim_lost_record<P: Ports>(
     }
     let record = Record::default().with_group(&arn, reclaimed(None, &current, ours_now));
     if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
-        ctx.ports.records().write(&binding_id(tgb), &record).await?;
+        ctx.ports.records().write(id, &record).await?;
     }
     Ok(record)
 }
@@ -365,7 +366,7 @@ async fn live_wanted<P: Ports>(
 async fn clean_previous_groups<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    account: &Account,
+    binding: &Binding,
     previous: &[GroupWork],
     ours_now: &BTreeSet<String>,
     record: &mut Record,
@@ -373,16 +374,16 @@ async fn clean_previous_groups<P: Ports>(
     if previous.is_empty() {
         return None;
     }
-    let target_groups = match ctx.ports.target_groups().in_account(account).await {
+    let target_groups = match ctx.ports.target_groups().in_account(&binding.account).await {
         Ok(t) => t,
         Err(e) => return Some(format!("previous target groups not cleaned yet: {e}")),
     };
-    let id = binding_id(tgb);
+    let id = &binding.id;
     let mut left = Vec::new();
     for GroupWork { arn, by_claims, siblings } in previous {
         let _serialized = ctx.locks.lock(arn).await;
         let task = GroupTask {
-            binding: &id,
+            binding: id,
             arn,
             want: Want::Nothing,
             shared: *by_claims,
@@ -402,7 +403,7 @@ async fn clean_previous_groups<P: Ports>(
             }
             Ok(GroupResult::NeedsConfirmation(_)) => {}
             Err(e) if e.means_group_gone(arn) => {
-                if let Err(e) = forget_group(ctx.ports.records(), &id, arn, record).await {
+                if let Err(e) = forget_group(ctx.ports.records(), id, arn, record).await {
                     left.push(format!("previous target group {arn}: {e}"));
                 }
             }
@@ -428,6 +429,7 @@ mod tests {
     use crate::index::BackendIndex;
     use crate::k8s::live::LiveBackend;
     use crate::model::{Account, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupType, TargetId};
+    use crate::plan::binding::binding_id;
     use crate::plan::desired::{AddressFamily, PortRef};
     use crate::plan::desired::{EndpointView, ServicePortView, ServiceView, SlicePort, SliceView};
     use crate::plan::validate::Resolved;
@@ -469,30 +471,35 @@ mod tests {
         assert!(writes.log().is_empty());
     }
 
+    /// The binding as `observe::resolve` finds it against an ip group in its own account.
+    fn resolved(tgb: &TargetGroupBinding) -> Binding {
+        Binding {
+            id: binding_id(tgb),
+            key: BackendKey { namespace: "demo".into(), service: "web".into() },
+            port: PortRef::Number(80),
+            account: Account::Own,
+            tg: TargetGroupInfo {
+                arn: ARN.into(),
+                name: "web".into(),
+                target_type: TargetGroupType::Ip,
+                vpc_id: None,
+                ip_address_type: TargetGroupIpType::Ipv4,
+                protocol: None,
+                health_check: None,
+            },
+            resolved: Resolved { target_type: TargetType::Ip, family: AddressFamily::Ipv4 },
+            node_selector: None,
+            shared: tgb.spec.multi_cluster_target_group == Some(true),
+        }
+    }
+
     #[tokio::test]
     async fn finish_writes_the_decided_status_with_its_warnings_and_polls_health_until_healthy() {
         let writes = Arc::new(Recorded::default());
         let ctx = context_with(writes.clone()).await;
         let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
         let watched = Watched {
-            binding: Binding {
-                id: binding_id(&tgb),
-                key: BackendKey { namespace: "demo".into(), service: "web".into() },
-                port: PortRef::Number(80),
-                account: Account::Own,
-                tg: TargetGroupInfo {
-                    arn: ARN.into(),
-                    name: "web".into(),
-                    target_type: TargetGroupType::Ip,
-                    vpc_id: None,
-                    ip_address_type: TargetGroupIpType::Ipv4,
-                    protocol: None,
-                    health_check: None,
-                },
-                resolved: Resolved { target_type: TargetType::Ip, family: AddressFamily::Ipv4 },
-                node_selector: None,
-                shared: false,
-            },
+            binding: resolved(&tgb),
             backend: Backend::default(),
             nodes: None,
             input_changes: watch::channel(0).1,
@@ -550,7 +557,7 @@ mod tests {
             serving_pods: &pods,
         };
         let plan = decide(&inputs, Vec::new());
-        clean_previous_groups(ctx, tgb, &Account::Own, &plan.clean, &BTreeSet::new(), record).await
+        clean_previous_groups(ctx, tgb, &resolved(tgb), &plan.clean, &BTreeSet::new(), record).await
     }
 
     #[tokio::test]
