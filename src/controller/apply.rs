@@ -61,8 +61,7 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     let target_groups = ctx.ports.target_groups().in_account(&binding.account).await?;
     let mut record = record_of(ctx, tgb, binding, &*target_groups, &ours_now).await?;
     let wanted = observe::wanted(ctx, tgb, binding, &views).await?;
-    let pods = observe::serving_pods(binding, &views);
-    let plan = decide(&binding.inputs(tgb, &all, &record, &wanted, &pods), siblings);
+    let plan = decide(&binding.inputs(tgb, &all, &record, &wanted), siblings);
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
     let left_behind = clean_previous_groups(ctx, tgb, binding, &plan.clean, &ours_now, &mut record).await;
     let Feed { group: own, mut wanted } = plan.feed?;
@@ -507,7 +506,7 @@ mod tests {
             fingerprint: 0,
         };
         let target = |ip: &str| Target::new(TargetId::new(ip, 8080));
-        let wanted = Wanted { targets: [target("10.0.0.1"), target("10.0.0.2")].into(), skipped: Vec::new() };
+        let wanted = Wanted { targets: [target("10.0.0.1"), target("10.0.0.2")].into(), ..Wanted::default() };
         let report = GroupReport {
             wanted_registered: 1,
             refused: vec![(target("10.0.0.2"), "InvalidTarget".into())],
@@ -544,7 +543,7 @@ mod tests {
     /// Cleans what the binding's plan says its move from `OLD` to `ARN` left behind.
     async fn clean(ctx: &TestContext, tgb: &TargetGroupBinding, record: &mut Record) -> Option<String> {
         let shared = tgb.spec.multi_cluster_target_group == Some(true);
-        let (all, wanted, pods) = ([Arc::new(tgb.clone())], Ok(Wanted::default()), BTreeSet::new());
+        let (all, wanted) = ([Arc::new(tgb.clone())], Ok(Wanted::default()));
         let inputs = crate::plan::binding::BindingInputs {
             tgb,
             all: &all,
@@ -554,7 +553,6 @@ mod tests {
             wanted: &wanted,
             target_is_ip: true,
             vpc_id: None,
-            serving_pods: &pods,
         };
         let plan = decide(&inputs, Vec::new());
         clean_previous_groups(ctx, tgb, &resolved(tgb), &plan.clean, &BTreeSet::new(), record).await
@@ -601,7 +599,7 @@ mod tests {
             tg_arn: ARN,
             tg_name: "web",
             shared: true,
-            wanted: &Wanted { targets: BTreeSet::new(), skipped: Vec::new() },
+            wanted: &Wanted::default(),
             report: &GroupReport::default(),
             left_behind: Some(&left),
             networking: None,

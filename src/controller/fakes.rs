@@ -180,6 +180,8 @@ pub struct FakeCluster {
     set: Mutex<Vec<(String, String, String)>>,
     /// The API server's answer to every gate patch, when not success.
     refuse_with: Option<u16>,
+    /// (pod, container port name, number) the pods declare.
+    container_ports: Vec<(String, String, u16)>,
 }
 
 impl FakeCluster {
@@ -200,6 +202,12 @@ impl FakeCluster {
         Self { pods: Mutex::new(pods), ..Self::default() }
     }
 
+    /// `pod` declares a container port `name` numbered `number`.
+    pub fn with_container_port(mut self, pod: &str, name: &str, number: u16) -> Self {
+        self.container_ports.push((pod.to_owned(), name.to_owned(), number));
+        self
+    }
+
     pub fn refusing_gates_with(self, code: u16) -> Self {
         Self { refuse_with: Some(code), ..self }
     }
@@ -217,6 +225,20 @@ impl ClusterReads for FakeCluster {
 
     async fn nodes(&self) -> Result<Vec<NodeView>, kube::Error> {
         Ok(self.nodes.clone())
+    }
+
+    async fn named_container_ports(
+        &self,
+        _: &str,
+        pods: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<u16>>, kube::Error> {
+        let mut named: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+        for (pod, name, number) in &self.container_ports {
+            if pods.contains(pod) {
+                named.entry(name.clone()).or_default().insert(*number);
+            }
+        }
+        Ok(named)
     }
 }
 

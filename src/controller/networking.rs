@@ -23,7 +23,7 @@ use super::ports::Ports;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::clock::unix_now;
-use crate::k8s::pods::named_container_ports;
+use crate::k8s::live::ClusterReads;
 use crate::model::sg_rule::{EniGroups, IngressRule};
 use crate::plan::binding::Endpoints;
 use crate::plan::sg_rules::{
@@ -37,7 +37,7 @@ pub async fn publish<P: Ports>(
     endpoints: Endpoints,
 ) -> Result<(), ReconcileError> {
     let uid = uid_of(tgb)?;
-    match ask_of(&ctx.kube.client, tgb, endpoints).await? {
+    match ask_of(ctx.ports.cluster(), tgb, endpoints).await? {
         Some(ask) => ctx.networking.publish(&uid, ObjectRef::from_obj(tgb), ask),
         None => ctx.networking.withdraw(&uid),
     }
@@ -47,7 +47,7 @@ pub async fn publish<P: Ports>(
 /// What `tgb` asks of the security groups, from its spec and endpoints (named ports are read from
 /// its pods); `None` when its spec lists no rule. `run` publishes it, `plan` prints it.
 pub async fn ask_of(
-    client: &kube::Client,
+    cluster: &impl ClusterReads,
     tgb: &TargetGroupBinding,
     endpoints: Endpoints,
 ) -> Result<Option<Ask>, ReconcileError> {
@@ -60,7 +60,8 @@ pub async fn ask_of(
         .flat_map(|i| &i.ports)
         .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
     let named_ports = if names_a_port && endpoints.target_is_ip {
-        named_container_ports(client, &tgb.namespace().unwrap_or_default(), &endpoints.pods)
+        cluster
+            .named_container_ports(&tgb.namespace().unwrap_or_default(), &endpoints.pods)
             .await
             .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
     } else {

@@ -15,7 +15,7 @@ use crate::k8s::live::LiveBackend;
 use crate::model::{Account, BindingId, Cidr, TargetGroupInfo, TargetGroupRef};
 use crate::plan::binding::BindingInputs;
 use crate::plan::binding::binding_id;
-use crate::plan::desired::{self, PortRef, ServiceView, SliceView, endpoint_addresses};
+use crate::plan::desired::{PortRef, ServiceView, SliceView, endpoint_addresses};
 use crate::plan::instance::{NodeView, Selector, instance_ids};
 use crate::plan::ownership::Record;
 use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
@@ -66,7 +66,6 @@ impl Binding {
         all: &'a [Arc<TargetGroupBinding>],
         record: &'a Record,
         wanted: &'a Result<Wanted, BackendProblem>,
-        serving_pods: &'a BTreeSet<String>,
     ) -> BindingInputs<'a> {
         BindingInputs {
             tgb,
@@ -77,7 +76,6 @@ impl Binding {
             wanted,
             target_is_ip: !self.instance_mode(),
             vpc_id: self.tg.vpc_id.as_deref(),
-            serving_pods,
         }
     }
 }
@@ -167,15 +165,6 @@ pub fn ours_now(binding: &Binding, backend: &BackendViews<'_>) -> BTreeSet<Strin
     match (&backend.nodes, binding.instance_mode()) {
         (Some(nodes), true) => instance_ids(nodes.iter().copied()),
         _ => endpoint_addresses(backend.slices.iter().copied(), binding.resolved.family),
-    }
-}
-
-/// The pods behind the backend's serving endpoints (ip targets; none for instance targets): the
-/// security-group rules' named ports are read from them.
-pub fn serving_pods(binding: &Binding, backend: &BackendViews<'_>) -> BTreeSet<String> {
-    match binding.instance_mode() {
-        true => BTreeSet::new(),
-        false => desired::serving_pods(backend.slices.iter().copied(), binding.resolved.family),
     }
 }
 

@@ -10,6 +10,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use serde_json::json;
 
+use super::asks::Ask;
 use super::context::tests::{Recorded, TestContext, context_on, test_client};
 use super::fakes::{FakeCluster, FakeTargetGroups};
 use super::ports::Ports as _;
@@ -19,6 +20,7 @@ use crate::api::TargetGroupBinding;
 use crate::index::{BackendIndex, BackendKey};
 use crate::k8s::live::LiveBackend;
 use crate::model::TargetId;
+use crate::model::sg_rule::IngressRule;
 use crate::plan::binding::binding_id;
 use crate::plan::desired::{AddressFamily, EndpointView, ServicePortView, ServiceView, SlicePort, SliceView};
 use crate::plan::ownership::Claim;
@@ -38,6 +40,8 @@ struct Scenario {
     endpoints: &'static [(&'static str, bool, &'static str)],
     /// Pods whose containers are ready and that declare the binding's gate, still closed.
     gated: &'static [&'static str],
+    /// Container ports the pods declare: (pod, name, number).
+    container_ports: &'static [(&'static str, &'static str, u16)],
 }
 
 fn tgb(name: &str, uid: &str, spec: serde_json::Value) -> TargetGroupBinding {
@@ -88,7 +92,9 @@ impl Scenario {
     async fn context(&self, all: &[Arc<TargetGroupBinding>]) -> TestContext {
         let groups = self.groups.iter().fold(FakeTargetGroups::default(), |g, (arn, ips)| g.with_group(arn, ips));
         let pods: Vec<(&str, bool, Option<&str>)> = self.gated.iter().map(|p| (*p, true, Some("False"))).collect();
-        let cluster = FakeCluster::with(&pods);
+        let cluster = self.container_ports.iter().fold(FakeCluster::with(&pods), |c, (pod, name, number)| {
+            c.with_container_port(pod, name, number.to_owned())
+        });
         let live = LiveBackend { service: Some(web()), slices: vec![slice(self.endpoints)] };
         if let Ok(mut backend) = cluster.backend.lock() {
             *backend = live.clone();
@@ -156,6 +162,12 @@ fn planned(text: &str) -> BTreeMap<String, BTreeSet<String>> {
 
 /// Plans the scenario, checks the plan wrote nothing, runs it once, and compares.
 async fn plan_then_run(scenario: Scenario) -> BTreeMap<String, BTreeSet<String>> {
+    plan_then_run_with_rules(scenario).await.0
+}
+
+/// As [`plan_then_run`], and the security-group rules too: those `plan` prints against those `run`
+/// publishes to the security-group loop.
+async fn plan_then_run_with_rules(scenario: Scenario) -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<IngressRule>) {
     let tgb = scenario.binding();
     let all: Vec<Arc<TargetGroupBinding>> =
         std::iter::once(tgb.clone()).chain(scenario.peers.iter().cloned()).map(Arc::new).collect();
@@ -164,7 +176,8 @@ async fn plan_then_run(scenario: Scenario) -> BTreeMap<String, BTreeSet<String>>
     let before = snapshot(&ctx, &arns);
 
     let mut out = Plan { text: String::new(), changes: 0 };
-    binding_plan(&test_client(), &ctx.ports, ctx.ports.records(), &tgb, &all, "test", &mut out).await.expect("plan");
+    let planned_rules =
+        binding_plan(&ctx.ports, ctx.ports.records(), &tgb, &all, "test", &mut out).await.expect("plan");
     assert_eq!(snapshot(&ctx, &arns), before, "plan wrote nothing:\n{}", out.text);
     let plan = planned(&out.text);
 
@@ -175,7 +188,13 @@ async fn plan_then_run(scenario: Scenario) -> BTreeMap<String, BTreeSet<String>>
     result.expect("run");
     let run = changes(&before, &snapshot(&ctx, &arns));
     assert_eq!(plan, run, "plan and run disagree; the plan:\n{}", out.text);
-    run
+    let planned_rules = planned_rules.map(|ask| ask.rules).unwrap_or_default();
+    let published = match ctx.networking.state().asks.get("u-web") {
+        Some((_, Ask::Rules { rules, .. })) => rules.clone(),
+        _ => BTreeSet::new(),
+    };
+    assert_eq!(planned_rules, published, "plan and run ask different rules; the plan:\n{}", out.text);
+    (run, published)
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -193,6 +212,7 @@ async fn a_pod_held_back_only_by_its_gate_is_registered_by_plan_and_run_alike() 
         claims: &[],
         endpoints: &[("10.0.0.1", true, "web-1"), ("10.0.0.2", false, "web-2"), ("10.0.0.3", false, "web-3")],
         gated: &["web-2"],
+        container_ports: &[],
     })
     .await;
     assert_eq!(run, [(NEW.to_owned(), set(&["+10.0.0.2", "-10.0.9.9"]))].into(), "web-3 is not ready: not wanted");
@@ -209,6 +229,7 @@ async fn an_exclusive_binding_moved_to_another_group_empties_the_old_one_in_plan
         claims: &[],
         endpoints: &[("10.0.0.1", true, "web-1")],
         gated: &[],
+        container_ports: &[],
     })
     .await;
     let expected = [(NEW.to_owned(), set(&["+10.0.0.1"])), (OLD.to_owned(), set(&["-10.0.0.1", "-10.0.0.7"]))];
@@ -234,6 +255,7 @@ async fn a_shared_binding_moved_takes_only_its_claims_with_it_in_plan_and_run_al
         claims: &[(OLD, &["10.0.0.1", "10.0.0.2"])],
         endpoints: &[("10.0.0.1", true, "web-1"), ("10.0.0.3", true, "web-3")],
         gated: &[],
+        container_ports: &[],
     })
     .await;
     let expected =
@@ -253,7 +275,31 @@ async fn a_deleted_shared_binding_takes_out_only_its_claims_in_plan_and_run_alik
         claims: &[(NEW, &["10.0.0.1", "10.0.0.2"])],
         endpoints: &[("10.0.0.1", true, "web-1"), ("10.0.0.2", true, "web-2")],
         gated: &[],
+        container_ports: &[],
     })
     .await;
     assert_eq!(run, [(NEW.to_owned(), set(&["-10.0.0.1", "-10.0.0.2"]))].into());
+}
+
+/// The rule's port is the container port named `web` on the serving pods, read through the same
+/// port by both; the gated pod is serving too, so its port counts in both.
+#[tokio::test]
+async fn a_rule_on_a_named_container_port_is_the_same_in_plan_and_run() {
+    let (run, rules) = plan_then_run_with_rules(Scenario {
+        groups: &[(NEW, &[])],
+        binding: json!({"targetGroupARN": NEW, "serviceRef": {"name": "web", "port": 80}, "targetType": "ip",
+                        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+                                                    "ports": [{"protocol": "TCP", "port": "web"}]}]}}),
+        status_arn: None,
+        deleted: false,
+        peers: Vec::new(),
+        claims: &[],
+        endpoints: &[("10.0.0.1", true, "web-1"), ("10.0.0.2", false, "web-2")],
+        gated: &["web-2"],
+        container_ports: &[("web-1", "web", 8080), ("web-2", "web", 9090), ("web-3", "web", 7070)],
+    })
+    .await;
+    assert_eq!(run, [(NEW.to_owned(), set(&["+10.0.0.1", "+10.0.0.2"]))].into());
+    let ports: BTreeSet<String> = rules.iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(rules.len(), 2, "8080 and 9090 from 10.1.0.0/16, not web-3's 7070: {ports:?}");
 }

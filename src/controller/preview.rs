@@ -47,7 +47,7 @@ pub struct Plan {
 /// One binding's ask of the security groups, for the rules part of the plan.
 pub(super) struct RulesAsk {
     binding: String,
-    rules: BTreeSet<IngressRule>,
+    pub(super) rules: BTreeSet<IngressRule>,
     groups: Result<BTreeSet<String>, String>,
 }
 
@@ -71,7 +71,7 @@ pub async fn plan<P: Ports>(client: Client, ports: &P, settings: &PlanSettings) 
     for tgb in &all {
         let name = format!("{}/{}", tgb.namespace().unwrap_or_default(), tgb.name_any());
         let _ = writeln!(out.text, "binding {name}");
-        match binding_plan(&client, ports, records, tgb, &all, &settings.cluster_name, &mut out).await {
+        match binding_plan(ports, records, tgb, &all, &settings.cluster_name, &mut out).await {
             Ok(Some(ask)) => asks.push(ask),
             Ok(None) => {}
             Err(e) => {
@@ -115,7 +115,6 @@ impl<P: Ports> Reads for LiveReads<'_, P> {
 
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
 pub(super) async fn binding_plan<P: Ports>(
-    client: &Client,
     ports: &P,
     records: &P::Records,
     tgb: &TargetGroupBinding,
@@ -156,8 +155,7 @@ pub(super) async fn binding_plan<P: Ports>(
     let views = BackendViews::live(&live, nodes.as_deref());
     let wanted = inputs::wanted(&reads, tgb, &binding, &views).await?;
     let ours_now = inputs::ours_now(&binding, &views);
-    let pods = inputs::serving_pods(&binding, &views);
-    let plan = decide(&binding.inputs(tgb, all, &record, &wanted, &pods), siblings);
+    let plan = decide(&binding.inputs(tgb, all, &record, &wanted), siblings);
     for work in &plan.clean {
         let _ = writeln!(out.text, "  previous target group {} (the spec names another now): cleaned first", work.arn);
         group_plan(ports, records, &record, tgb, work, Want::Nothing, &ours_now, out).await?;
@@ -175,7 +173,7 @@ pub(super) async fn binding_plan<P: Ports>(
     // What `run` would publish, and the groups its security-group loop would resolve it to.
     let Some(endpoints) = plan.ask else { return Ok(None) };
     let Some(asks::Ask::Rules { rules, target_is_ip, vpc_id, ids }) =
-        networking::ask_of(client, tgb, endpoints).await?
+        networking::ask_of(cluster_reads, tgb, endpoints).await?
     else {
         return Ok(None);
     };

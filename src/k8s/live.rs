@@ -1,6 +1,7 @@
 //! Live reads that bypass the watches, used to confirm what a cache claims before acting on it.
 //! They return the same plain views the watches hold, so one function decides from either.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -41,6 +42,13 @@ pub trait ClusterReads: Send + Sync {
     fn backend(&self, key: &BackendKey) -> impl Future<Output = Result<LiveBackend, kube::Error>> + Send;
     /// Every node, as the API server has them now.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeView>, kube::Error>> + Send;
+    /// Container port name → its numbers across `pods` of `namespace`, for the named ports of
+    /// `spec.networking`.
+    fn named_container_ports(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<BTreeMap<String, BTreeSet<u16>>, kube::Error>> + Send;
 }
 
 impl ClusterReads for Client {
@@ -50,5 +58,13 @@ impl ClusterReads for Client {
 
     async fn nodes(&self) -> Result<Vec<NodeView>, kube::Error> {
         read_nodes(self).await
+    }
+
+    async fn named_container_ports(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<u16>>, kube::Error> {
+        crate::k8s::pods::named_container_ports(self, namespace, pods).await
     }
 }

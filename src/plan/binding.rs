@@ -27,11 +27,10 @@ pub struct BindingInputs<'a> {
     pub record: &'a Record,
     /// The targets its backend wants, or the mistake that keeps it from saying.
     pub wanted: &'a Result<Wanted, BackendProblem>,
-    /// What its security-group ask is made of: ip or instance targets, the group's VPC, and (ip)
-    /// the pods behind serving endpoints, whose container ports name the rules' named ports.
+    /// What its security-group ask is made of, with the wanted targets and their pods: ip or
+    /// instance targets, and the group's VPC.
     pub target_is_ip: bool,
     pub vpc_id: Option<&'a str>,
-    pub serving_pods: &'a BTreeSet<String>,
 }
 
 /// One group the binding writes to, and how.
@@ -86,7 +85,7 @@ pub fn decide(inputs: &BindingInputs<'_>, siblings: Vec<BindingId>) -> BindingPl
         target_is_ip: inputs.target_is_ip,
         vpc_id: inputs.vpc_id.map(str::to_owned),
         ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
-        pods: inputs.serving_pods.clone(),
+        pods: wanted.pods.clone(),
     });
     BindingPlan { clean, feed: inputs.wanted.clone().map(|wanted| Feed { group, wanted }), ask }
 }
@@ -231,7 +230,6 @@ mod tests {
         record: &Record,
         wanted: &Result<Wanted, BackendProblem>,
     ) -> BindingPlan {
-        let pods: BTreeSet<String> = ["web-0".to_owned()].into();
         let inputs = BindingInputs {
             tgb,
             all,
@@ -241,7 +239,6 @@ mod tests {
             wanted,
             target_is_ip: true,
             vpc_id: Some("vpc-1"),
-            serving_pods: &pods,
         };
         let siblings = siblings_of(tgb, "arn:tg", all).expect("no conflict");
         decide(&inputs, siblings)
@@ -249,7 +246,7 @@ mod tests {
 
     fn wanting(ips: &[&str]) -> Result<Wanted, BackendProblem> {
         let targets = ips.iter().map(|ip| crate::model::Target::new(crate::model::TargetId::new(*ip, 8080))).collect();
-        Ok(Wanted { targets, skipped: Vec::new() })
+        Ok(Wanted { targets, skipped: Vec::new(), pods: ["web-0".to_owned()].into() })
     }
 
     fn moved_from(old: &str, multi: bool) -> Arc<TargetGroupBinding> {

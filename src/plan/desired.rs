@@ -137,14 +137,19 @@ pub fn ip_targets_gated<'a>(
         .collect()
 }
 
-/// The pods behind the endpoints [`ip_targets`] registers: whose container ports name the ports
-/// of `spec.networking`.
-pub fn serving_pods<'a>(slices: impl IntoIterator<Item = &'a SliceView>, family: AddressFamily) -> BTreeSet<String> {
+/// The pods behind the endpoints [`ip_targets_gated`] registers, those only their gate holds back
+/// included (the load balancer health-checks them): their container ports name the ports of
+/// `spec.networking`.
+pub fn registered_pods<'a>(
+    slices: impl IntoIterator<Item = &'a SliceView>,
+    family: AddressFamily,
+    gated: &BTreeSet<String>,
+) -> BTreeSet<String> {
     slices
         .into_iter()
         .filter(|slice| slice.family == family)
         .flat_map(|slice| slice.endpoints.iter())
-        .filter(|e| e.serves_traffic())
+        .filter(|e| e.to_register(gated))
         .filter_map(|e| e.pod.clone())
         .collect()
 }
@@ -290,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn serving_pods_are_those_of_registered_endpoints() {
+    fn registered_pods_are_those_serving_or_held_back_only_by_the_gate() {
         let s = slice(
             AddressFamily::Ipv4,
             &[(None, 80)],
@@ -300,7 +305,12 @@ mod tests {
         let mut no_ref = ep("10.0.0.4", None, None);
         no_ref.pod = None;
         let other = SliceView { family: AddressFamily::Ipv4, ports: vec![], endpoints: vec![no_ref] };
-        assert_eq!(serving_pods(&[s, v6, other], AddressFamily::Ipv4), ["pod-10.0.0.1".to_string()].into());
+        let slices = [s, v6, other];
+        let none = BTreeSet::new();
+        assert_eq!(registered_pods(&slices, AddressFamily::Ipv4, &none), ["pod-10.0.0.1".to_string()].into());
+        let gated = ["pod-10.0.0.2".to_string(), "pod-10.0.0.3".to_string()].into();
+        let expected = ["pod-10.0.0.1".to_string(), "pod-10.0.0.2".to_string()].into();
+        assert_eq!(registered_pods(&slices, AddressFamily::Ipv4, &gated), expected, "a terminating pod stays out");
     }
 
     #[test]

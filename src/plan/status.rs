@@ -131,7 +131,7 @@ mod tests {
     const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
 
     fn wanted(ids: &[&str]) -> Wanted {
-        Wanted { targets: ids.iter().map(|i| Target::new(TargetId::new(*i, 8080))).collect(), skipped: Vec::new() }
+        Wanted { targets: ids.iter().map(|i| Target::new(TargetId::new(*i, 8080))).collect(), ..Wanted::default() }
     }
 
     fn report(registered: usize) -> GroupReport {

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::desired::{
-    AddressFamily, PortRef, ServicePortView, ServiceView, SliceView, ip_targets_gated, with_availability_zones,
+    AddressFamily, PortRef, ServicePortView, ServiceView, SliceView, ip_targets_gated, registered_pods,
+    with_availability_zones,
 };
 use super::instance::{NodeView, Selector, SkippedNode, instance_targets};
 use crate::model::{Cidr, Target};
@@ -16,6 +17,8 @@ pub struct Wanted {
     pub targets: BTreeSet<Target>,
     /// Instance targets: nodes left out because no instance could be found for them.
     pub skipped: Vec<SkippedNode>,
+    /// ip targets: the pods behind them, whose container ports name `spec.networking`'s ports.
+    pub pods: BTreeSet<String>,
 }
 
 /// Why a backend cannot say what it wants. Targets stay registered until the mistake is fixed.
@@ -84,8 +87,9 @@ pub fn wanted_ip<'a>(
     if slices.is_empty() && service.selects_pods {
         return Err(BackendProblem::EndpointsNotPublished { service: service_name.to_owned(), family });
     }
+    let pods = registered_pods(slices.iter().copied(), family, gated);
     let ids = ip_targets_gated(port, slices, family, gated);
-    Ok(Wanted { targets: with_availability_zones(ids, vpc_cidrs), skipped: Vec::new() })
+    Ok(Wanted { targets: with_availability_zones(ids, vpc_cidrs), skipped: Vec::new(), pods })
 }
 
 /// instance targets: the eligible nodes' instances on the Service port's node port.
@@ -110,7 +114,8 @@ pub fn wanted_instance<'a>(
         return Err(BackendProblem::NoNodeMatchesSelector);
     }
     let found = instance_targets(nodes, selector, node_port);
-    Ok(Wanted { targets: found.targets.into_iter().map(Target::new).collect(), skipped: found.skipped })
+    let targets = found.targets.into_iter().map(Target::new).collect();
+    Ok(Wanted { targets, skipped: found.skipped, pods: BTreeSet::new() })
 }
 
 #[cfg(test)]
