@@ -209,3 +209,45 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
     binding(&kube, "demo", "web", ip_binding(&aws.ip_target_group_arn)).await;
     wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 -"]).await;
 }
+
+/// A pod held back only by the binding's readiness gate is registered and health-checked, so the
+/// rule on its named container port must be open before it can turn healthy: here it is the
+/// backend's only pod (a scale from zero, or a rollout that renumbered the port), so no serving
+/// pod names the port. Its status is written by hand on a node the simulated kubelet does not run,
+/// so the gate stays closed whatever AWS reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_on_a_named_port_opens_for_a_pod_only_its_gate_holds_back() {
+    let (sandbox, aws, kube) = world("sgg", &[Ep::NotReady("10.0.0.70")]).await;
+    let node_sg = aws.node_security_group.clone();
+    let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
+    ec2.create_network_interface()
+        .subnet_id(&aws.subnet_ids[0])
+        .private_ip_address("10.0.0.70")
+        .groups(&node_sg)
+        .send()
+        .await
+        .expect("pod ENI");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(kube.clone(), "demo");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "pod-10-0-0-70", "namespace": "demo", "labels": {"app": "web"}},
+        "spec": {"nodeName": "hand-written-status",
+                 "containers": [{"name": "app", "image": "app", "ports": [{"name": "web", "containerPort": 9090}]}],
+                 "readinessGates": [{"conditionType": "target-health.elbv2.k8s.aws/web"}]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+    let status = json!({"status": {"podIP": "10.0.0.70", "conditions": [
+        {"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "False"}]}});
+    pods.patch_status("pod-10-0-0-70", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
+        .await
+        .expect("pod status");
+    binding(&kube, "demo", "web", json!({
+        "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip",
+        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": "web"}]}]}
+    }))
+    .await;
+    let _agent =
+        Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgg"]).expect("agent");
+
+    wait_for_rules(&sandbox, &node_sg, &["tcp 9090-9090 10.1.0.0/16 sgg"]).await;
+}
