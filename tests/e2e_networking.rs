@@ -213,8 +213,9 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
 /// A pod held back only by the binding's readiness gate is registered and health-checked, so the
 /// rule on its named container port must be open before it can turn healthy: here it is the
 /// backend's only pod (a scale from zero, or a rollout that renumbered the port), so no serving
-/// pod names the port. Its status is written by hand on a node the simulated kubelet does not run,
-/// so the gate stays closed whatever AWS reports.
+/// pod names the port. Its status (and, as `world` does, its slice: not ready) is written by hand
+/// on a node the simulated kubelet does not run, so the gate stays closed whatever the emulated AWS
+/// reports: moto does not model a security group failing the health checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_on_a_named_port_opens_for_a_pod_only_its_gate_holds_back() {
     let (sandbox, aws, kube) = world("sgg", &[Ep::NotReady("10.0.0.70")]).await;
