@@ -40,6 +40,17 @@ async fn wait_for_rules(sandbox: &Sandbox, group: &str, expected: &[&str]) {
     assert!(ok.is_ok(), "group {group} never held {expected:?}; last seen {last:?}");
 }
 
+/// A pod's ENI in `group` (moto finds ENIs by primary IP only, so the pod IP is its primary IP).
+async fn pod_eni(ec2: &aws_sdk_ec2::Client, aws: &tgb_sandbox::Fixture, ip: &str, group: &str) {
+    ec2.create_network_interface()
+        .subnet_id(&aws.subnet_ids[0])
+        .private_ip_address(ip)
+        .groups(group)
+        .send()
+        .await
+        .expect("pod ENI");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_rules_are_shared_kept_and_cleaned_up() {
     let (sandbox, aws, kube) = world("sgi", &[]).await;
@@ -114,14 +125,7 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
     let (sandbox, aws, kube) = world("sgp", &[Ep::Ready("10.0.0.50")]).await;
     let node_sg = aws.node_security_group.clone();
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
-    // Pod ENIs (moto finds ENIs by primary IP only, so each pod IP is an ENI's primary IP).
-    ec2.create_network_interface()
-        .subnet_id(&aws.subnet_ids[0])
-        .private_ip_address("10.0.0.50")
-        .groups(&node_sg)
-        .send()
-        .await
-        .expect("pod ENI");
+    pod_eni(&ec2, &aws, "10.0.0.50", &node_sg).await;
     // A pod whose ENI has two groups, none tagged for the cluster.
     let other = ec2
         .create_security_group()
@@ -221,13 +225,7 @@ async fn a_rule_on_a_named_port_opens_for_a_pod_only_its_gate_holds_back() {
     let (sandbox, aws, kube) = world("sgg", &[Ep::NotReady("10.0.0.70")]).await;
     let node_sg = aws.node_security_group.clone();
     let ec2 = aws_sdk_ec2::Client::new(&sandbox.aws().await);
-    ec2.create_network_interface()
-        .subnet_id(&aws.subnet_ids[0])
-        .private_ip_address("10.0.0.70")
-        .groups(&node_sg)
-        .send()
-        .await
-        .expect("pod ENI");
+    pod_eni(&ec2, &aws, "10.0.0.70", &node_sg).await;
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(kube.clone(), "demo");
     let pod = serde_json::from_value(json!({
         "metadata": {"name": "pod-10-0-0-70", "namespace": "demo", "labels": {"app": "web"}},
