@@ -40,6 +40,14 @@ async fn wait_for_rules(sandbox: &Sandbox, group: &str, expected: &[&str]) {
     assert!(ok.is_ok(), "group {group} never held {expected:?}; last seen {last:?}");
 }
 
+/// An ip binding whose rule lets 10.1.0.0/16 in on the pods' container port named `web`.
+fn named_port_binding(arn: &str) -> serde_json::Value {
+    json!({
+        "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": arn, "targetType": "ip",
+        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": "web"}]}]}
+    })
+}
+
 /// A pod's ENI in `group` (moto finds ENIs by primary IP only, so the pod IP is its primary IP).
 async fn pod_eni(ec2: &aws_sdk_ec2::Client, aws: &tgb_sandbox::Fixture, ip: &str, group: &str) {
     ec2.create_network_interface()
@@ -203,11 +211,7 @@ async fn ip_rules_land_on_the_pods_groups_and_a_broken_binding_blocks_nobody() {
         .create(&PostParams::default(), &pod)
         .await
         .expect("create pod");
-    binding(&kube, "demo", "web", json!({
-        "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip",
-        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": "web"}]}]}
-    }))
-    .await;
+    binding(&kube, "demo", "web", named_port_binding(&aws.ip_target_group_arn)).await;
     wait_for_rules(&sandbox, &node_sg, &["tcp 0-65535 10.1.0.0/16 -", "tcp 8080-8080 10.1.0.0/16 sgp"]).await;
     // Networking removed: the agent's rule goes, the hand-made one stays.
     binding(&kube, "demo", "web", ip_binding(&aws.ip_target_group_arn)).await;
@@ -240,11 +244,7 @@ async fn a_rule_on_a_named_port_opens_for_a_pod_only_its_gate_holds_back() {
     pods.patch_status("pod-10-0-0-70", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&status))
         .await
         .expect("pod status");
-    binding(&kube, "demo", "web", json!({
-        "serviceRef": {"name": "web", "port": 80}, "targetGroupARN": aws.ip_target_group_arn, "targetType": "ip",
-        "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": "web"}]}]}
-    }))
-    .await;
+    binding(&kube, "demo", "web", named_port_binding(&aws.ip_target_group_arn)).await;
     let _agent =
         Agent::start(AGENT.as_ref(), &sandbox, &["--drift-interval", "60s", "--cluster-name", "sgg"]).expect("agent");
 
