@@ -33,7 +33,6 @@ use crate::plan::decide::Want;
 use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
 use crate::plan::status::{StatusInputs, StatusPlan, status as status_of};
-use crate::plan::validate::check_spec;
 use crate::plan::wanted::{BackendProblem, Wanted};
 
 /// How soon to look again when the inputs are not known yet.
@@ -96,15 +95,14 @@ impl Watched {
     }
 }
 
-/// Observe, from the watches: the spec (checked before any AWS call), the backend and the nodes,
-/// then the spec against its target group. `Err(wait)`: nothing to decide yet (a watch's first
-/// list is not in), or nothing changed until the next drift check.
+/// Observe, from the watches: the backend and the nodes, then the spec, checked on its own and then
+/// against its target group (`resolve` checks it before any AWS call). `Err(wait)`: nothing to
+/// decide yet (a watch's first list is not in), or nothing changed until the next drift check.
 async fn watch_inputs<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     uid: &str,
 ) -> Result<Result<Watched, Duration>, ReconcileError> {
-    check_spec(&tgb.spec)?;
     let binding_ref = ObjectRef::from_obj(tgb);
     let input_changes = ctx.watches.wake.subscribe(&binding_ref);
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
@@ -115,12 +113,11 @@ async fn watch_inputs<P: Ports>(
         // The watches wake this binding once their first list is in.
         return Ok(Err(RECHECK_SOON));
     }
-    let networking_version = ctx.networking.result(uid).0;
-    let before = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
-    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(uid, before) {
+    let fingerprint = fingerprint(tgb, &backend, nodes.as_deref(), ctx.networking.result(uid).0);
+    if let Some(until_drift_check) = ctx.unchanged_until_drift_check(uid, fingerprint) {
         return Ok(Err(until_drift_check));
     }
-    let drift_check = ctx.unchanged_since_converged(uid, before);
+    let drift_check = ctx.unchanged_since_converged(uid, fingerprint);
     let binding = observe::resolve(ctx, tgb, drift_check).await?;
     ctx.set_instance_mode(uid, binding.instance_mode());
     if !binding.instance_mode() {
@@ -133,7 +130,8 @@ async fn watch_inputs<P: Ports>(
         }
         nodes = Some(tracked);
     }
-    let fingerprint = fingerprint(tgb, &backend, nodes.as_deref(), networking_version);
+    // A binding that just turned to (or from) instance targets has its nodes in its next
+    // fingerprint, not this one: its next reconcile reads AWS once more, and then converges.
     Ok(Ok(Watched { binding, backend, nodes, input_changes, drift_check, fingerprint }))
 }
 
@@ -422,7 +420,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::context::tests::{Recorded, TestContext, context_on, context_with, test_client};
+    use crate::controller::context::tests::{TestContext, context_on, context_with, test_client};
+    use crate::controller::fakes::Recorded;
     use crate::controller::fakes::{FakeCluster, FakeTargetGroups};
     use crate::index::Backend;
     use crate::index::BackendIndex;
@@ -451,9 +450,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_spec_mistake_is_an_error_after_the_finalizer_and_before_any_read() {
-        let writes = Arc::new(Recorded::default());
-        let ctx = context_with(writes.clone()).await;
+    async fn a_spec_mistake_is_an_error_after_the_finalizer_and_before_any_aws_read() {
+        let (ctx, writes, _) = watching(Some(web()), vec![slice_of(&["10.0.0.5"])], LiveBackend::default()).await;
+        ctx.ports.target_groups.fail_with(AwsError::AccessDenied { op: "DescribeTargetGroups", message: "no".into() });
         let tgb = binding(json!({"serviceRef": {"name": "web", "port": 80}}));
         let error = apply(&tgb, &ctx).await.expect_err("no target group named");
         assert_eq!(error.reason(), "InvalidSpec", "{error}");

@@ -265,7 +265,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::context::tests::{Recorded, context_on, context_with};
+    use crate::controller::context::tests::{context_on, context_with};
+    use crate::controller::fakes::Recorded;
     use crate::controller::fakes::{FakeCluster, FakeTargetGroups};
 
     fn deleted(finalizers: &[&str]) -> TargetGroupBinding {

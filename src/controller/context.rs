@@ -411,64 +411,6 @@ pub(super) mod tests {
         Context::new(kube, ports, watches, "test".into(), Duration::from_secs(300), metrics, contributions)
     }
 
-    /// Records what the binding level writes, in order.
-    #[derive(Default)]
-    pub(in crate::controller) struct Recorded {
-        pub log: std::sync::Mutex<Vec<String>>,
-        pub statuses: std::sync::Mutex<Vec<crate::plan::status::Observed>>,
-    }
-
-    impl Recorded {
-        pub fn log(&self) -> Vec<String> {
-            self.log.lock().map(|l| l.clone()).unwrap_or_default()
-        }
-    }
-
-    impl BindingWrites for Recorded {
-        fn ensure_finalizer<'a>(
-            &'a self,
-            _: &'a TargetGroupBinding,
-        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
-            self.log.lock().expect("log").push("finalizer added".into());
-            Box::pin(async { Ok(()) })
-        }
-        fn remove_finalizer<'a>(
-            &'a self,
-            _: &'a TargetGroupBinding,
-        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
-            self.log.lock().expect("log").push("finalizer removed".into());
-            Box::pin(async { Ok(()) })
-        }
-        fn update_status<'a>(
-            &'a self,
-            _: &'a TargetGroupBinding,
-            observed: &'a crate::plan::status::Observed,
-        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
-            self.log.lock().expect("log").push("status".into());
-            self.statuses.lock().expect("statuses").push(observed.clone());
-            Box::pin(async { Ok(()) })
-        }
-        fn annotate<'a>(
-            &'a self,
-            _: &'a TargetGroupBinding,
-            key: &'a str,
-            value: String,
-        ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
-            self.log.lock().expect("log").push(format!("annotated {key}={value}"));
-            Box::pin(async { Ok(()) })
-        }
-        fn event<'a>(
-            &'a self,
-            _: &'a TargetGroupBinding,
-            kind: crate::k8s::writes::EventKind,
-            reason: &'a str,
-            _: String,
-        ) -> futures::future::BoxFuture<'a, ()> {
-            self.log.lock().expect("log").push(format!("{kind:?} {reason}"));
-            Box::pin(async {})
-        }
-    }
-
     fn binding(name: &str, uid: &str) -> Arc<TargetGroupBinding> {
         let mut tgb = TargetGroupBinding::new(name, Default::default());
         tgb.metadata.namespace = Some("demo".into());

@@ -1,16 +1,19 @@
 //! In-memory fakes of the ports the binding level works through, for its unit tests: target groups
-//! (ELBv2), ownership records, and the cluster's live reads and pod gates. Each can be made to
-//! fail, so a test can see what a reconcile does when it cannot read or write.
+//! (ELBv2), ownership records, the cluster's live reads and pod gates, and the binding's own writes
+//! (recorded in order). Each read can be made to fail, so a test can see what a reconcile does when
+//! it cannot read or write.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use crate::api::TargetGroupBinding;
 use crate::aws::Network;
 use crate::aws::{AwsError, TargetGroups, Turn};
 use crate::index::BackendKey;
 use crate::k8s::live::{ClusterReads, LiveBackend};
 use crate::k8s::ownership::{OwnershipStore, RecordError};
 use crate::k8s::pods::{GateCondition, GatedPod, PodGates};
+use crate::k8s::writes::BindingWrites;
 use crate::model::{
     BindingId, Cidr, RegisteredTarget, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupRef, TargetGroupType,
     TargetId, TargetState,
@@ -280,5 +283,63 @@ impl Network for FakeNetwork {
             "vpc-1" => Ok(vec!["10.0.0.0/16".parse().map_err(|e| AwsError::VpcNotFound(format!("{e:?}")))?]),
             other => Err(AwsError::VpcNotFound(other.to_owned())),
         }
+    }
+}
+
+/// Records what the binding level writes, in order.
+#[derive(Default)]
+pub struct Recorded {
+    pub log: std::sync::Mutex<Vec<String>>,
+    pub statuses: std::sync::Mutex<Vec<crate::plan::status::Observed>>,
+}
+
+impl Recorded {
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl BindingWrites for Recorded {
+    fn ensure_finalizer<'a>(
+        &'a self,
+        _: &'a TargetGroupBinding,
+    ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+        self.log.lock().expect("log").push("finalizer added".into());
+        Box::pin(async { Ok(()) })
+    }
+    fn remove_finalizer<'a>(
+        &'a self,
+        _: &'a TargetGroupBinding,
+    ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+        self.log.lock().expect("log").push("finalizer removed".into());
+        Box::pin(async { Ok(()) })
+    }
+    fn update_status<'a>(
+        &'a self,
+        _: &'a TargetGroupBinding,
+        observed: &'a crate::plan::status::Observed,
+    ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+        self.log.lock().expect("log").push("status".into());
+        self.statuses.lock().expect("statuses").push(observed.clone());
+        Box::pin(async { Ok(()) })
+    }
+    fn annotate<'a>(
+        &'a self,
+        _: &'a TargetGroupBinding,
+        key: &'a str,
+        value: String,
+    ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
+        self.log.lock().expect("log").push(format!("annotated {key}={value}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn event<'a>(
+        &'a self,
+        _: &'a TargetGroupBinding,
+        kind: crate::k8s::writes::EventKind,
+        reason: &'a str,
+        _: String,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        self.log.lock().expect("log").push(format!("{kind:?} {reason}"));
+        Box::pin(async {})
     }
 }

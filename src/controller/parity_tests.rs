@@ -11,7 +11,8 @@ use kube::runtime::watcher::Event;
 use serde_json::json;
 
 use super::asks::Ask;
-use super::context::tests::{Recorded, TestContext, context_on, test_client};
+use super::context::tests::{TestContext, context_on, test_client};
+use super::fakes::Recorded;
 use super::fakes::{FakeCluster, FakeTargetGroups};
 use super::ports::Ports as _;
 use super::preview::{Plan, binding_plan};
