@@ -13,6 +13,7 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::group::forget_group;
 use super::group::{GroupResult, GroupTask, Why, reconcile_target_group};
+use super::identity::id_of;
 use super::lost_record::{
     accounted_for, announce_restored, held_for_lost_record, lost_record, reclaimed, remember_lost_record,
 };
@@ -25,12 +26,13 @@ use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::ClusterReads;
 use crate::k8s::ownership::OwnershipStore;
-use crate::plan::binding::{binding_id, bound_arn, bound_to, siblings_of};
+use crate::model::{Account, BindingId};
+use crate::plan::binding::{GroupWork, bound_arn, bound_to, siblings_of};
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
 use crate::plan::ownership::Record;
-use crate::plan::validate::{account_of, check_spec};
+use crate::plan::validate::{InvalidBinding, account_of, check_spec};
 
 pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<Action, ReconcileError> {
     if tgb.finalizers().iter().any(|f| f == crate::api::FINALIZER) {
@@ -50,15 +52,18 @@ pub async fn cleanup<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Re
 
 /// What a deletion acts on, read once: the same for `cleanup` and for `plan`.
 pub(super) struct Deletion {
+    pub id: BindingId,
     pub record: Record,
     /// The record was found deleted and is what this process last read or wrote of it.
     pub restored: bool,
     /// A shared binding's record lost (see [`lost_record`]): the group, how many were registered.
     pub lost: Option<(String, usize)>,
-    /// The groups to clean: `true` by this binding's claims, `false` the exclusive group, whole.
-    pub groups: Vec<(String, bool)>,
+    /// The groups to clean: by this binding's claims, or (the exclusive group) whole.
+    pub groups: Vec<GroupWork>,
     /// What the binding's endpoints (or this cluster's nodes) hold now, read live.
     pub ours_now: BTreeSet<String>,
+    /// The account the groups are cleaned through: the binding's role, when it names a valid one.
+    pub account: Result<Account, InvalidBinding>,
 }
 
 /// Every group that may hold this binding's targets: those its ownership record names (a lost
@@ -72,7 +77,7 @@ pub(super) async fn observe_deletion(
     all: &[Arc<TargetGroupBinding>],
     was_instance: bool,
 ) -> Result<Deletion, ReconcileError> {
-    let id = binding_id(tgb);
+    let id = id_of(tgb)?;
     // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
     // A record deleted by hand since this process last saw it comes back from memory, whole.
     let (stored, restored) = match records.read(&id).await? {
@@ -85,24 +90,29 @@ pub(super) async fn observe_deletion(
     };
     let lost = lost_record(tgb, stored.is_some());
     let record = stored.unwrap_or_default();
-    let mut groups: Vec<(String, bool)> = record.groups.keys().map(|arn| (arn.clone(), true)).collect();
-    if let Some((arn, _)) = &lost {
-        groups.push((arn.clone(), true));
-    }
-    if tgb.spec.multi_cluster_target_group != Some(true) {
+    let mut claimed: Vec<String> = record.groups.keys().cloned().collect();
+    claimed.extend(lost.iter().map(|(arn, _)| arn.clone()).filter(|arn| !record.groups.contains_key(arn)));
+    let ours_now = match claimed.is_empty() {
+        true => BTreeSet::new(),
+        false => ours_now(cluster, tgb, was_instance).await?,
+    };
+    let exclusive = match tgb.spec.multi_cluster_target_group == Some(true) {
+        true => Vec::new(),
         // The group it names, and one a changed spec left behind that the status still names.
-        let left_behind = tgb.status.as_ref().and_then(|s| s.target_group_arn.clone());
-        for arn in exclusive_group(reads, tgb).await?.into_iter().chain(left_behind) {
-            if siblings_of(tgb, &arn, all).is_ok() && !groups.iter().any(|(a, _)| *a == arn) {
-                groups.push((arn, false));
-            }
+        false => exclusive_group(reads, tgb)
+            .await?
+            .into_iter()
+            .chain(tgb.status.as_ref().and_then(|s| s.target_group_arn.clone()))
+            .collect(),
+    };
+    let mut groups: Vec<GroupWork> =
+        claimed.into_iter().map(|arn| GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims: true }).collect();
+    for arn in exclusive {
+        if siblings_of(tgb, &arn, all).is_ok() && !groups.iter().any(|g| g.arn == arn) {
+            groups.push(GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims: false });
         }
     }
-    let ours_now = match groups.iter().any(|(_, claimed)| *claimed) {
-        true => ours_now(cluster, tgb, was_instance).await?,
-        false => BTreeSet::new(),
-    };
-    Ok(Deletion { record, restored, lost, groups, ours_now })
+    Ok(Deletion { id, record, restored, lost, groups, ours_now, account: account_of(&tgb.spec) })
 }
 
 /// With the record lost: what the endpoints hold in its group is claimed again; returns how many
@@ -125,7 +135,6 @@ async fn deregister_everything<P: Ports>(
     tgb: &TargetGroupBinding,
     ctx: &Context<P>,
 ) -> Result<Option<Duration>, ReconcileError> {
-    let id = binding_id(tgb);
     let all = ctx.kube.bindings.state();
     let was_instance = tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid));
     let mut deletion = observe_deletion(ctx, ctx.ports.cluster(), ctx.ports.records(), tgb, &all, was_instance).await?;
@@ -138,27 +147,26 @@ async fn deregister_everything<P: Ports>(
     }
     // Through the binding's role when it has one; a group of another account is refused, never taken
     // for gone. With nothing to clean, neither a bad role nor STS can hold the deletion up.
-    let target_groups = match (account_of(&tgb.spec), deletion.groups.is_empty()) {
+    let target_groups = match (&deletion.account, deletion.groups.is_empty()) {
         (_, true) => None,
-        (Ok(account), false) => Some(ctx.ports.target_groups().in_account(&account).await?),
+        (Ok(account), false) => Some(ctx.ports.target_groups().in_account(account).await?),
         (Err(e), false) => return Err(ReconcileError::CleanupFailed(e.to_string())),
     };
     let held = match target_groups.as_ref() {
         Some(target_groups) => reclaim_for_deletion(&**target_groups, &mut deletion).await?,
         None => 0,
     };
-    let Deletion { mut record, lost, groups, ours_now, .. } = deletion;
+    let Deletion { id, mut record, lost, groups, ours_now, .. } = deletion;
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
-    for (arn, claimed) in groups {
+    for GroupWork { arn, by_claims, siblings } in groups {
         let Some(target_groups) = target_groups.as_ref() else { break };
-        let siblings = bound_to(tgb, &arn, &all);
         let _serialized = ctx.locks.lock(&arn).await;
         let task = GroupTask {
             binding: &id,
             arn: &arn,
             want: Want::Nothing,
-            shared: claimed,
+            shared: by_claims,
             siblings: &siblings,
             ours_now: &ours_now,
             now: unix_now(),
@@ -363,7 +371,7 @@ mod tests {
         let ctx = context_on(writes.clone(), groups, cluster).await;
         let mut tgb = deleted(&[crate::api::FINALIZER]);
         tgb.spec.multi_cluster_target_group = Some(true);
-        let id = binding_id(&tgb);
+        let id = crate::plan::binding::binding_id(&tgb);
         let claims = [(crate::model::TargetId::new("10.0.0.1", 8080), crate::plan::ownership::Claim::Registered)];
         ctx.ports.records.put(&id, Record::default().with_group(ARN, claims.into()));
 

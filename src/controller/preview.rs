@@ -24,7 +24,7 @@ use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
-use crate::plan::binding::{Feed, GroupWork, binding_id, bound_to, decide, siblings_of};
+use crate::plan::binding::{Feed, GroupWork, binding_id, decide, siblings_of};
 use crate::plan::decide::{GroupDecision, Want};
 use crate::plan::desired::{AddressFamily, SliceView};
 use crate::plan::ownership::Record;
@@ -132,15 +132,14 @@ pub(super) async fn binding_plan<P: Ports>(
         let _ = writeln!(out.text, "  being deleted: everything this cluster registered goes");
         let mut deletion = observe_deletion(&reads, cluster_reads, records, tgb, all, false).await?;
         if deletion.lost.is_some() {
-            let target_groups = ports.target_groups().in_account(&account_of(&tgb.spec)?).await?;
+            let target_groups = ports.target_groups().in_account(&deletion.account.clone()?).await?;
             let held = reclaim_for_deletion(&*target_groups, &mut deletion).await?;
             if let Err(e) = held_for_lost_record(deletion.lost.clone(), held) {
                 let _ = writeln!(out.text, "  ! {e} ({}): the deletion would be held", e.reason());
             }
         }
-        for (arn, claimed) in &deletion.groups {
-            let work = GroupWork { arn: arn.clone(), by_claims: *claimed, siblings: bound_to(tgb, arn, all) };
-            group_plan(ports, records, &deletion.record, tgb, &work, Want::Nothing, &deletion.ours_now, out).await?;
+        for work in &deletion.groups {
+            group_plan(ports, records, &deletion.record, tgb, work, Want::Nothing, &deletion.ours_now, out).await?;
         }
         return Ok(None);
     }
