@@ -86,6 +86,7 @@ pub async fn update(
         Some(pods) => pods.keys().cloned().collect(),
         None => return Ok(false),
     };
+    let (gate, namespace) = (gate_type(&tgb.name_any()), tgb.namespace().unwrap_or_default());
     let addresses = pod_addresses(slices.iter().copied(), family, &known);
     let statuses = gate_statuses(&addresses, states);
     {
@@ -99,8 +100,21 @@ pub async fn update(
     for (name, status) in &statuses {
         closed |= !status.healthy;
         let last = memory.lock().get(&uid).and_then(|p| p.get(name).cloned()).flatten();
-        if last.as_deref() != Some(status.status()) {
-            set(pods, memory, tgb, name, status).await?;
+        if last.as_deref() == Some(status.status()) {
+            continue;
+        }
+        // Read fresh: its UID guards the write, and a pod that has the condition already is left as it is.
+        let found = pods
+            .gated_pods(&namespace, &BTreeSet::from([name.clone()]), &gate)
+            .await
+            .map_err(ReconcileError::kube("read a gated pod"))?;
+        let Some(pod) = found.get(name) else { continue };
+        if pod.gate.as_deref() != Some(status.status()) {
+            let condition = status.condition(&gate);
+            written(pod, &condition, pods.set_gate(&namespace, pod, &condition).await)?;
+        }
+        if let Some(pods) = memory.lock().get_mut(&uid) {
+            pods.insert(name.clone(), Some(status.status().to_owned()));
         }
     }
     Ok(closed)
@@ -126,53 +140,22 @@ pub async fn open_all(
         reason: "TargetGroupBindingDeleted".into(),
         message: format!("TargetGroupBinding {} was deleted; the gate no longer applies", tgb.name_any()),
     };
+    let condition = open.condition(&gate);
     for pod in found.values().filter(|p| p.gate.as_deref() != Some("True")) {
-        patch(pods, tgb, pod, &open).await?;
+        written(pod, &condition, pods.set_gate(&namespace, pod, &condition).await)?;
     }
     memory.forget(&uid_of(tgb)?);
     Ok(())
 }
 
-/// Reads the pod fresh (its UID guards the patch) and sets the condition unless it already has it.
-async fn set(
-    pods: &impl PodGates,
-    memory: &GateMemory,
-    tgb: &TargetGroupBinding,
-    name: &str,
-    status: &GateStatus,
-) -> Result<(), ReconcileError> {
-    let gate = gate_type(&tgb.name_any());
-    let namespace = tgb.namespace().unwrap_or_default();
-    let found = pods
-        .gated_pods(&namespace, &BTreeSet::from([name.to_owned()]), &gate)
-        .await
-        .map_err(ReconcileError::kube("read a gated pod"))?;
-    let Some(pod) = found.get(name) else { return Ok(()) };
-    if pod.gate.as_deref() != Some(status.status()) {
-        patch(pods, tgb, pod, status).await?;
-    }
-    if let Some(pods) = memory.lock().get_mut(&uid_of(tgb)?) {
-        pods.insert(name.to_owned(), Some(status.status().to_owned()));
-    }
-    Ok(())
-}
-
-async fn patch(
-    pods: &impl PodGates,
-    tgb: &TargetGroupBinding,
-    pod: &GatedPod,
-    status: &GateStatus,
-) -> Result<(), ReconcileError> {
-    let gate = gate_type(&tgb.name_any());
-    let namespace = tgb.namespace().unwrap_or_default();
-    let condition =
-        GateCondition { type_: &gate, status: status.status(), reason: &status.reason, message: &status.message };
-    match pods.set_gate(&namespace, pod, &condition).await {
+/// A gate write's outcome: a pod gone, or re-created under the same name since it was read, has
+/// nothing of ours to set.
+fn written(pod: &GatedPod, gate: &GateCondition<'_>, result: Result<(), kube::Error>) -> Result<(), ReconcileError> {
+    match result {
         Ok(()) => {
-            tracing::info!(pod = %pod.name, gate = %gate, status = status.status(), reason = %status.reason, "set the readiness gate");
+            tracing::info!(pod = %pod.name, gate = %gate.type_, status = gate.status, reason = %gate.reason, "set the readiness gate");
             Ok(())
         }
-        // Gone, or re-created under the same name since it was read: nothing of ours to set.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(ReconcileError::kube("set a pod's readiness gate")(e)),
     }

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 
 use crate::plan::desired::{AddressFamily, SliceView, not_ready_pods};
+pub use crate::plan::gates::GateCondition;
 
 /// Container port name → the numbers it has across `pods`; sidecars (restartable init
 /// containers) count, other init containers do not. Pods already gone are skipped.
@@ -80,14 +81,6 @@ pub trait PodGates: Send + Sync {
         pod: &GatedPod,
         gate: &GateCondition<'_>,
     ) -> impl Future<Output = Result<(), kube::Error>> + Send;
-}
-
-/// A readiness-gate condition to set.
-pub struct GateCondition<'a> {
-    pub type_: &'a str,
-    pub status: &'a str,
-    pub reason: &'a str,
-    pub message: &'a str,
 }
 
 impl PodGates for Client {

@@ -13,6 +13,14 @@ pub fn gate_type(binding: &str) -> String {
     format!("{GATE_PREFIX}{binding}")
 }
 
+/// A readiness-gate condition to set.
+pub struct GateCondition<'a> {
+    pub type_: &'a str,
+    pub status: &'a str,
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
 /// The condition a gated pod should carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GateStatus {
@@ -24,6 +32,11 @@ pub struct GateStatus {
 impl GateStatus {
     pub fn status(&self) -> &'static str {
         if self.healthy { "True" } else { "False" }
+    }
+
+    /// The pod condition of the gate `gate_type` this status sets.
+    pub fn condition<'a>(&'a self, gate_type: &'a str) -> GateCondition<'a> {
+        GateCondition { type_: gate_type, status: self.status(), reason: &self.reason, message: &self.message }
     }
 }
 
