@@ -1,7 +1,7 @@
 //! The apply path of a binding that is not being deleted: observe its inputs, clean any group a
 //! changed spec left behind, reconcile its own group, then networking and status.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use crate::index::{Backend, BackendKey, Nodes};
 use crate::k8s::live::ClusterReads as _;
 use crate::k8s::ownership::OwnershipStore;
 use crate::model::BindingId;
-use crate::plan::binding::{Endpoints, Feed, GroupWork, decide, siblings_of};
+use crate::plan::binding::{Feed, GroupWork, decide, siblings_of};
 use crate::plan::decide::Want;
 use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
@@ -60,19 +60,22 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     let target_groups = ctx.ports.target_groups().in_account(&binding.account).await?;
     let mut record = record_of(ctx, tgb, binding, &*target_groups, &ours_now).await?;
     let wanted = observe::wanted(ctx, tgb, binding, &views).await?;
-    let plan = decide(&binding.inputs(tgb, &all, &record, &wanted), siblings);
+    let named_ports = observe::named_ports(ctx.ports.cluster(), tgb, binding, &wanted).await;
+    let gated = gates::gated_addresses(&ctx.gates, &uid, &views.slices, binding.resolved.family)
+        .filter(|_| !binding.instance_mode());
+    let plan = decide(&binding.inputs(tgb, &all, &record, &wanted, named_ports.as_ref().ok()), siblings);
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
     let left_behind = clean_previous_groups(ctx, tgb, binding, &plan.clean, &ours_now, &mut record).await;
     let Feed { group: own, mut wanted } = plan.feed?;
     // The security-group loop works from this on its own; a failure here never holds targets back.
-    let publish_error = publish_ask(ctx, tgb, plan.ask).await;
+    let publish_error = plan.ask.and_then(|ask| networking::publish(ctx, tgb, &uid, ask, named_ports.err()));
     let group = Group { watched: &watched, own: &own, ours_now: &ours_now, uid: &uid };
     let Some(report) = feed_group(ctx, tgb, &group, &*target_groups, &mut record, &mut wanted).await? else {
         return Ok(Action::requeue(RECHECK_SOON));
     };
     ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
     let fed = Fed { wanted: &wanted, report: &report, left_behind: left_behind.as_deref(), publish_error };
-    let check_within = finish(ctx, tgb, &group, &views, fed).await?;
+    let check_within = finish(ctx, tgb, &group, gated.as_ref(), fed).await?;
     Ok(Action::requeue(ctx.converged(&uid, watched.fingerprint, check_within)))
 }
 
@@ -170,20 +173,6 @@ async fn restore_lost_record<P: Ports>(
     Ok(known)
 }
 
-/// Publishes what the binding asks of the security groups; the error, if it could not say.
-async fn publish_ask<P: Ports>(
-    ctx: &Context<P>,
-    tgb: &TargetGroupBinding,
-    ask: Option<Endpoints>,
-) -> Option<ReconcileError> {
-    let ask = ask?;
-    let error = networking::publish(ctx, tgb, ask).await.err();
-    if error.is_some() {
-        networking::mark_broken(ctx, tgb);
-    }
-    error
-}
-
 /// What feeding the binding's own group works from.
 struct Group<'a> {
     watched: &'a Watched,
@@ -277,7 +266,7 @@ async fn finish<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     group: &Group<'_>,
-    views: &BackendViews<'_>,
+    gated: Option<&BTreeMap<String, String>>,
     fed: Fed<'_>,
 ) -> Result<Option<Duration>, ReconcileError> {
     let (binding, report) = (&group.watched.binding, fed.report);
@@ -302,9 +291,10 @@ async fn finish<P: Ports>(
     ctx.metrics.binding_observed(namespace, name, observed.ready.is_ok(), report.health.as_ref());
     ctx.kube.writes.update_status(tgb, &observed).await.map_err(ReconcileError::kube("update the status"))?;
     let health_poll = report.health.as_ref().filter(|h| !h.all_healthy() && h.desired > 0).map(|_| HEALTH_POLL);
-    let family = binding.resolved.family;
-    let gates_closed = !binding.instance_mode()
-        && gates::update(ctx.ports.cluster(), &ctx.gates, tgb, &views.slices, family, &report.states).await?;
+    let gates_closed = match gated {
+        Some(addresses) => gates::update(ctx.ports.cluster(), &ctx.gates, tgb, addresses, &report.states).await?,
+        None => false,
+    };
     let gate_poll = gates_closed.then_some(GATE_POLL);
     Ok(report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min())
 }
@@ -515,7 +505,7 @@ mod tests {
         let own = GroupWork { arn: ARN.into(), by_claims: false, siblings: Vec::new() };
         let group = Group { watched: &watched, own: &own, ours_now: &BTreeSet::new(), uid: "u-1" };
         let fed = Fed { wanted: &wanted, report: &report, left_behind: None, publish_error: None };
-        let check_within = finish(&ctx, &tgb, &group, &watched.views(), fed).await.expect("finish");
+        let check_within = finish(&ctx, &tgb, &group, None, fed).await.expect("finish");
         assert_eq!(writes.log(), ["Warning TargetRejected", "status"]);
         let statuses = writes.statuses.lock().map(|s| s.clone()).unwrap_or_default();
         assert!(matches!(&statuses[0].ready, Err((reason, _)) if reason == "TargetRejected"), "{statuses:?}");
@@ -552,6 +542,7 @@ mod tests {
             wanted: &wanted,
             target_is_ip: true,
             vpc_id: None,
+            named_ports: Some(&BTreeMap::new()),
         };
         let plan = decide(&inputs, Vec::new());
         clean_previous_groups(ctx, tgb, &resolved(tgb), &plan.clean, &BTreeSet::new(), record).await
@@ -684,6 +675,25 @@ mod tests {
             let statuses = writes.statuses.lock().expect("statuses").clone();
             assert!(statuses.last().is_some_and(|s| s.ready.is_ok()), "{statuses:?}");
         }
+    }
+
+    /// A rule on a port its pods name, while their ports cannot be read: the targets are fed all
+    /// the same, the ask is left broken (what it asked before stays, never narrowed), and the
+    /// status says why.
+    #[tokio::test]
+    async fn pods_whose_ports_cannot_be_read_hold_back_no_target_and_narrow_no_rule() {
+        let (ctx, writes, mut tgb) = watching(Some(web()), vec![slice_of(&["10.0.0.5"])], LiveBackend::default()).await;
+        ctx.ports.cluster.ports_unreadable.store(true, std::sync::atomic::Ordering::Relaxed);
+        let networking =
+            json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"port": "web"}]}]});
+        tgb.spec.networking = Some(serde_json::from_value(networking).expect("networking"));
+        apply(&tgb, &ctx).await.expect("apply");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(vec!["10.0.0.5".to_owned()]));
+        let asked = ctx.networking.state().asks.get("u-1").map(|(_, ask)| ask.clone());
+        assert!(matches!(asked, Some(crate::controller::asks::Ask::Broken { .. })), "{asked:?}");
+        let statuses = writes.statuses.lock().expect("statuses").clone();
+        let ready = statuses.last().map(|s| s.ready.clone());
+        assert!(matches!(&ready, Some(Err((reason, _))) if reason == "KubernetesAPIError"), "{ready:?}");
     }
 
     /// Shared: the other cluster's target (10.0.0.1, unclaimed) stays; this binding's claimed one

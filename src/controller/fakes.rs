@@ -185,6 +185,8 @@ pub struct FakeCluster {
     refuse_with: Option<u16>,
     /// (pod, container port name, number) the pods declare.
     container_ports: Vec<(String, String, u16)>,
+    /// Reading the pods' container ports fails (the API server unreachable).
+    pub ports_unreadable: std::sync::atomic::AtomicBool,
 }
 
 impl FakeCluster {
@@ -235,6 +237,11 @@ impl ClusterReads for FakeCluster {
         _: &str,
         pods: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, BTreeSet<u16>>, kube::Error> {
+        if self.ports_unreadable.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(kube::Error::Api(Box::new(
+                kube::core::Status::failure("unreachable", "ServiceUnavailable").with_code(503),
+            )));
+        }
         let mut named: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
         for (pod, name, number) in &self.container_ports {
             if pods.contains(pod) {

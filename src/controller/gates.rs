@@ -71,24 +71,31 @@ pub async fn held_back(
     Ok(held_back_by_gate(&found))
 }
 
-/// Sets each known gated pod's condition from its targets' states; returns whether some gate is
-/// still closed (the binding then reads health again soon).
+/// Where the pods known to declare the gate of binding `uid` are now: pod → its endpoint's
+/// address. `None` when no such pod is known.
+pub fn gated_addresses(
+    memory: &GateMemory,
+    uid: &str,
+    slices: &[&SliceView],
+    family: AddressFamily,
+) -> Option<BTreeMap<String, String>> {
+    let known: BTreeSet<String> = memory.lock().get(uid)?.keys().cloned().collect();
+    Some(pod_addresses(slices.iter().copied(), family, &known))
+}
+
+/// Sets each known gated pod's condition (at `addresses`, as [`gated_addresses`] found them) from
+/// its targets' states; returns whether some gate is still closed (the binding then reads health
+/// again soon).
 pub async fn update(
     pods: &impl PodGates,
     memory: &GateMemory,
     tgb: &TargetGroupBinding,
-    slices: &[&SliceView],
-    family: AddressFamily,
+    addresses: &BTreeMap<String, String>,
     states: &BTreeMap<TargetId, (TargetState, Option<String>)>,
 ) -> Result<bool, ReconcileError> {
     let uid = uid_of(tgb)?;
-    let known: BTreeSet<String> = match memory.lock().get(&uid) {
-        Some(pods) => pods.keys().cloned().collect(),
-        None => return Ok(false),
-    };
     let (gate, namespace) = (gate_type(&tgb.name_any()), tgb.namespace().unwrap_or_default());
-    let addresses = pod_addresses(slices.iter().copied(), family, &known);
-    let statuses = gate_statuses(&addresses, states);
+    let statuses = gate_statuses(addresses, states);
     {
         // Pods no longer behind an endpoint are forgotten.
         let mut memory = memory.lock();
@@ -168,6 +175,21 @@ mod tests {
     use crate::controller::fakes::FakeCluster as FakePods;
     use crate::plan::desired::EndpointView;
 
+    /// As a reconcile does: where the known gated pods are, then their gates from `states`.
+    async fn observe_and_update(
+        pods: &FakePods,
+        memory: &GateMemory,
+        tgb: &TargetGroupBinding,
+        slice: &SliceView,
+        states: &BTreeMap<TargetId, (TargetState, Option<String>)>,
+    ) -> Result<bool, ReconcileError> {
+        let uid = uid_of(tgb)?;
+        match gated_addresses(memory, &uid, &[slice], AddressFamily::Ipv4) {
+            Some(addresses) => update(pods, memory, tgb, &addresses, states).await,
+            None => Ok(false),
+        }
+    }
+
     fn binding() -> TargetGroupBinding {
         let mut tgb = TargetGroupBinding::new("web", TargetGroupBindingSpec::default());
         tgb.metadata.namespace = Some("demo".into());
@@ -211,7 +233,7 @@ mod tests {
         held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
 
         let now = states(&[(1, TargetState::Healthy), (2, TargetState::Initial)]);
-        let closed = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.expect("update");
+        let closed = observe_and_update(&pods, &memory, &tgb, &slice, &now).await.expect("update");
         assert!(closed, "b's gate is still closed: health is read again soon");
         assert_eq!(
             pods.gates_set(),
@@ -220,11 +242,11 @@ mod tests {
                 ("b".into(), "False".into(), "Target.Initial".into())
             ]
         );
-        update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.expect("update");
+        observe_and_update(&pods, &memory, &tgb, &slice, &now).await.expect("update");
         assert_eq!(pods.gates_set().len(), 2, "nothing changed: nothing written");
 
         let healthy = states(&[(1, TargetState::Healthy), (2, TargetState::Healthy)]);
-        let closed = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &healthy).await.expect("update");
+        let closed = observe_and_update(&pods, &memory, &tgb, &slice, &healthy).await.expect("update");
         assert!(!closed);
         assert_eq!(pods.gates_set().last(), Some(&("b".into(), "True".into(), "Target.Healthy".into())));
     }
@@ -237,7 +259,7 @@ mod tests {
         held_back(&pods, &memory, &tgb, &[&slice(&[("a", 1), ("b", 2)])], AddressFamily::Ipv4).await.expect("read");
         let only_a = slice(&[("a", 1)]);
         let now = states(&[(1, TargetState::Healthy)]);
-        update(&pods, &memory, &tgb, &[&only_a], AddressFamily::Ipv4, &now).await.expect("update");
+        observe_and_update(&pods, &memory, &tgb, &only_a, &now).await.expect("update");
         assert_eq!(pods.gates_set(), vec![("a".into(), "True".into(), "Target.Healthy".into())]);
         assert_eq!(memory.lock().get("uid-web").map(|p| p.keys().cloned().collect()), Some(vec!["a".to_owned()]));
     }
@@ -261,7 +283,7 @@ mod tests {
             let (tgb, slice) = (binding(), slice(&[("a", 1)]));
             held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
             let now = states(&[(1, TargetState::Healthy)]);
-            let result = update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await;
+            let result = observe_and_update(&pods, &memory, &tgb, &slice, &now).await;
             assert!(result.is_ok(), "{code}: {result:?}");
         }
         let pods = FakePods::with(&[("a", true, None)]).refusing_gates_with(500);
@@ -269,6 +291,6 @@ mod tests {
         let (tgb, slice) = (binding(), slice(&[("a", 1)]));
         held_back(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4).await.expect("read");
         let now = states(&[(1, TargetState::Healthy)]);
-        assert!(update(&pods, &memory, &tgb, &[&slice], AddressFamily::Ipv4, &now).await.is_err(), "a 500 is");
+        assert!(observe_and_update(&pods, &memory, &tgb, &slice, &now).await.is_err(), "a 500 is");
     }
 }

@@ -11,73 +11,51 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::asks::{Ask, BindingRef, Outcome};
 use super::context::Context;
 use super::error::ReconcileError;
-use super::identity::uid_of;
 use super::ports::Ports;
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::{SecurityGroupError, SecurityGroups};
 use crate::clock::unix_now;
-use crate::k8s::live::ClusterReads;
 use crate::model::sg_rule::{EniGroups, IngressRule};
-use crate::plan::binding::Endpoints;
-use crate::plan::sg_rules::{
-    GroupInputs, NetworkingError, plan_group, rules_for_binding, select_groups, unclaimed_grace,
-};
+use crate::plan::binding::{AskProblem, Endpoints, SecurityAsk, derivable_rules};
+use crate::plan::sg_rules::{GroupInputs, NetworkingError, plan_group, select_groups, unclaimed_grace};
 
-/// Publishes `tgb`'s ask from its spec and endpoints (named ports are read from its pods).
-pub async fn publish<P: Ports>(
+/// Publishes what `tgb` asks of the security groups, as its plan decided; a broken ask keeps what
+/// it asked before (and what it can still derive) protected. Returns why it is broken, if it is:
+/// `ports_unread` is why its pods' container ports could not be read, if they could not.
+pub fn publish<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
-    endpoints: Endpoints,
-) -> Result<(), ReconcileError> {
-    let uid = uid_of(tgb)?;
-    match ask_of(ctx.ports.cluster(), tgb, endpoints).await? {
-        Some(ask) => ctx.networking.publish(&uid, ObjectRef::from_obj(tgb), ask),
-        None => ctx.networking.withdraw(&uid),
+    uid: &str,
+    ask: SecurityAsk,
+    ports_unread: Option<ReconcileError>,
+) -> Option<ReconcileError> {
+    match ask {
+        SecurityAsk::Withdraw => ctx.networking.withdraw(uid),
+        SecurityAsk::Rules { rules, endpoints: Endpoints { target_is_ip, vpc_id, ids } } => {
+            ctx.networking.publish(uid, ObjectRef::from_obj(tgb), Ask::Rules { rules, target_is_ip, vpc_id, ids })
+        }
+        SecurityAsk::Broken { derivable, why } => {
+            ctx.networking.broken(uid, ObjectRef::from_obj(tgb), derivable);
+            return match why {
+                AskProblem::Rules(e) => Some(ReconcileError::Networking(e)),
+                AskProblem::PortsUnread => ports_unread,
+            };
+        }
     }
-    Ok(())
-}
-
-/// What `tgb` asks of the security groups, from its spec and endpoints (named ports are read from
-/// its pods); `None` when its spec lists no rule. `run` publishes it, `plan` prints it.
-pub async fn ask_of(
-    cluster: &impl ClusterReads,
-    tgb: &TargetGroupBinding,
-    endpoints: Endpoints,
-) -> Result<Option<Ask>, ReconcileError> {
-    let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
-        return Ok(None);
-    };
-    let names_a_port = networking
-        .ingress
-        .iter()
-        .flat_map(|i| &i.ports)
-        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()));
-    let named_ports = if names_a_port && endpoints.target_is_ip {
-        cluster
-            .named_container_ports(&tgb.namespace().unwrap_or_default(), &endpoints.pods)
-            .await
-            .map_err(ReconcileError::kube("read the endpoint pods' container ports"))?
-    } else {
-        BTreeMap::new()
-    };
-    let rules = rules_for_binding(networking, endpoints.target_is_ip, &named_ports)?;
-    Ok(Some(Ask::Rules { rules, target_is_ip: endpoints.target_is_ip, vpc_id: endpoints.vpc_id, ids: endpoints.ids }))
+    None
 }
 
 /// `tgb` failed before saying what it asks: what it asked before, and what its spec still says,
 /// stay protected; a binding without networking protects nothing.
 pub fn mark_broken<P: Ports>(ctx: &Context<P>, tgb: &TargetGroupBinding) {
-    let (Some(networking), Some(uid)) = (&tgb.spec.networking, tgb.uid()) else { return };
-    let target_is_ip = tgb.spec.target_type != Some(crate::api::TargetType::Instance);
-    let derivable = rules_for_binding(networking, target_is_ip, &BTreeMap::new()).unwrap_or_default();
-    ctx.networking.broken(&uid, ObjectRef::from_obj(tgb), derivable);
+    let (Some(_), Some(uid)) = (&tgb.spec.networking, tgb.uid()) else { return };
+    ctx.networking.broken(&uid, ObjectRef::from_obj(tgb), derivable_rules(tgb));
 }
 
 /// Runs the security-group loop until the process stops: a pass whenever an ask changes, and at

@@ -4,20 +4,21 @@
 //! backend's reading and the decision of what is wanted are this one code path, so a plan cannot
 //! drift from the run it previews.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::error::ReconcileError;
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
 use crate::index::{Backend, BackendKey, Nodes, selector};
-use crate::k8s::live::LiveBackend;
+use crate::k8s::live::{ClusterReads, LiveBackend};
 use crate::model::{Account, BindingId, Cidr, TargetGroupInfo, TargetGroupRef};
 use crate::plan::binding::BindingInputs;
 use crate::plan::binding::binding_id;
 use crate::plan::desired::{PortRef, ServiceView, SliceView, endpoint_addresses};
 use crate::plan::instance::{NodeView, Selector, instance_ids};
 use crate::plan::ownership::Record;
+use crate::plan::sg_rules::names_a_port;
 use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
 use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
 
@@ -66,6 +67,7 @@ impl Binding {
         all: &'a [Arc<TargetGroupBinding>],
         record: &'a Record,
         wanted: &'a Result<Wanted, BackendProblem>,
+        named_ports: Option<&'a BTreeMap<String, BTreeSet<u16>>>,
     ) -> BindingInputs<'a> {
         BindingInputs {
             tgb,
@@ -76,6 +78,7 @@ impl Binding {
             wanted,
             target_is_ip: !self.instance_mode(),
             vpc_id: self.tg.vpc_id.as_deref(),
+            named_ports,
         }
     }
 }
@@ -157,6 +160,24 @@ pub async fn wanted(
     let gated = reads.held_back(tgb, &backend.slices, family).await?;
     let slices = backend.slices.iter().copied();
     Ok(wanted_ip(backend.service, &name, &binding.port, slices, family, cidrs.as_deref(), &gated))
+}
+
+/// The container ports the wanted pods name, read only when the spec's rules name a port and the
+/// targets are pods (a pod held back only by its readiness gate included: its port must open for
+/// its target to turn healthy).
+pub async fn named_ports(
+    cluster: &impl ClusterReads,
+    tgb: &TargetGroupBinding,
+    binding: &Binding,
+    wanted: &Result<Wanted, BackendProblem>,
+) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError> {
+    match (&tgb.spec.networking, wanted) {
+        (Some(networking), Ok(wanted)) if names_a_port(networking) && !binding.instance_mode() => cluster
+            .named_container_ports(&binding.id.namespace, &wanted.pods)
+            .await
+            .map_err(ReconcileError::kube("read the endpoint pods' container ports")),
+        _ => Ok(BTreeMap::new()),
+    }
 }
 
 /// What the binding's endpoints (or nodes) hold right now, ready or not: never taken for another

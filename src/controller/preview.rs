@@ -13,7 +13,7 @@ use super::group::{GroupTask, Observed, Why, observe};
 use super::lost_record::held_for_lost_record;
 use super::observe::{self as inputs, BackendViews, Reads};
 use super::ports::Ports;
-use super::{asks, gates, networking};
+use super::{gates, networking};
 use crate::api::TargetGroupBinding;
 use crate::aws::security_groups::SecurityGroups as _;
 use crate::aws::{Network as _, TargetGroups as _};
@@ -24,7 +24,7 @@ use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
 use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
-use crate::plan::binding::{Feed, GroupWork, binding_id, decide, siblings_of};
+use crate::plan::binding::{AskProblem, Endpoints, Feed, GroupWork, SecurityAsk, binding_id, decide, siblings_of};
 use crate::plan::decide::{GroupDecision, Want};
 use crate::plan::desired::{AddressFamily, SliceView};
 use crate::plan::ownership::Record;
@@ -153,8 +153,9 @@ pub(super) async fn binding_plan<P: Ports>(
     };
     let views = BackendViews::live(&live, nodes.as_deref());
     let wanted = inputs::wanted(&reads, tgb, &binding, &views).await?;
+    let named_ports = inputs::named_ports(cluster_reads, tgb, &binding, &wanted).await?;
     let ours_now = inputs::ours_now(&binding, &views);
-    let plan = decide(&binding.inputs(tgb, all, &record, &wanted), siblings);
+    let plan = decide(&binding.inputs(tgb, all, &record, &wanted, Some(&named_ports)), siblings);
     for work in &plan.clean {
         let _ = writeln!(out.text, "  previous target group {} (the spec names another now): cleaned first", work.arn);
         group_plan(ports, records, &record, tgb, work, Want::Nothing, &ours_now, out).await?;
@@ -170,11 +171,10 @@ pub(super) async fn binding_plan<P: Ports>(
     group_plan(ports, records, &record, tgb, &group, want, &ours_now, out).await?;
 
     // What `run` would publish, and the groups its security-group loop would resolve it to.
-    let Some(endpoints) = plan.ask else { return Ok(None) };
-    let Some(asks::Ask::Rules { rules, target_is_ip, vpc_id, ids }) =
-        networking::ask_of(cluster_reads, tgb, endpoints).await?
-    else {
-        return Ok(None);
+    let (rules, Endpoints { target_is_ip, vpc_id, ids }) = match plan.ask {
+        Some(SecurityAsk::Rules { rules, endpoints }) => (rules, endpoints),
+        Some(SecurityAsk::Broken { why: AskProblem::Rules(e), .. }) => return Err(e.into()),
+        _ => return Ok(None),
     };
     let listed: Vec<String> = ids.iter().cloned().collect();
     let groups = match networking::interfaces(ports.security_groups(), target_is_ip, vpc_id.as_deref(), &listed).await {

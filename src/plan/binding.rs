@@ -4,14 +4,16 @@
 //! where it is: fail static), and says what the binding asks of the security groups. `run` carries
 //! the plan out (`controller::apply`); `tgb-agent plan` prints the same plan (`controller::preview`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kube::ResourceExt;
 
 use crate::api::TargetGroupBinding;
 use crate::model::BindingId;
+use crate::model::sg_rule::IngressRule;
 use crate::plan::ownership::Record;
+use crate::plan::sg_rules::{NetworkingError, rules_for_binding};
 use crate::plan::wanted::{BackendProblem, Wanted};
 
 /// Everything a binding's decision reads, each read once by `observe`.
@@ -31,6 +33,9 @@ pub struct BindingInputs<'a> {
     /// instance targets, and the group's VPC.
     pub target_is_ip: bool,
     pub vpc_id: Option<&'a str>,
+    /// The container ports the wanted pods name, when the spec's rules name a port (empty
+    /// otherwise); `None` when they could not be read.
+    pub named_ports: Option<&'a BTreeMap<String, BTreeSet<u16>>>,
 }
 
 /// One group the binding writes to, and how.
@@ -50,8 +55,26 @@ pub struct Endpoints {
     pub vpc_id: Option<String>,
     /// The wanted targets' ids (addresses or instance ids).
     pub ids: BTreeSet<String>,
-    /// ip targets: the pods behind them (for named ports).
-    pub pods: BTreeSet<String>,
+}
+
+/// What a binding asks of the security groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecurityAsk {
+    /// Its spec lists no rule: whatever it asked before is withdrawn.
+    Withdraw,
+    /// These rules, on the security groups of these targets' interfaces.
+    Rules { rules: BTreeSet<IngressRule>, endpoints: Endpoints },
+    /// Its rules cannot be made now: what it asked before, and what it can still derive, stay.
+    Broken { derivable: BTreeSet<IngressRule>, why: AskProblem },
+}
+
+/// Why a binding cannot say what it asks of the security groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AskProblem {
+    /// Its rules cannot be made from its spec and pods (a port name no pod declares).
+    Rules(NetworkingError),
+    /// Its pods' container ports could not be read.
+    PortsUnread,
 }
 
 /// The binding's own group and what it is fed.
@@ -71,7 +94,7 @@ pub struct BindingPlan {
     /// written to the group and nothing published.
     pub feed: Result<Feed, BackendProblem>,
     /// What it asks of the security groups (when its backend says what it wants).
-    pub ask: Option<Endpoints>,
+    pub ask: Option<SecurityAsk>,
 }
 
 /// The binding's plan. `siblings`: the bindings sharing its own group, as [`siblings_of`] allowed.
@@ -81,13 +104,37 @@ pub fn decide(inputs: &BindingInputs<'_>, siblings: Vec<BindingId>) -> BindingPl
         .map(|(arn, by_claims)| GroupWork { siblings: bound_to(inputs.tgb, &arn, inputs.all), arn, by_claims })
         .collect();
     let group = GroupWork { arn: inputs.arn.to_owned(), by_claims: inputs.shared, siblings };
-    let ask = inputs.wanted.as_ref().ok().map(|wanted| Endpoints {
-        target_is_ip: inputs.target_is_ip,
-        vpc_id: inputs.vpc_id.map(str::to_owned),
-        ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
-        pods: wanted.pods.clone(),
-    });
+    let ask = inputs.wanted.as_ref().ok().map(|wanted| security_ask(inputs, wanted));
     BindingPlan { clean, feed: inputs.wanted.clone().map(|wanted| Feed { group, wanted }), ask }
+}
+
+/// The rules the spec's `networking` makes for the wanted targets, their ports named or numbered.
+fn security_ask(inputs: &BindingInputs<'_>, wanted: &Wanted) -> SecurityAsk {
+    let Some(networking) = inputs.tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
+        return SecurityAsk::Withdraw;
+    };
+    let rules = match inputs.named_ports {
+        Some(named_ports) => rules_for_binding(networking, inputs.target_is_ip, named_ports).map_err(AskProblem::Rules),
+        None => Err(AskProblem::PortsUnread),
+    };
+    match rules {
+        Ok(rules) => SecurityAsk::Rules {
+            rules,
+            endpoints: Endpoints {
+                target_is_ip: inputs.target_is_ip,
+                vpc_id: inputs.vpc_id.map(str::to_owned),
+                ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
+            },
+        },
+        Err(why) => SecurityAsk::Broken { derivable: derivable_rules(inputs.tgb), why },
+    }
+}
+
+/// The rules a binding's spec makes without its pods' port names: kept when it cannot say more.
+pub fn derivable_rules(tgb: &TargetGroupBinding) -> BTreeSet<IngressRule> {
+    let Some(networking) = &tgb.spec.networking else { return BTreeSet::new() };
+    let target_is_ip = tgb.spec.target_type != Some(crate::api::TargetType::Instance);
+    rules_for_binding(networking, target_is_ip, &BTreeMap::new()).unwrap_or_default()
 }
 
 /// Another binding keeps the group: several bindings may share a target group only when all of
@@ -230,6 +277,16 @@ mod tests {
         record: &Record,
         wanted: &Result<Wanted, BackendProblem>,
     ) -> BindingPlan {
+        plan_with_ports(tgb, all, record, wanted, Some(&BTreeMap::new()))
+    }
+
+    fn plan_with_ports(
+        tgb: &Arc<TargetGroupBinding>,
+        all: &[Arc<TargetGroupBinding>],
+        record: &Record,
+        wanted: &Result<Wanted, BackendProblem>,
+        named_ports: Option<&BTreeMap<String, BTreeSet<u16>>>,
+    ) -> BindingPlan {
         let inputs = BindingInputs {
             tgb,
             all,
@@ -239,6 +296,7 @@ mod tests {
             wanted,
             target_is_ip: true,
             vpc_id: Some("vpc-1"),
+            named_ports,
         };
         let siblings = siblings_of(tgb, "arn:tg", all).expect("no conflict");
         decide(&inputs, siblings)
@@ -265,10 +323,46 @@ mod tests {
         let feed = plan.feed.expect("fed");
         assert_eq!(feed.group, GroupWork { arn: "arn:tg".into(), by_claims: false, siblings: Vec::new() });
         assert_eq!(feed.wanted, wanting(&["10.0.0.1"]).expect("wanted"));
-        let ask = plan.ask.expect("asked");
-        assert_eq!(ask.ids, ["10.0.0.1".to_owned()].into());
-        assert_eq!((ask.target_is_ip, ask.vpc_id.as_deref()), (true, Some("vpc-1")));
-        assert_eq!(ask.pods, ["web-0".to_owned()].into());
+        assert_eq!(plan.ask, Some(SecurityAsk::Withdraw), "its spec lists no rule");
+    }
+
+    /// A binding whose rules open port 80 and the port its pods name `web`.
+    fn with_rules() -> Arc<TargetGroupBinding> {
+        let mut tgb = binding("a", "1", 0, false);
+        let networking = serde_json::json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+                                                         "ports": [{"port": 80}, {"port": "web"}]}]});
+        Arc::make_mut(&mut tgb).spec.networking = Some(serde_json::from_value(networking).expect("networking"));
+        tgb
+    }
+
+    #[test]
+    fn the_ask_is_the_specs_rules_with_the_pods_port_names_on_the_wanted_targets() {
+        let tgb = with_rules();
+        let named: BTreeMap<String, BTreeSet<u16>> = [("web".to_owned(), [9090].into())].into();
+        let plan = plan_with_ports(
+            &tgb,
+            std::slice::from_ref(&tgb),
+            &Record::default(),
+            &wanting(&["10.0.0.1"]),
+            Some(&named),
+        );
+        let Some(SecurityAsk::Rules { rules, endpoints }) = plan.ask else { panic!("{:?}", plan.ask) };
+        let ports: Vec<(u16, u16)> = rules.iter().map(|r| (r.from_port, r.to_port)).collect();
+        assert_eq!(ports, vec![(80, 80), (9090, 9090)]);
+        assert_eq!(endpoints.ids, ["10.0.0.1".to_owned()].into());
+        assert_eq!((endpoints.target_is_ip, endpoints.vpc_id.as_deref()), (true, Some("vpc-1")));
+    }
+
+    /// A port name no pod declares, or ports that could not be read: the ask is broken, never
+    /// narrowed, so the security-group loop keeps what the binding asked before.
+    #[test]
+    fn rules_that_cannot_be_made_leave_the_ask_broken_not_narrowed() {
+        let tgb = with_rules();
+        let all = [tgb.clone()];
+        let plan = plan_with_ports(&tgb, &all, &Record::default(), &wanting(&["10.0.0.1"]), Some(&BTreeMap::new()));
+        assert!(matches!(plan.ask, Some(SecurityAsk::Broken { why: AskProblem::Rules(_), .. })), "{:?}", plan.ask);
+        let plan = plan_with_ports(&tgb, &all, &Record::default(), &wanting(&["10.0.0.1"]), None);
+        assert!(matches!(plan.ask, Some(SecurityAsk::Broken { why: AskProblem::PortsUnread, .. })), "{:?}", plan.ask);
     }
 
     #[test]

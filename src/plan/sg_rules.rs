@@ -80,6 +80,15 @@ pub fn rules_for_binding(
     Ok(rules)
 }
 
+/// Whether some rule names its port (`port: web`): those are looked up on the binding's pods.
+pub fn names_a_port(networking: &TargetGroupBindingNetworking) -> bool {
+    networking
+        .ingress
+        .iter()
+        .flat_map(|i| &i.ports)
+        .any(|p| matches!(&p.port, Some(IntOrString::String(s)) if s.trim().parse::<u16>().is_err()))
+}
+
 /// What can be checked of `spec.networking` without pods or AWS: peers, CIDRs, port numbers and
 /// protocols. Named ports are looked up later, on the pods.
 pub fn check_networking(networking: &TargetGroupBindingNetworking, target_is_ip: bool) -> Result<(), NetworkingError> {
