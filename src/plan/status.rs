@@ -58,6 +58,9 @@ pub fn status(inputs: StatusInputs<'_>) -> StatusPlan {
     if let Some(note) = &refused {
         warnings.push(("TargetRejected", note.clone()));
     }
+    if let Some(left) = left_behind {
+        warnings.push(("PreviousTargetGroupNotCleaned", left.to_owned()));
+    }
     if let Some((reason, message)) = &networking {
         warnings.push((reason, message.clone()));
     }
@@ -205,7 +208,11 @@ mod tests {
         let plan = status(StatusInputs { networking, left_behind: Some("old"), ..inputs(&w, &r) });
         assert_eq!(reason(&plan), "AmbiguousSecurityGroup");
         let reasons: Vec<&str> = plan.warnings.iter().map(|(r, _)| *r).collect();
-        assert_eq!(reasons, ["TargetRejected", "AmbiguousSecurityGroup"]);
+        assert_eq!(
+            reasons,
+            ["TargetRejected", "PreviousTargetGroupNotCleaned", "AmbiguousSecurityGroup"],
+            "each is told"
+        );
     }
 
     #[test]
