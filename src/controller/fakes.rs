@@ -27,6 +27,12 @@ pub struct FakeTargetGroups {
     groups: Mutex<BTreeMap<String, BTreeMap<TargetId, TargetState>>>,
     /// Every call answers this (e.g. a transport error or access denied) when set.
     pub failing: Mutex<Option<AwsError>>,
+    /// Calls on one group answer this when set: (its ARN, the error).
+    failing_group: Mutex<Option<(String, AwsError)>>,
+    /// What `describe` answers for a group other than an ip, IPv4 group in `vpc-1`.
+    described: Mutex<BTreeMap<String, TargetGroupInfo>>,
+    /// Addresses a registration refuses (`InvalidTarget`, as for an address outside the VPC).
+    pub refused: Mutex<BTreeSet<String>>,
 }
 
 impl FakeTargetGroups {
@@ -44,9 +50,25 @@ impl FakeTargetGroups {
         Some(group.iter().filter(|(_, s)| !s.is_draining()).map(|(id, _)| id.id.clone()).collect())
     }
 
+    /// An empty group described as `info` says (its type, VPC, address family).
+    pub fn with_described(self, info: TargetGroupInfo) -> Self {
+        self.lock().insert(info.arn.clone(), BTreeMap::new());
+        if let Ok(mut described) = self.described.lock() {
+            described.insert(info.arn.clone(), info);
+        }
+        self
+    }
+
     pub fn fail_with(&self, error: AwsError) {
         if let Ok(mut failing) = self.failing.lock() {
             *failing = Some(error);
+        }
+    }
+
+    /// Calls on `arn` alone fail with `error`.
+    pub fn fail_group_with(&self, arn: &str, error: AwsError) {
+        if let Ok(mut failing) = self.failing_group.lock() {
+            *failing = Some((arn.to_owned(), error));
         }
     }
 
@@ -63,6 +85,11 @@ impl FakeTargetGroups {
 
     fn group<T>(&self, arn: &str, f: impl FnOnce(&mut BTreeMap<TargetId, TargetState>) -> T) -> Result<T, AwsError> {
         self.failure()?;
+        if let Some((failing, error)) = self.failing_group.lock().ok().and_then(|f| f.clone())
+            && failing == arn
+        {
+            return Err(error);
+        }
         let mut groups = self.lock();
         let group = groups.get_mut(arn).ok_or_else(|| AwsError::TargetGroupNotFound(arn.to_owned()))?;
         Ok(f(group))
@@ -78,6 +105,9 @@ impl TargetGroups for FakeTargetGroups {
         };
         if !self.lock().contains_key(arn) {
             return Err(AwsError::TargetGroupNotFound(arn.clone()));
+        }
+        if let Some(info) = self.described.lock().ok().and_then(|d| d.get(arn).cloned()) {
+            return Ok(info);
         }
         Ok(TargetGroupInfo {
             arn: arn.clone(),
@@ -100,6 +130,11 @@ impl TargetGroups for FakeTargetGroups {
     }
 
     async fn register(&self, arn: &str, targets: &[Target], _: &Turn) -> Result<(), AwsError> {
+        let refused = self.refused.lock().map(|r| r.clone()).unwrap_or_default();
+        if let Some(t) = targets.iter().find(|t| refused.contains(&t.id.id)) {
+            let message = format!("{} is not a valid target", t.id);
+            return Err(AwsError::InvalidTarget { op: "RegisterTargets", message });
+        }
         self.group(arn, |group| {
             for t in targets {
                 group.insert(t.id.clone(), TargetState::Initial);
@@ -118,12 +153,17 @@ impl TargetGroups for FakeTargetGroups {
     }
 }
 
+/// A record failure, made from the record's name.
+pub type RecordFailure = fn(String) -> RecordError;
+
 /// Ownership records in memory; with no API server to lose them, `last_known` is what is stored.
 #[derive(Default)]
 pub struct FakeRecords {
     records: Mutex<HashMap<BindingId, Record>>,
     /// Reads and writes fail (the API server unreachable) while set.
     pub unreachable: std::sync::atomic::AtomicBool,
+    /// Reads and writes answer this instead while set.
+    pub failing: Mutex<Option<RecordFailure>>,
 }
 
 impl FakeRecords {
@@ -140,6 +180,9 @@ impl FakeRecords {
     }
 
     fn reachable(&self, binding: &BindingId) -> Result<(), RecordError> {
+        if let Some(failure) = self.failing.lock().ok().and_then(|f| *f) {
+            return Err(failure(format!("tgb-owned-{}", binding.uid)));
+        }
         match self.unreachable.load(std::sync::atomic::Ordering::Relaxed) {
             true => {
                 let status = kube::core::Status::failure("unreachable", "ServiceUnavailable").with_code(503);

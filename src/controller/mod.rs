@@ -22,6 +22,8 @@ mod observe;
 mod parity_tests;
 mod ports;
 pub mod preview;
+#[cfg(test)]
+mod reason_tests;
 mod report;
 #[cfg(test)]
 mod sg_model_tests;

@@ -42,6 +42,17 @@ impl NodeIndex {
         })
     }
 
+    /// An index that never starts its watch, holding `nodes` as listed (for the controller's unit
+    /// tests).
+    #[cfg(test)]
+    pub fn seeded(client: Client, wake: super::Wake, nodes: Vec<NodeView>) -> Arc<Self> {
+        let index = Self::new(client, wake);
+        index.started.call_once(|| {});
+        let by_name = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        *index.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Nodes::listed(by_name));
+        index
+    }
+
     fn bindings(&self) -> std::sync::MutexGuard<'_, HashSet<BindingRef>> {
         self.bindings.lock().unwrap_or_else(|p| p.into_inner())
     }

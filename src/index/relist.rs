@@ -39,6 +39,12 @@ impl<V> Default for Views<V> {
 }
 
 impl<V: PartialEq> Views<V> {
+    /// Views as a completed list shows them (for the controller's unit tests).
+    #[cfg(test)]
+    pub fn listed(by_name: BTreeMap<String, V>) -> Self {
+        Self { by_name, synced: true, relist: None }
+    }
+
     /// The watch has completed an initial list: absence now means absence, not "not yet seen".
     pub fn synced(&self) -> bool {
         self.synced
