@@ -15,9 +15,9 @@ use super::error::ReconcileError;
 use super::gates;
 use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_target_group};
 use super::identity::uid_of;
-use super::lost_record::{announce_restored, lost_record, reclaimed, registered_beyond, remember_lost_record};
+use super::lost_record::settle_record;
 use super::networking;
-use super::observe::{self, BackendViews, Binding};
+use super::observe::{self, BackendViews, Binding, Observation};
 use super::ports::Ports;
 use super::report::report_group;
 use crate::api::{TargetGroupBinding, TargetType};
@@ -26,9 +26,7 @@ use crate::aws::TargetGroups as _;
 use crate::clock::unix_now;
 use crate::index::{Backend, BackendKey, Nodes};
 use crate::k8s::live::ClusterReads as _;
-use crate::k8s::ownership::OwnershipStore;
-use crate::model::BindingId;
-use crate::plan::binding::{Feed, GroupWork, decide, siblings_of};
+use crate::plan::binding::{BindingInputs, Feed, GroupWork, decide, siblings_of};
 use crate::plan::decide::Want;
 use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
@@ -48,29 +46,26 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     let uid = uid_of(tgb)?;
     let started = std::time::Instant::now(); // for tgb_time_to_register_seconds
     ctx.kube.writes.ensure_finalizer(tgb).await.map_err(ReconcileError::kube("add the finalizer"))?;
-    let watched = match watch_inputs(ctx, tgb, &uid).await? {
-        Ok(watched) => watched,
+    let (watched, observation) = match watch_inputs(ctx, tgb, &uid).await? {
+        Ok(inputs) => inputs,
         Err(wait) => return Ok(Action::requeue(wait)),
     };
-    let (binding, views) = (&watched.binding, watched.views());
     let all = ctx.kube.bindings.state();
     // A binding in conflict touches nothing, its record included.
-    let siblings = siblings_of(tgb, &binding.tg.arn, &all)?;
-    let ours_now = observe::ours_now(binding, &views);
-    let target_groups = ctx.ports.target_groups().in_account(&binding.account).await?;
-    let mut record = record_of(ctx, tgb, binding, &*target_groups, &ours_now).await?;
-    let wanted = observe::wanted(ctx, tgb, binding, &views).await?;
-    let named_ports = observe::named_ports(ctx.ports.cluster(), tgb, binding, &wanted).await;
-    let gated = gates::gated_addresses(&ctx.gates, &uid, &views.slices, binding.resolved.family)
+    let siblings = siblings_of(tgb, &observation.binding.tg.arn, &all)?;
+    let Observation { binding, observed, ports_unread } = observation;
+    let plan = decide(&BindingInputs { tgb, all: &all, observed: &observed }, siblings);
+    let ours_now = &observed.ours_now;
+    let gated = gates::gated_addresses(&ctx.gates, &uid, &watched.views().slices, binding.resolved.family)
         .filter(|_| !binding.instance_mode());
-    let plan = decide(&binding.inputs(tgb, &all, &record, &wanted, named_ports.as_ref().ok()), siblings);
+    let mut record = settle_record(ctx, tgb, &binding.id, plan.record).await?;
     // Groups a changed targetGroupARN/Name left behind are cleaned before the new one is fed.
-    let left_behind = clean_previous_groups(ctx, tgb, binding, &plan.clean, &ours_now, &mut record).await;
+    let left_behind = clean_previous_groups(ctx, tgb, &binding, &plan.clean, ours_now, &mut record).await;
     let Feed { group: own, mut wanted } = plan.feed?;
     // The security-group loop works from this on its own; a failure here never holds targets back.
-    let publish_error = plan.ask.and_then(|ask| networking::publish(ctx, tgb, &uid, ask, named_ports.err()));
-    let group = Group { watched: &watched, own: &own, ours_now: &ours_now, uid: &uid };
-    let Some(report) = feed_group(ctx, tgb, &group, &*target_groups, &mut record, &mut wanted).await? else {
+    let publish_error = plan.ask.and_then(|ask| networking::publish(ctx, tgb, &uid, ask, ports_unread));
+    let group = Group { watched: &watched, binding: &binding, own: &own, ours_now, uid: &uid };
+    let Some(report) = feed_group(ctx, tgb, &group, &mut record, &mut wanted).await? else {
         return Ok(Action::requeue(RECHECK_SOON));
     };
     ctx.metrics.time_to_register(report.registered.len(), started.elapsed());
@@ -79,9 +74,8 @@ pub async fn apply<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Resu
     Ok(Action::requeue(ctx.converged(&uid, watched.fingerprint, check_within)))
 }
 
-/// A binding's inputs from the watches, checked against its target group.
+/// A binding's inputs from the watches.
 struct Watched {
-    binding: Binding,
     backend: Backend,
     nodes: Option<Arc<Nodes>>,
     /// Subscribed before the inputs were read: any change after the read makes writes still
@@ -98,14 +92,14 @@ impl Watched {
     }
 }
 
-/// Observe, from the watches: the backend and the nodes, then the spec, checked on its own and then
-/// against its target group (`resolve` checks it before any AWS call). `Err(wait)`: nothing to
-/// decide yet (a watch's first list is not in), or nothing changed until the next drift check.
+/// The backend and the nodes from the watches, and the binding observed from them (`observe`
+/// checks the spec before any AWS call). `Err(wait)`: nothing to decide yet (a watch's first list
+/// is not in), or nothing changed until the next drift check.
 async fn watch_inputs<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     uid: &str,
-) -> Result<Result<Watched, Duration>, ReconcileError> {
+) -> Result<Result<(Watched, Observation), Duration>, ReconcileError> {
     let binding_ref = ObjectRef::from_obj(tgb);
     let input_changes = ctx.watches.wake.subscribe(&binding_ref);
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
@@ -121,61 +115,32 @@ async fn watch_inputs<P: Ports>(
         return Ok(Err(until_drift_check));
     }
     let drift_check = ctx.unchanged_since_converged(uid, fingerprint);
-    let binding = observe::resolve(ctx, tgb, drift_check).await?;
-    ctx.set_instance_mode(uid, binding.instance_mode());
-    if !binding.instance_mode() {
+    let observed = loop {
+        let views = BackendViews::watched(&backend, nodes.as_deref());
+        match observe::binding(ctx, tgb, &views, drift_check).await? {
+            Some(observed) => break observed,
+            // It resolved to instance targets: the nodes are watched from now on.
+            None => match ctx.watches.nodes.track(&binding_ref) {
+                tracked if tracked.synced() => nodes = Some(tracked),
+                _ => return Ok(Err(RECHECK_SOON)),
+            },
+        }
+    };
+    ctx.set_instance_mode(uid, observed.binding.instance_mode());
+    if !observed.binding.instance_mode() {
         ctx.watches.nodes.untrack(&binding_ref);
         nodes = None;
-    } else if nodes.is_none() {
-        let tracked = ctx.watches.nodes.track(&binding_ref);
-        if !tracked.synced() {
-            return Ok(Err(RECHECK_SOON));
-        }
-        nodes = Some(tracked);
     }
     // A binding that just turned to (or from) instance targets has its nodes in its next
     // fingerprint, not this one: its next reconcile reads AWS once more, and then converges.
-    Ok(Ok(Watched { binding, backend, nodes, input_changes, drift_check, fingerprint }))
-}
-
-/// The binding's ownership record: only shared bindings keep claims (an exclusive one owns its
-/// whole group); a shared one whose record was deleted by hand gets back what this process last
-/// knew of it, or else claims again what it can prove.
-async fn record_of<P: Ports>(
-    ctx: &Context<P>,
-    tgb: &TargetGroupBinding,
-    binding: &Binding,
-    target_groups: &P::TargetGroups,
-    ours_now: &BTreeSet<String>,
-) -> Result<Record, ReconcileError> {
-    if !binding.shared {
-        return Ok(Record::default());
-    }
-    match ctx.ports.records().read(&binding.id).await? {
-        Some(record) => Ok(record),
-        None => match ctx.ports.records().last_known(&binding.id) {
-            Some(known) => restore_lost_record(ctx, tgb, &binding.id, known).await,
-            None => reclaim_lost_record(ctx, tgb, &binding.id, target_groups, ours_now).await,
-        },
-    }
-}
-
-/// The record deleted (by hand) since this process last read or wrote it: written back as it was,
-/// so every claim survives, a pending deregistration's included.
-async fn restore_lost_record<P: Ports>(
-    ctx: &Context<P>,
-    tgb: &TargetGroupBinding,
-    id: &BindingId,
-    known: Record,
-) -> Result<Record, ReconcileError> {
-    ctx.ports.records().write(id, &known).await?;
-    announce_restored(ctx, tgb).await;
-    Ok(known)
+    let watched = Watched { backend, nodes, input_changes, drift_check, fingerprint };
+    Ok(Ok((watched, observed)))
 }
 
 /// What feeding the binding's own group works from.
 struct Group<'a> {
     watched: &'a Watched,
+    binding: &'a Binding,
     /// How the group is fed, as the binding's plan decided.
     own: &'a GroupWork,
     ours_now: &'a BTreeSet<String>,
@@ -190,11 +155,11 @@ async fn feed_group<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     group: &Group<'_>,
-    target_groups: &P::TargetGroups,
     record: &mut Record,
     wanted: &mut Wanted,
 ) -> Result<Option<Box<GroupReport>>, ReconcileError> {
-    let (watched, binding) = (group.watched, &group.watched.binding);
+    let (watched, binding) = (group.watched, group.binding);
+    let target_groups = ctx.ports.target_groups().in_account(&binding.account).await?;
     let arn = &group.own.arn;
     let _serialized = ctx.locks.lock(arn).await;
     let mut confirmed = false;
@@ -218,11 +183,13 @@ async fn feed_group<P: Ports>(
             },
             read: read.as_deref(),
         };
-        match reconcile_target_group(target_groups, ctx.ports.records(), record, task).await {
+        match reconcile_target_group(&*target_groups, ctx.ports.records(), record, task).await {
             Ok(GroupResult::Done(report)) => break report,
             Ok(GroupResult::NeedsConfirmation(current)) => {
                 read = Some(current);
-                let live = live_wanted(ctx, tgb, binding).await??;
+                // The group changed target type since it was observed: decided again from the start.
+                let Some(live) = live_wanted(ctx, tgb, binding).await? else { return Ok(None) };
+                let live = live?;
                 if !live.targets.is_empty() {
                     tracing::warn!(backend = %binding.key, live_targets = live.targets.len(), "the watch cache showed no endpoints but the API server has some; using the live read");
                 }
@@ -269,7 +236,7 @@ async fn finish<P: Ports>(
     gated: Option<&BTreeMap<String, String>>,
     fed: Fed<'_>,
 ) -> Result<Option<Duration>, ReconcileError> {
-    let (binding, report) = (&group.watched.binding, fed.report);
+    let (binding, report) = (group.binding, fed.report);
     let networking = match fed.publish_error {
         Some(e) => Some((e.reason(), e.to_string())),
         None => ctx.networking.result(group.uid).1,
@@ -299,51 +266,23 @@ async fn finish<P: Ports>(
     Ok(report.decision.recheck_in.map(Duration::from_secs).into_iter().chain(health_poll).chain(gate_poll).min())
 }
 
-/// A shared binding without its record while its status says it registered targets (the record
-/// was deleted by hand): what its endpoints hold in the group now is claimed again at once (as
-/// `cleanup` does), ready or not, so those targets leave when their pods do. When fewer than it
-/// registered are found so, a pod left while the record was gone and its target can no longer be
-/// told from another cluster's: that is remembered on the binding, so its deletion is held with a
-/// reason instead of ending with the target left behind.
-async fn reclaim_lost_record<P: Ports>(
-    ctx: &Context<P>,
-    tgb: &TargetGroupBinding,
-    id: &BindingId,
-    target_groups: &P::TargetGroups,
-    ours_now: &BTreeSet<String>,
-) -> Result<Record, ReconcileError> {
-    let Some((arn, registered)) = lost_record(tgb, false) else { return Ok(Record::default()) };
-    let current = target_groups.targets(&arn).await?;
-    if registered_beyond(registered, &current, ours_now) {
-        tracing::warn!(%arn, registered, "ownership record lost while the binding lived; its deletion will be held");
-        remember_lost_record(&*ctx.kube.writes, tgb, registered).await?;
-        let message = format!(
-            "the ownership record was deleted and {registered} targets were registered in {arn}; not all are at this \
-             binding's endpoints any more, and those cannot be told from another cluster's: check the group (the \
-             binding's deletion will wait for that)"
-        );
-        ctx.kube.writes.warning(tgb, "OwnershipRecordLost", message).await;
-    }
-    let record = Record::default().with_group(&arn, reclaimed(None, &current, ours_now));
-    if record.claims(&arn).is_some_and(|c| !c.is_empty()) {
-        ctx.ports.records().write(id, &record).await?;
-    }
-    Ok(record)
-}
-
-/// What the backend wants as the API server has it right now (the watches showed it empty).
+/// What the backend wants as the API server has it right now (the watches showed it empty): the
+/// binding observed again, whole, from a live read of its backend (only a decision that would
+/// empty the group comes here). `None`: its group no longer resolves to the target type it was
+/// fed as.
 async fn live_wanted<P: Ports>(
     ctx: &Context<P>,
     tgb: &TargetGroupBinding,
     binding: &Binding,
-) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
+) -> Result<Option<Result<Wanted, BackendProblem>>, ReconcileError> {
     let cluster = ctx.ports.cluster();
     let live = cluster.backend(&binding.key).await.map_err(ReconcileError::kube("read the backend live"))?;
     let nodes = match binding.instance_mode() {
         true => Some(cluster.nodes().await.map_err(ReconcileError::kube("read the nodes live"))?),
         false => None,
     };
-    observe::wanted(ctx, tgb, binding, &BackendViews::live(&live, nodes.as_deref())).await
+    let again = observe::binding(ctx, tgb, &BackendViews::live(&live, nodes.as_deref()), false).await?;
+    Ok(again.filter(|o| o.binding.instance_mode() == binding.instance_mode()).map(|o| o.observed.wanted))
 }
 
 /// Cleans the groups this binding fed before its spec named another (the plan's `clean`), through
@@ -417,9 +356,11 @@ mod tests {
     use crate::index::BackendIndex;
     use crate::k8s::live::LiveBackend;
     use crate::model::{Account, Target, TargetGroupInfo, TargetGroupIpType, TargetGroupType, TargetId};
-    use crate::plan::binding::binding_id;
+    use crate::plan::binding::{Observed, binding_id};
     use crate::plan::desired::{AddressFamily, PortRef};
     use crate::plan::desired::{EndpointView, ServicePortView, ServiceView, SlicePort, SliceView};
+    use crate::plan::lost_record::RecordFound;
+    use crate::plan::ownership::Claim;
     use crate::plan::validate::Resolved;
 
     const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -486,8 +427,8 @@ mod tests {
         let writes = Arc::new(Recorded::default());
         let ctx = context_with(writes.clone()).await;
         let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
+        let binding = resolved(&tgb);
         let watched = Watched {
-            binding: resolved(&tgb),
             backend: Backend::default(),
             nodes: None,
             input_changes: watch::channel(0).1,
@@ -503,7 +444,7 @@ mod tests {
             ..GroupReport::default()
         };
         let own = GroupWork { arn: ARN.into(), by_claims: false, siblings: Vec::new() };
-        let group = Group { watched: &watched, own: &own, ours_now: &BTreeSet::new(), uid: "u-1" };
+        let group = Group { watched: &watched, binding: &binding, own: &own, ours_now: &BTreeSet::new(), uid: "u-1" };
         let fed = Fed { wanted: &wanted, report: &report, left_behind: None, publish_error: None };
         let check_within = finish(&ctx, &tgb, &group, None, fed).await.expect("finish");
         assert_eq!(writes.log(), ["Warning TargetRejected", "status"]);
@@ -531,20 +472,17 @@ mod tests {
 
     /// Cleans what the binding's plan says its move from `OLD` to `ARN` left behind.
     async fn clean(ctx: &TestContext, tgb: &TargetGroupBinding, record: &mut Record) -> Option<String> {
-        let shared = tgb.spec.multi_cluster_target_group == Some(true);
-        let (all, wanted) = ([Arc::new(tgb.clone())], Ok(Wanted::default()));
-        let inputs = crate::plan::binding::BindingInputs {
-            tgb,
-            all: &all,
-            arn: ARN,
-            shared,
-            record,
-            wanted: &wanted,
+        let observed = Observed {
+            arn: ARN.into(),
+            shared: tgb.spec.multi_cluster_target_group == Some(true),
+            record: RecordFound::Read(record.clone()),
+            ours_now: BTreeSet::new(),
+            wanted: Ok(Wanted::default()),
             target_is_ip: true,
             vpc_id: None,
-            named_ports: Some(&BTreeMap::new()),
+            named_ports: Some(BTreeMap::new()),
         };
-        let plan = decide(&inputs, Vec::new());
+        let plan = decide(&BindingInputs { tgb, all: &[Arc::new(tgb.clone())], observed: &observed }, Vec::new());
         clean_previous_groups(ctx, tgb, &resolved(tgb), &plan.clean, &BTreeSet::new(), record).await
     }
 
@@ -694,6 +632,46 @@ mod tests {
         let statuses = writes.statuses.lock().expect("statuses").clone();
         let ready = statuses.last().map(|s| s.ready.clone());
         assert!(matches!(&ready, Some(Err((reason, _))) if reason == "KubernetesAPIError"), "{ready:?}");
+    }
+
+    /// A shared binding whose record was deleted by hand while its status says it registered 2:
+    /// what its endpoints hold in the group (10.0.0.2) is claimed again and written back before
+    /// anything is fed; the other (10.0.0.1) can no longer be told from another cluster's, so it
+    /// stays, and the loss is remembered on the binding with a Warning.
+    #[tokio::test]
+    async fn a_lost_record_is_claimed_again_from_the_endpoints_and_the_loss_remembered() {
+        let (mut ctx, writes, mut tgb) =
+            watching(Some(web()), vec![slice_of(&["10.0.0.2"])], LiveBackend::default()).await;
+        ctx.ports.target_groups = FakeTargetGroups::default().with_group(ARN, &["10.0.0.1", "10.0.0.2"]);
+        tgb.spec.multi_cluster_target_group = Some(true);
+        tgb.status = Some(crate::api::TargetGroupBindingStatus {
+            target_group_arn: Some(ARN.into()),
+            registered_targets: Some(2),
+            ..Default::default()
+        });
+        apply(&tgb, &ctx).await.expect("apply");
+        let log = writes.log();
+        let lost = format!("annotated {}=2", crate::plan::lost_record::RECORD_LOST_ANNOTATION);
+        assert_eq!(log[..3], ["finalizer added".to_owned(), lost, "Warning OwnershipRecordLost".to_owned()], "{log:?}");
+        assert_eq!(ctx.ports.target_groups.active(ARN), Some(vec!["10.0.0.1".to_owned(), "10.0.0.2".to_owned()]));
+        let claimed = ctx.ports.records.get(&binding_id(&tgb)).and_then(|r| r.claims(ARN).map(|c| c.len()));
+        assert_eq!(claimed, Some(1), "10.0.0.2 claimed again");
+    }
+
+    /// The record deleted by hand while this process remembers it: written back whole (its claim on
+    /// 10.0.0.1 stays the registration it was, not an adoption made anew), and the operator told.
+    #[tokio::test]
+    async fn a_record_deleted_by_hand_comes_back_whole_from_memory() {
+        let (ctx, writes, mut tgb) = watching(Some(web()), vec![slice_of(&["10.0.0.1"])], LiveBackend::default()).await;
+        tgb.spec.multi_cluster_target_group = Some(true);
+        let id = binding_id(&tgb);
+        let registered = [(TargetId::new("10.0.0.1", 8080), Claim::Registered)];
+        let known = Record::default().with_group(ARN, registered.clone().into());
+        ctx.ports.records.remembered.lock().expect("memory").insert(id.clone(), known);
+        apply(&tgb, &ctx).await.expect("apply");
+        assert!(writes.log().contains(&"Warning OwnershipRecordRestored".to_owned()), "{:?}", writes.log());
+        let claims = ctx.ports.records.get(&id).and_then(|r| r.claims(ARN).cloned());
+        assert_eq!(claims, Some(registered.into()));
     }
 
     /// Shared: the other cluster's target (10.0.0.1, unclaimed) stays; this binding's claimed one

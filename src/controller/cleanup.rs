@@ -14,23 +14,22 @@ use super::error::ReconcileError;
 use super::group::forget_group;
 use super::group::{GroupResult, GroupTask, Why, reconcile_target_group};
 use super::identity::id_of;
-use super::lost_record::{
-    accounted_for, announce_restored, held_for_lost_record, lost_record, reclaimed, remember_lost_record,
-};
+use super::lost_record::{announce_restored, held_for_lost_record, remember_lost_record};
 use super::observe::Reads;
 use super::ports::Ports;
 use super::report::report_group;
-use crate::api::{IpAddressType, TargetGroupBinding, TargetType};
+use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::TargetGroups;
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::ClusterReads;
 use crate::k8s::ownership::OwnershipStore;
 use crate::model::{Account, BindingId};
-use crate::plan::binding::{GroupWork, bound_arn, bound_to, siblings_of};
+use crate::plan::binding::{GroupWork, bound_arn, deletion_groups};
 use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
+use crate::plan::lost_record::{accounted_for, lost_record, reclaimed};
 use crate::plan::ownership::Record;
 use crate::plan::validate::{InvalidBinding, account_of, check_spec};
 
@@ -72,7 +71,6 @@ pub(super) struct Deletion {
 pub(super) async fn observe_deletion(
     reads: &impl Reads,
     cluster: &impl ClusterReads,
-    records: &impl OwnershipStore,
     tgb: &TargetGroupBinding,
     all: &[Arc<TargetGroupBinding>],
     was_instance: bool,
@@ -80,38 +78,29 @@ pub(super) async fn observe_deletion(
     let id = id_of(tgb)?;
     // Read whatever the sharing mode is now: the flag may have been flipped since claims were made.
     // A record deleted by hand since this process last saw it comes back from memory, whole.
-    let (stored, restored) = match records.read(&id).await? {
-        Some(record) => (Some(record), false),
-        None => {
-            let known = records.last_known(&id);
-            let restored = known.is_some();
-            (known, restored)
-        }
-    };
-    let lost = lost_record(tgb, stored.is_some());
-    let record = stored.unwrap_or_default();
-    let mut claimed: Vec<String> = record.groups.keys().cloned().collect();
-    claimed.extend(lost.iter().map(|(arn, _)| arn.clone()).filter(|arn| !record.groups.contains_key(arn)));
-    let ours_now = match claimed.is_empty() {
-        true => BTreeSet::new(),
-        false => ours_now(cluster, tgb, was_instance).await?,
-    };
+    let stored = reads.record(&id).await?;
+    let known = stored.is_none().then(|| reads.last_known(&id)).flatten();
     let exclusive = match tgb.spec.multi_cluster_target_group == Some(true) {
-        true => Vec::new(),
-        // The group it names, and one a changed spec left behind that the status still names.
-        false => exclusive_group(reads, tgb)
-            .await?
-            .into_iter()
-            .chain(tgb.status.as_ref().and_then(|s| s.target_group_arn.clone()))
-            .collect(),
+        true => None,
+        false => exclusive_group(reads, tgb).await?,
     };
-    let mut groups: Vec<GroupWork> =
-        claimed.into_iter().map(|arn| GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims: true }).collect();
-    for arn in exclusive {
-        if siblings_of(tgb, &arn, all).is_ok() && !groups.iter().any(|g| g.arn == arn) {
-            groups.push(GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims: false });
+    let restored = known.is_some();
+    let record = stored.or(known);
+    let lost = lost_record(tgb, record.is_some());
+    let record = record.unwrap_or_default();
+    let groups = deletion_groups(tgb, &record, lost.as_ref(), exclusive, all);
+    // What the endpoints (or this cluster's nodes) hold now, read live: it makes uncertain claims
+    // on them certain. ipAddressType unset: the group (maybe ipv6) is not read, so both families.
+    let instance = tgb.spec.target_type == Some(TargetType::Instance) || was_instance;
+    let ours_now = match (groups.iter().any(|g| g.by_claims), instance) {
+        (false, _) => BTreeSet::new(),
+        (true, true) => instance_ids(&cluster.nodes().await.map_err(ReconcileError::kube("read the nodes live"))?),
+        (true, false) => {
+            let key = BackendKey { namespace: id.namespace.clone(), service: tgb.spec.service_ref.name.clone() };
+            let live = cluster.backend(&key).await.map_err(ReconcileError::kube("read the backend live"))?;
+            held_addresses(&live.slices, tgb.spec.ip_address_type.map(AddressFamily::from))
         }
-    }
+    };
     Ok(Deletion { id, record, restored, lost, groups, ours_now, account: account_of(&tgb.spec) })
 }
 
@@ -137,7 +126,7 @@ async fn deregister_everything<P: Ports>(
 ) -> Result<Option<Duration>, ReconcileError> {
     let all = ctx.kube.bindings.state();
     let was_instance = tgb.uid().is_some_and(|uid| ctx.was_instance_mode(&uid));
-    let mut deletion = observe_deletion(ctx, ctx.ports.cluster(), ctx.ports.records(), tgb, &all, was_instance).await?;
+    let mut deletion = observe_deletion(ctx, ctx.ports.cluster(), tgb, &all, was_instance).await?;
     if deletion.restored {
         announce_restored(ctx, tgb).await;
     }
@@ -211,27 +200,6 @@ async fn deregister_everything<P: Ports>(
     Ok(None)
 }
 
-/// The addresses the binding's endpoints (or, for instance targets, this cluster's nodes) hold
-/// right now, read live: they make uncertain claims on them certain.
-async fn ours_now(
-    cluster: &impl ClusterReads,
-    tgb: &TargetGroupBinding,
-    was_instance: bool,
-) -> Result<BTreeSet<String>, ReconcileError> {
-    if tgb.spec.target_type == Some(TargetType::Instance) || was_instance {
-        let nodes = cluster.nodes().await.map_err(ReconcileError::kube("read the nodes live"))?;
-        return Ok(instance_ids(&nodes));
-    }
-    let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
-    let live = cluster.backend(&key).await.map_err(ReconcileError::kube("read the backend live"))?;
-    // ipAddressType unset: the group (maybe ipv6) is not read here, so both families.
-    let family = tgb.spec.ip_address_type.map(|f| match f {
-        IpAddressType::Ipv6 => AddressFamily::Ipv6,
-        IpAddressType::Ipv4 => AddressFamily::Ipv4,
-    });
-    Ok(held_addresses(&live.slices, family))
-}
-
 /// Opens the binding's readiness gates on its endpoint pods, so that no pod stays unready for a
 /// binding that is gone.
 async fn open_readiness_gates<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<P>) -> Result<(), ReconcileError> {
@@ -240,10 +208,7 @@ async fn open_readiness_gates<P: Ports>(tgb: &TargetGroupBinding, ctx: &Context<
     }
     let key = BackendKey { namespace: tgb.namespace().unwrap_or_default(), service: tgb.spec.service_ref.name.clone() };
     let live = ctx.ports.cluster().backend(&key).await.map_err(ReconcileError::kube("read the backend live"))?;
-    let family = match tgb.spec.ip_address_type {
-        Some(IpAddressType::Ipv6) => AddressFamily::Ipv6,
-        _ => AddressFamily::Ipv4,
-    };
+    let family = tgb.spec.ip_address_type.map_or(AddressFamily::Ipv4, AddressFamily::from);
     super::gates::open_all(ctx.ports.cluster(), &ctx.gates, tgb, &live.slices, family).await
 }
 
@@ -402,7 +367,7 @@ mod tests {
         assert_eq!(error.reason(), "OwnershipRecordLost", "{error}");
         assert_eq!(ctx.ports.target_groups.active(ARN).map(|a| a.len()), Some(2), "nothing removed");
         let log = writes.log();
-        assert!(log.contains(&format!("annotated {}=2", super::super::lost_record::RECORD_LOST_ANNOTATION)), "{log:?}");
+        assert!(log.contains(&format!("annotated {}=2", crate::plan::lost_record::RECORD_LOST_ANNOTATION)), "{log:?}");
         assert!(!log.iter().any(|w| w == "finalizer removed"), "{log:?}");
     }
 }

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,9 +12,12 @@ use crate::api::TargetGroupBinding;
 use crate::aws::AwsError;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::index::{Backend, BackendIndex, NodeIndex, Nodes, Wake};
+use crate::k8s::live::ClusterReads as _;
+use crate::k8s::ownership::OwnershipStore as _;
 use crate::k8s::writes::BindingWrites;
 use crate::metrics::Metrics;
-use crate::model::{Account, Cidr, TargetGroupInfo, TargetGroupRef};
+use crate::model::{Account, BindingId, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef};
+use crate::plan::ownership::Record;
 
 /// How long VPC CIDRs are trusted; they change only when someone associates a new block.
 const VPC_CIDR_TTL: Duration = Duration::from_secs(600);
@@ -332,6 +335,31 @@ impl<P: Ports> super::observe::Reads for Context<P> {
         family: crate::plan::desired::AddressFamily,
     ) -> Result<std::collections::BTreeSet<String>, super::error::ReconcileError> {
         super::gates::held_back(self.ports.cluster(), &self.gates, tgb, slices, family).await
+    }
+
+    async fn record(&self, id: &BindingId) -> Result<Option<Record>, super::error::ReconcileError> {
+        Ok(self.ports.records().read(id).await?)
+    }
+
+    fn last_known(&self, id: &BindingId) -> Option<Record> {
+        self.ports.records().last_known(id)
+    }
+
+    async fn group_targets(
+        &self,
+        arn: &str,
+        account: &Account,
+    ) -> Result<Vec<RegisteredTarget>, super::error::ReconcileError> {
+        Ok(self.ports.target_groups().in_account(account).await?.targets(arn).await?)
+    }
+
+    async fn named_ports(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<u16>>, super::error::ReconcileError> {
+        let ports = self.ports.cluster().named_container_ports(namespace, pods).await;
+        ports.map_err(super::error::ReconcileError::kube("read the endpoint pods' container ports"))
     }
 }
 

@@ -156,10 +156,12 @@ impl TargetGroups for FakeTargetGroups {
 /// A record failure, made from the record's name.
 pub type RecordFailure = fn(String) -> RecordError;
 
-/// Ownership records in memory; with no API server to lose them, `last_known` is what is stored.
+/// Ownership records in memory; `last_known` is only what a test says this process remembers.
 #[derive(Default)]
 pub struct FakeRecords {
     records: Mutex<HashMap<BindingId, Record>>,
+    /// What `last_known` answers: a record this process read or wrote before it was deleted.
+    pub remembered: Mutex<HashMap<BindingId, Record>>,
     /// Reads and writes fail (the API server unreachable) while set.
     pub unreachable: std::sync::atomic::AtomicBool,
     /// Reads and writes answer this instead while set.
@@ -212,8 +214,8 @@ impl OwnershipStore for FakeRecords {
         Ok(())
     }
 
-    fn last_known(&self, _: &BindingId) -> Option<Record> {
-        None
+    fn last_known(&self, binding: &BindingId) -> Option<Record> {
+        self.remembered.lock().ok().and_then(|r| r.get(binding).cloned())
     }
 }
 

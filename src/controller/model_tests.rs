@@ -55,9 +55,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use super::group::{GroupResult, GroupTask, reconcile_target_group};
-use super::lost_record::{
-    RECORD_LOST_ANNOTATION, accounted_for, held_for_lost_record, lost_record, reclaimed, registered_beyond,
-};
+use super::lost_record::held_for_lost_record;
 use crate::api::{TargetGroupBinding, TargetGroupBindingSpec, TargetGroupBindingStatus};
 use crate::aws::{AwsError, TargetGroups};
 use crate::k8s::ownership::{OwnershipRecords, OwnershipStore, Precondition, RecordError, Versions};
@@ -68,6 +66,7 @@ use crate::model::{
 use crate::plan::decide::{ADOPTION_RECHECK_SECS, ADOPTION_WATCH_SECS, UNCERTAIN_GRACE_SECS, Want};
 
 const _: () = assert!(THEIR_LAG_SECS < ADOPTION_WATCH_SECS, "the watch must outlast the other cluster's lag");
+use crate::plan::lost_record::{RECORD_LOST_ANNOTATION, RecordFound, accounted_for, lost_record, reclaimed, recover};
 use crate::plan::ownership::Record;
 
 const ADDRESSES: u8 = 8;
@@ -693,8 +692,8 @@ fn ours_now(sim: &Sim) -> BTreeSet<String> {
 /// One reconcile of this cluster's binding by replica `r`, from the record as persisted: what
 /// `apply` does for a shared binding (read the record; absent while the status says targets were
 /// registered: what the endpoints hold is claimed again and written, and the loss remembered on
-/// the binding when fewer are accounted for, by the real `lost_record`, `registered_beyond` and
-/// `reclaimed`; else absent counts as empty) around `reconcile_target_group`.
+/// the binding when fewer are accounted for, by the real `lost_record` and `recover`; else absent
+/// counts as empty) around `reconcile_target_group`.
 async fn reconcile_as(world: World, r: usize) {
     let h = Handle { world: world.clone(), r };
     let (wanted, ours_now, now) = {
@@ -703,28 +702,32 @@ async fn reconcile_as(world: World, r: usize) {
         let wanted: BTreeSet<Target> = sim.wanted().into_iter().map(Target::new).collect();
         (wanted, ours_now(&sim), sim.now)
     };
+    // Observed as `observe::binding` does, then recovered by the real `recover` and written back
+    // as `settle_record` does.
     let Ok(stored) = h.read(&binding_id()).await else { return };
-    let mut record = stored.clone().unwrap_or_default();
-    let known = if stored.is_none() { h.last_known(&binding_id()) } else { None };
-    if let Some(known) = known {
-        world.sim().stats.restored += 1;
-        if h.write(&binding_id(), &known).await.is_err() {
-            return;
-        }
-        record = known;
-    } else if stored.is_none() {
-        let tgb = binding_object(&world.sim());
-        if let Some((_, registered)) = lost_record(&tgb, false) {
-            let Ok(current) = h.targets(ARN).await else { return };
-            if registered_beyond(registered, &current, &ours_now) {
-                world.sim().lost_annotation.get_or_insert(registered);
+    let lost = lost_record(&binding_object(&world.sim()), false);
+    let found = match (stored, h.last_known(&binding_id())) {
+        (Some(record), _) => RecordFound::Read(record),
+        (None, Some(known)) => RecordFound::Remembered(known),
+        (None, None) => match lost {
+            Some((arn, registered)) => {
+                let Ok(current) = h.targets(ARN).await else { return };
+                RecordFound::Lost { arn, registered, current }
             }
-            record = Record::default().with_group(ARN, reclaimed(None, &current, &ours_now));
-            if record.claims(ARN).is_some_and(|c| !c.is_empty()) && h.write(&binding_id(), &record).await.is_err() {
-                return;
-            }
-        }
+            None => RecordFound::Read(Record::default()),
+        },
+    };
+    let plan = recover(&found, &ours_now);
+    if let Some((_, registered)) = plan.stranded {
+        world.sim().lost_annotation.get_or_insert(registered);
     }
+    if plan.restored {
+        world.sim().stats.restored += 1;
+    }
+    if plan.write_back && h.write(&binding_id(), &plan.record).await.is_err() {
+        return;
+    }
+    let mut record = plan.record;
     let task = GroupTask {
         binding: &binding_id(),
         arn: ARN,

@@ -1,26 +1,27 @@
-//! Observe, for `run` and `plan` alike: a binding's spec checked against its target group, and the
-//! targets its backend wants. What differs is only where the reads go ([`Reads`]): the running
+//! Observe, for `run` and `plan` alike: a binding's spec checked against its target group, then
+//! every read its decision needs, once: its ownership record, the targets its backend wants, the
+//! ports its rules name. What differs is only where the reads go ([`Reads`]): the running
 //! controller's caches (`run`), or AWS and the API server directly (`plan`). The checks, the
 //! backend's reading and the decision of what is wanted are this one code path, so a plan cannot
 //! drift from the run it previews.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use super::error::ReconcileError;
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
 use crate::index::{Backend, BackendKey, Nodes, selector};
-use crate::k8s::live::{ClusterReads, LiveBackend};
+use crate::k8s::live::LiveBackend;
+use crate::model::RegisteredTarget;
 use crate::model::{Account, BindingId, Cidr, TargetGroupInfo, TargetGroupRef};
-use crate::plan::binding::BindingInputs;
-use crate::plan::binding::binding_id;
-use crate::plan::desired::{PortRef, ServiceView, SliceView, endpoint_addresses};
-use crate::plan::instance::{NodeView, Selector, instance_ids};
+use crate::plan::binding::{Observed, binding_id, ours_now};
+use crate::plan::desired::{PortRef, ServiceView, SliceView};
+use crate::plan::instance::{NodeView, Selector};
+use crate::plan::lost_record::{RecordFound, lost_record};
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::names_a_port;
 use crate::plan::validate::{Resolved, account_of, check_against, check_spec};
-use crate::plan::wanted::{BackendProblem, Wanted, wanted_instance, wanted_ip};
+use crate::plan::wanted::{wanted_instance, wanted_ip};
 
 /// Where a binding's inputs are read from.
 #[allow(async_fn_in_trait)] // used with concrete types only; no Send bound needed across await
@@ -41,6 +42,18 @@ pub trait Reads {
         slices: &[&SliceView],
         family: crate::plan::desired::AddressFamily,
     ) -> Result<BTreeSet<String>, ReconcileError>;
+    /// The binding's ownership record as stored.
+    async fn record(&self, id: &BindingId) -> Result<Option<Record>, ReconcileError>;
+    /// The record as this process last read or wrote it (one deleted since comes back from it).
+    fn last_known(&self, id: &BindingId) -> Option<Record>;
+    /// What group `arn` holds now, read through `account`.
+    async fn group_targets(&self, arn: &str, account: &Account) -> Result<Vec<RegisteredTarget>, ReconcileError>;
+    /// Container port name → its numbers across `pods` of `namespace`.
+    async fn named_ports(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError>;
 }
 
 /// A binding's spec, checked and resolved against its target group.
@@ -59,28 +72,14 @@ impl Binding {
     pub fn instance_mode(&self) -> bool {
         self.resolved.target_type == TargetType::Instance
     }
+}
 
-    /// What the binding's decision reads: this, the cluster's bindings, and what was read of it.
-    pub fn inputs<'a>(
-        &'a self,
-        tgb: &'a TargetGroupBinding,
-        all: &'a [Arc<TargetGroupBinding>],
-        record: &'a Record,
-        wanted: &'a Result<Wanted, BackendProblem>,
-        named_ports: Option<&'a BTreeMap<String, BTreeSet<u16>>>,
-    ) -> BindingInputs<'a> {
-        BindingInputs {
-            tgb,
-            all,
-            arn: &self.tg.arn,
-            shared: self.shared,
-            record,
-            wanted,
-            target_is_ip: !self.instance_mode(),
-            vpc_id: self.tg.vpc_id.as_deref(),
-            named_ports,
-        }
-    }
+/// A binding observed: its spec resolved, and what its decision reads.
+pub struct Observation {
+    pub binding: Binding,
+    pub observed: Observed,
+    /// Why the wanted pods' container ports could not be read, if they could not.
+    pub ports_unread: Option<ReconcileError>,
 }
 
 /// The backend's plain views, from the watches or a live read.
@@ -138,55 +137,81 @@ pub async fn resolve(
     })
 }
 
-/// The targets the backend wants, or the configuration mistake that keeps it from saying (fail
-/// static). ip targets outside the group's VPC go with AZ `all`; pods only the binding's readiness
-/// gate holds back are wanted, so the gate can open.
-pub async fn wanted(
+/// Observes a binding: its spec checked (before any AWS call) and resolved against its target
+/// group, then what its decision reads, each once. ip targets outside the group's VPC go with AZ
+/// `all`; pods only the binding's readiness gate holds back are wanted, so the gate can open.
+/// `None`: it resolved to instance targets and `backend` has no nodes: observe again with them.
+pub async fn binding(
     reads: &impl Reads,
     tgb: &TargetGroupBinding,
-    binding: &Binding,
     backend: &BackendViews<'_>,
-) -> Result<Result<Wanted, BackendProblem>, ReconcileError> {
-    let name = binding.key.to_string();
-    if binding.instance_mode() {
-        let nodes = backend.nodes.iter().flatten().copied();
-        return Ok(wanted_instance(backend.service, &name, &binding.port, nodes, binding.node_selector.as_ref()));
-    }
-    let cidrs = match binding.tg.vpc_id.as_deref() {
-        Some(vpc) => Some(reads.vpc_cidrs(vpc, &binding.account).await?),
-        None => None,
+    drift_check: bool,
+) -> Result<Option<Observation>, ReconcileError> {
+    let binding = resolve(reads, tgb, drift_check).await?;
+    let (instance, family) = (binding.instance_mode(), binding.resolved.family);
+    let nodes = match (instance, &backend.nodes) {
+        (true, None) => return Ok(None),
+        (true, Some(nodes)) => Some(nodes.as_slice()),
+        (false, _) => None,
     };
-    let family = binding.resolved.family;
-    let gated = reads.held_back(tgb, &backend.slices, family).await?;
-    let slices = backend.slices.iter().copied();
-    Ok(wanted_ip(backend.service, &name, &binding.port, slices, family, cidrs.as_deref(), &gated))
-}
-
-/// The container ports the wanted pods name, read only when the spec's rules name a port and the
-/// targets are pods (a pod held back only by its readiness gate included: its port must open for
-/// its target to turn healthy).
-pub async fn named_ports(
-    cluster: &impl ClusterReads,
-    tgb: &TargetGroupBinding,
-    binding: &Binding,
-    wanted: &Result<Wanted, BackendProblem>,
-) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError> {
-    match (&tgb.spec.networking, wanted) {
-        (Some(networking), Ok(wanted)) if names_a_port(networking) && !binding.instance_mode() => cluster
-            .named_container_ports(&binding.id.namespace, &wanted.pods)
-            .await
-            .map_err(ReconcileError::kube("read the endpoint pods' container ports")),
+    let ours_now = ours_now(&backend.slices, nodes, family);
+    // Only a shared binding keeps claims; one whose record was deleted by hand gets back what this
+    // process last knew of it, or else claims again what it can prove.
+    let record = match binding.shared {
+        false => RecordFound::Read(Record::default()),
+        true => match (reads.record(&binding.id).await?, reads.last_known(&binding.id)) {
+            (Some(record), _) => RecordFound::Read(record),
+            (None, Some(known)) => RecordFound::Remembered(known),
+            (None, None) => match lost_record(tgb, false) {
+                Some((arn, registered)) => {
+                    RecordFound::Lost { current: reads.group_targets(&arn, &binding.account).await?, arn, registered }
+                }
+                None => RecordFound::Read(Record::default()),
+            },
+        },
+    };
+    let name = binding.key.to_string();
+    let wanted = match (nodes, binding.tg.vpc_id.as_deref()) {
+        (Some(nodes), _) => wanted_instance(
+            backend.service,
+            &name,
+            &binding.port,
+            nodes.iter().copied(),
+            binding.node_selector.as_ref(),
+        ),
+        (None, vpc) => {
+            let cidrs = match vpc {
+                Some(vpc) => Some(reads.vpc_cidrs(vpc, &binding.account).await?),
+                None => None,
+            };
+            let gated = reads.held_back(tgb, &backend.slices, family).await?;
+            let slices = backend.slices.iter().copied();
+            wanted_ip(backend.service, &name, &binding.port, slices, family, cidrs.as_deref(), &gated)
+        }
+    };
+    // Read only when the rules name a port and the targets are pods (a pod held back only by its
+    // readiness gate included: its port must open for its target to turn healthy).
+    let named_ports = match (&tgb.spec.networking, &wanted) {
+        (Some(networking), Ok(wanted)) if names_a_port(networking) && !instance => {
+            reads.named_ports(&binding.id.namespace, &wanted.pods).await
+        }
         _ => Ok(BTreeMap::new()),
-    }
-}
-
-/// What the binding's endpoints (or nodes) hold right now, ready or not: never taken for another
-/// cluster's.
-pub fn ours_now(binding: &Binding, backend: &BackendViews<'_>) -> BTreeSet<String> {
-    match (&backend.nodes, binding.instance_mode()) {
-        (Some(nodes), true) => instance_ids(nodes.iter().copied()),
-        _ => endpoint_addresses(backend.slices.iter().copied(), binding.resolved.family),
-    }
+    };
+    let (named_ports, ports_unread) = match named_ports {
+        Ok(ports) => (Some(ports), None),
+        Err(e) => (None, Some(e)),
+    };
+    let observed = Observed {
+        arn: binding.tg.arn.clone(),
+        shared: binding.shared,
+        record,
+        ours_now,
+        wanted,
+        target_is_ip: !instance,
+        vpc_id: binding.tg.vpc_id.clone(),
+        named_ports,
+    };
+    Ok(Some(Observation { binding, observed, ports_unread }))
 }
 
 /// A VPC lookup as seen from `account`: for a group in another account, a VPC the agent's own
@@ -207,6 +232,7 @@ mod tests {
     use super::*;
     use crate::model::{TargetGroupIpType, TargetGroupType};
     use crate::plan::desired::{AddressFamily, EndpointView, ServicePortView, SlicePort};
+    use crate::plan::wanted::Wanted;
 
     /// Reads from memory, counting target-group reads.
     struct FakeReads {
@@ -236,6 +262,22 @@ mod tests {
             _: AddressFamily,
         ) -> Result<BTreeSet<String>, ReconcileError> {
             Ok(self.held_back.clone())
+        }
+        async fn record(&self, _: &BindingId) -> Result<Option<Record>, ReconcileError> {
+            Ok(None)
+        }
+        fn last_known(&self, _: &BindingId) -> Option<Record> {
+            None
+        }
+        async fn group_targets(&self, _: &str, _: &Account) -> Result<Vec<RegisteredTarget>, ReconcileError> {
+            Ok(Vec::new())
+        }
+        async fn named_ports(
+            &self,
+            _: &str,
+            _: &BTreeSet<String>,
+        ) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError> {
+            Ok(BTreeMap::new())
         }
     }
 
@@ -305,9 +347,6 @@ mod tests {
     async fn ip_targets_include_pods_only_their_gate_holds_back_and_outsiders_go_to_az_all() {
         let reads = reads(TargetGroupType::Ip, &["pod-10-0-0-12"]);
         let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
-        let resolved = resolve(&reads, &tgb, false).await.expect("resolve");
-        assert!(!resolved.instance_mode() && !resolved.shared);
-        assert_eq!(resolved.key.to_string(), "demo/web");
         let svc = service();
         let slices = [slice(vec![
             endpoint("10.0.0.10", true),
@@ -316,9 +355,12 @@ mod tests {
             endpoint("192.168.0.9", true),
         ])];
         let views = BackendViews { service: Some(&svc), slices: slices.iter().collect(), nodes: None };
-        let wanted = wanted(&reads, &tgb, &resolved, &views).await.expect("reads").expect("wanted");
+        let observation = super::binding(&reads, &tgb, &views, false).await.expect("reads").expect("ip targets");
+        assert!(!observation.binding.instance_mode() && !observation.binding.shared);
+        assert_eq!(observation.binding.key.to_string(), "demo/web");
+        let wanted = observation.observed.wanted.expect("wanted");
         assert_eq!(ids(&wanted), ["10.0.0.10:8080@-", "10.0.0.12:8080@-", "192.168.0.9:8080@all"]);
-        let ours: Vec<String> = ours_now(&resolved, &views).into_iter().collect();
+        let ours: Vec<String> = observation.observed.ours_now.into_iter().collect();
         assert_eq!(ours, ["10.0.0.10", "10.0.0.11", "10.0.0.12", "192.168.0.9"], "ready or not, ours");
     }
 
@@ -326,9 +368,9 @@ mod tests {
     async fn a_missing_service_is_a_problem_not_an_empty_backend() {
         let reads = reads(TargetGroupType::Ip, &[]);
         let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
-        let resolved = resolve(&reads, &tgb, false).await.expect("resolve");
         let views = BackendViews { service: None, slices: Vec::new(), nodes: None };
-        let problem = wanted(&reads, &tgb, &resolved, &views).await.expect("reads").expect_err("fail static");
+        let observation = super::binding(&reads, &tgb, &views, false).await.expect("reads").expect("ip targets");
+        let problem = observation.observed.wanted.expect_err("fail static");
         assert_eq!(problem.reason(), "ServiceNotFound");
     }
 
@@ -336,8 +378,6 @@ mod tests {
     async fn instance_targets_come_from_the_nodes_on_the_node_port() {
         let reads = reads(TargetGroupType::Instance, &[]);
         let tgb = binding(json!({"targetGroupARN": ARN, "serviceRef": {"name": "web", "port": 80}}));
-        let resolved = resolve(&reads, &tgb, true).await.expect("resolve");
-        assert!(resolved.instance_mode(), "unset targetType resolved from the group");
         let node: NodeView = NodeView {
             name: "n1".into(),
             provider_id: Some("aws:///us-east-1a/i-0123456789abcdef0".into()),
@@ -345,10 +385,15 @@ mod tests {
             ..NodeView::default()
         };
         let svc = service();
+        let without_nodes = BackendViews { service: Some(&svc), slices: Vec::new(), nodes: None };
+        let again = super::binding(&reads, &tgb, &without_nodes, true).await.expect("reads");
+        assert!(again.is_none(), "unset targetType resolved from the group: observed again with the nodes");
         let views = BackendViews { service: Some(&svc), slices: Vec::new(), nodes: Some(vec![&node]) };
-        let wanted = wanted(&reads, &tgb, &resolved, &views).await.expect("reads").expect("wanted");
+        let observation = super::binding(&reads, &tgb, &views, true).await.expect("reads").expect("instance targets");
+        assert!(observation.binding.instance_mode());
+        let wanted = observation.observed.wanted.expect("wanted");
         assert_eq!(ids(&wanted), ["i-0123456789abcdef0:30080@-"]);
-        let ours: Vec<String> = ours_now(&resolved, &views).into_iter().collect();
+        let ours: Vec<String> = observation.observed.ours_now.into_iter().collect();
         assert_eq!(ours, ["i-0123456789abcdef0"]);
     }
 

@@ -1,7 +1,7 @@
 //! `tgb-agent plan` and `run` never disagree: for each scenario, the target changes `plan` prints
 //! are exactly the changes `run` then makes, group by group, on the same in-memory AWS and cluster
 //! (readiness-gated pods, a group a changed spec left behind, a shared group with another
-//! cluster's and a sibling's targets, a deletion).
+//! cluster's and a sibling's targets, a lost ownership record, a deletion).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,6 +34,8 @@ struct Scenario {
     groups: &'static [(&'static str, &'static [&'static str])],
     binding: serde_json::Value,
     status_arn: Option<&'static str>,
+    /// How many targets its status says it registered.
+    registered: i32,
     deleted: bool,
     peers: Vec<TargetGroupBinding>,
     claims: &'static [(&'static str, &'static [&'static str])],
@@ -80,6 +82,7 @@ impl Scenario {
         tgb.metadata.finalizers = Some(vec![crate::api::FINALIZER.to_owned()]);
         tgb.status = self.status_arn.map(|arn| crate::api::TargetGroupBindingStatus {
             target_group_arn: Some(arn.into()),
+            registered_targets: Some(self.registered),
             ..Default::default()
         });
         if self.deleted {
@@ -208,6 +211,7 @@ async fn a_pod_held_back_only_by_its_gate_is_registered_by_plan_and_run_alike() 
         groups: &[(NEW, &["10.0.0.1", "10.0.9.9"])],
         binding: json!({"targetGroupARN": NEW, "serviceRef": {"name": "web", "port": 80}, "targetType": "ip"}),
         status_arn: None,
+        registered: 0,
         deleted: false,
         peers: Vec::new(),
         claims: &[],
@@ -225,6 +229,7 @@ async fn an_exclusive_binding_moved_to_another_group_empties_the_old_one_in_plan
         groups: &[(NEW, &[]), (OLD, &["10.0.0.1", "10.0.0.7"])],
         binding: json!({"targetGroupARN": NEW, "serviceRef": {"name": "web", "port": 80}, "targetType": "ip"}),
         status_arn: Some(OLD),
+        registered: 0,
         deleted: false,
         peers: Vec::new(),
         claims: &[],
@@ -251,6 +256,7 @@ async fn a_shared_binding_moved_takes_only_its_claims_with_it_in_plan_and_run_al
         binding: json!({"targetGroupARN": NEW, "serviceRef": {"name": "web", "port": 80}, "targetType": "ip",
                         "multiClusterTargetGroup": true}),
         status_arn: Some(OLD),
+        registered: 0,
         deleted: false,
         peers: vec![sibling],
         claims: &[(OLD, &["10.0.0.1", "10.0.0.2"])],
@@ -264,6 +270,28 @@ async fn a_shared_binding_moved_takes_only_its_claims_with_it_in_plan_and_run_al
     assert_eq!(run, expected.into());
 }
 
+/// The record was deleted by hand while the status says 2 were registered: what the endpoints hold
+/// in the group is claimed again, so the not-ready 10.0.0.1 leaves; 10.0.0.2, whose pod left,
+/// cannot be told from the other cluster's 10.0.8.8 any more, and both stay.
+#[tokio::test]
+async fn a_shared_binding_whose_record_was_lost_claims_again_what_its_endpoints_hold_in_plan_and_run_alike() {
+    let run = plan_then_run(Scenario {
+        groups: &[(NEW, &["10.0.0.1", "10.0.0.2", "10.0.8.8"])],
+        binding: json!({"targetGroupARN": NEW, "serviceRef": {"name": "web", "port": 80}, "targetType": "ip",
+                        "multiClusterTargetGroup": true}),
+        status_arn: Some(NEW),
+        registered: 2,
+        deleted: false,
+        peers: Vec::new(),
+        claims: &[],
+        endpoints: &[("10.0.0.1", false, "web-1"), ("10.0.0.3", true, "web-3")],
+        gated: &[],
+        container_ports: &[],
+    })
+    .await;
+    assert_eq!(run, [(NEW.to_owned(), set(&["-10.0.0.1", "+10.0.0.3"]))].into());
+}
+
 #[tokio::test]
 async fn a_deleted_shared_binding_takes_out_only_its_claims_in_plan_and_run_alike() {
     let run = plan_then_run(Scenario {
@@ -271,6 +299,7 @@ async fn a_deleted_shared_binding_takes_out_only_its_claims_in_plan_and_run_alik
         binding: json!({"targetGroupARN": NEW, "serviceRef": {"name": "web", "port": 80}, "targetType": "ip",
                         "multiClusterTargetGroup": true}),
         status_arn: Some(NEW),
+        registered: 0,
         deleted: true,
         peers: Vec::new(),
         claims: &[(NEW, &["10.0.0.1", "10.0.0.2"])],
@@ -292,6 +321,7 @@ async fn a_rule_on_a_named_container_port_is_the_same_in_plan_and_run() {
                         "networking": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
                                                     "ports": [{"protocol": "TCP", "port": "web"}]}]}}),
         status_arn: None,
+        registered: 0,
         deleted: false,
         peers: Vec::new(),
         claims: &[],

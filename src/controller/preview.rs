@@ -23,8 +23,10 @@ use crate::k8s::live::ClusterReads as _;
 use crate::k8s::ownership::OwnershipStore;
 use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
-use crate::model::{Account, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
-use crate::plan::binding::{AskProblem, Endpoints, Feed, GroupWork, SecurityAsk, binding_id, decide, siblings_of};
+use crate::model::{Account, BindingId, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
+use crate::plan::binding::{
+    AskProblem, BindingInputs, Endpoints, Feed, GroupWork, SecurityAsk, binding_id, decide, siblings_of,
+};
 use crate::plan::decide::{GroupDecision, Want};
 use crate::plan::desired::{AddressFamily, SliceView};
 use crate::plan::ownership::Record;
@@ -111,6 +113,27 @@ impl<P: Ports> Reads for LiveReads<'_, P> {
     ) -> Result<BTreeSet<String>, ReconcileError> {
         Ok(held_back_by_gate(&gates::gated_endpoint_pods_of(self.ports.cluster(), tgb, slices, family).await?))
     }
+
+    async fn record(&self, id: &BindingId) -> Result<Option<Record>, ReconcileError> {
+        Ok(self.ports.records().read(id).await?)
+    }
+
+    fn last_known(&self, id: &BindingId) -> Option<Record> {
+        self.ports.records().last_known(id)
+    }
+
+    async fn group_targets(&self, arn: &str, account: &Account) -> Result<Vec<RegisteredTarget>, ReconcileError> {
+        Ok(self.ports.target_groups().in_account(account).await?.targets(arn).await?)
+    }
+
+    async fn named_ports(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError> {
+        let ports = self.ports.cluster().named_container_ports(namespace, pods).await;
+        ports.map_err(ReconcileError::kube("read the endpoint pods' container ports"))
+    }
 }
 
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
@@ -123,14 +146,13 @@ pub(super) async fn binding_plan<P: Ports>(
     out: &mut Plan,
 ) -> Result<Option<RulesAsk>, ReconcileError> {
     let id = binding_id(tgb);
-    let record = records.read(&id).await?.unwrap_or_default();
     let key = BackendKey { namespace: id.namespace.clone(), service: tgb.spec.service_ref.name.clone() };
     let reads = LiveReads { ports };
     let cluster_reads = ports.cluster();
     if tgb.metadata.deletion_timestamp.is_some() {
         // Observed as `cleanup` observes it; `plan` has no memory of a record deleted by hand.
         let _ = writeln!(out.text, "  being deleted: everything this cluster registered goes");
-        let mut deletion = observe_deletion(&reads, cluster_reads, records, tgb, all, false).await?;
+        let mut deletion = observe_deletion(&reads, cluster_reads, tgb, all, false).await?;
         if deletion.lost.is_some() {
             let target_groups = ports.target_groups().in_account(&deletion.account.clone()?).await?;
             let held = reclaim_for_deletion(&*target_groups, &mut deletion).await?;
@@ -144,21 +166,30 @@ pub(super) async fn binding_plan<P: Ports>(
         return Ok(None);
     }
     // Observed and decided by the code `run` uses, reading live.
-    let binding = inputs::resolve(&reads, tgb, true).await?;
-    let siblings = siblings_of(tgb, &binding.tg.arn, all)?;
     let live = cluster_reads.backend(&key).await.map_err(ReconcileError::kube("read the backend"))?;
-    let nodes = match binding.instance_mode() {
-        true => Some(cluster_reads.nodes().await.map_err(ReconcileError::kube("read the nodes"))?),
-        false => None,
+    let mut nodes = None;
+    let observed = loop {
+        match inputs::binding(&reads, tgb, &BackendViews::live(&live, nodes.as_deref()), true).await? {
+            Some(observed) => break observed,
+            None => nodes = Some(cluster_reads.nodes().await.map_err(ReconcileError::kube("read the nodes"))?),
+        }
     };
-    let views = BackendViews::live(&live, nodes.as_deref());
-    let wanted = inputs::wanted(&reads, tgb, &binding, &views).await?;
-    let named_ports = inputs::named_ports(cluster_reads, tgb, &binding, &wanted).await?;
-    let ours_now = inputs::ours_now(&binding, &views);
-    let plan = decide(&binding.inputs(tgb, all, &record, &wanted, Some(&named_ports)), siblings);
+    let siblings = siblings_of(tgb, &observed.binding.tg.arn, all)?;
+    let plan = decide(&BindingInputs { tgb, all, observed: &observed.observed }, siblings);
+    let (record, ours_now) = (&plan.record.record, &observed.observed.ours_now);
+    if let Some((arn, registered)) = &plan.record.stranded {
+        let _ = writeln!(
+            out.text,
+            "  ! ownership record lost: {registered} target(s) were registered in {arn}, not all at its endpoints now; its deletion would be held"
+        );
+    }
+    if plan.record.write_back {
+        out.changes += 1;
+        let _ = writeln!(out.text, "  ownership record lost: written back with what its endpoints hold in the group");
+    }
     for work in &plan.clean {
         let _ = writeln!(out.text, "  previous target group {} (the spec names another now): cleaned first", work.arn);
-        group_plan(ports, records, &record, tgb, work, Want::Nothing, &ours_now, out).await?;
+        group_plan(ports, records, record, tgb, work, Want::Nothing, ours_now, out).await?;
     }
     let Feed { group, wanted } = match plan.feed {
         Ok(feed) => feed,
@@ -168,12 +199,15 @@ pub(super) async fn binding_plan<P: Ports>(
         }
     };
     let want = Want::Targets { targets: &wanted.targets, confirmed: true };
-    group_plan(ports, records, &record, tgb, &group, want, &ours_now, out).await?;
+    group_plan(ports, records, record, tgb, &group, want, ours_now, out).await?;
 
     // What `run` would publish, and the groups its security-group loop would resolve it to.
     let (rules, Endpoints { target_is_ip, vpc_id, ids }) = match plan.ask {
         Some(SecurityAsk::Rules { rules, endpoints }) => (rules, endpoints),
         Some(SecurityAsk::Broken { why: AskProblem::Rules(e), .. }) => return Err(e.into()),
+        Some(SecurityAsk::Broken { why: AskProblem::PortsUnread, .. }) => {
+            return observed.ports_unread.map_or(Ok(None), Err);
+        }
         _ => return Ok(None),
     };
     let listed: Vec<String> = ids.iter().cloned().collect();

@@ -12,30 +12,41 @@ use kube::ResourceExt;
 use crate::api::TargetGroupBinding;
 use crate::model::BindingId;
 use crate::model::sg_rule::IngressRule;
+use crate::plan::desired::{AddressFamily, SliceView, endpoint_addresses};
+use crate::plan::instance::{NodeView, instance_ids};
+use crate::plan::lost_record::{RecordFound, RecordPlan, recover};
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{NetworkingError, rules_for_binding};
 use crate::plan::wanted::{BackendProblem, Wanted};
 
-/// Everything a binding's decision reads, each read once by `observe`.
+/// What a binding's decision reads: it, the cluster's bindings, and what `observe` read of it.
 pub struct BindingInputs<'a> {
     pub tgb: &'a TargetGroupBinding,
     /// Every binding of the cluster (this one among them).
     pub all: &'a [Arc<TargetGroupBinding>],
+    pub observed: &'a Observed,
+}
+
+/// What `observe` read of one binding, each read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
     /// The group the spec resolves to now.
-    pub arn: &'a str,
+    pub arn: String,
     /// Only this binding's claims may go from its group (`multiClusterTargetGroup`).
     pub shared: bool,
-    /// Its ownership record (empty for an exclusive binding).
-    pub record: &'a Record,
+    /// Its ownership record (empty for an exclusive binding), as found.
+    pub record: RecordFound,
+    /// What its endpoints (or nodes) hold right now, ready or not.
+    pub ours_now: BTreeSet<String>,
     /// The targets its backend wants, or the mistake that keeps it from saying.
-    pub wanted: &'a Result<Wanted, BackendProblem>,
+    pub wanted: Result<Wanted, BackendProblem>,
     /// What its security-group ask is made of, with the wanted targets and their pods: ip or
     /// instance targets, and the group's VPC.
     pub target_is_ip: bool,
-    pub vpc_id: Option<&'a str>,
+    pub vpc_id: Option<String>,
     /// The container ports the wanted pods name, when the spec's rules name a port (empty
     /// otherwise); `None` when they could not be read.
-    pub named_ports: Option<&'a BTreeMap<String, BTreeSet<u16>>>,
+    pub named_ports: Option<BTreeMap<String, BTreeSet<u16>>>,
 }
 
 /// One group the binding writes to, and how.
@@ -87,6 +98,8 @@ pub struct Feed {
 /// What one reconcile of a binding does, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BindingPlan {
+    /// The record it works from, and what is written first to get a lost one back.
+    pub record: RecordPlan,
     /// Groups a changed `targetGroupARN`/`Name` left behind: emptied of this binding's targets
     /// first, so the old group is never forgotten with targets in it.
     pub clean: Vec<GroupWork>,
@@ -99,34 +112,38 @@ pub struct BindingPlan {
 
 /// The binding's plan. `siblings`: the bindings sharing its own group, as [`siblings_of`] allowed.
 pub fn decide(inputs: &BindingInputs<'_>, siblings: Vec<BindingId>) -> BindingPlan {
-    let clean = previous_groups(inputs.tgb, inputs.arn, inputs.record, inputs.shared, inputs.all)
+    let (tgb, all, observed) = (inputs.tgb, inputs.all, inputs.observed);
+    let record = recover(&observed.record, &observed.ours_now);
+    let clean = previous_groups(tgb, &observed.arn, &record.record, observed.shared, all)
         .into_iter()
-        .map(|(arn, by_claims)| GroupWork { siblings: bound_to(inputs.tgb, &arn, inputs.all), arn, by_claims })
+        .map(|(arn, by_claims)| GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims })
         .collect();
-    let group = GroupWork { arn: inputs.arn.to_owned(), by_claims: inputs.shared, siblings };
-    let ask = inputs.wanted.as_ref().ok().map(|wanted| security_ask(inputs, wanted));
-    BindingPlan { clean, feed: inputs.wanted.clone().map(|wanted| Feed { group, wanted }), ask }
+    let group = GroupWork { arn: observed.arn.clone(), by_claims: observed.shared, siblings };
+    let ask = observed.wanted.as_ref().ok().map(|wanted| security_ask(tgb, observed, wanted));
+    BindingPlan { record, clean, feed: observed.wanted.clone().map(|wanted| Feed { group, wanted }), ask }
 }
 
 /// The rules the spec's `networking` makes for the wanted targets, their ports named or numbered.
-fn security_ask(inputs: &BindingInputs<'_>, wanted: &Wanted) -> SecurityAsk {
-    let Some(networking) = inputs.tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
+fn security_ask(tgb: &TargetGroupBinding, observed: &Observed, wanted: &Wanted) -> SecurityAsk {
+    let Some(networking) = tgb.spec.networking.as_ref().filter(|n| !n.ingress.is_empty()) else {
         return SecurityAsk::Withdraw;
     };
-    let rules = match inputs.named_ports {
-        Some(named_ports) => rules_for_binding(networking, inputs.target_is_ip, named_ports).map_err(AskProblem::Rules),
+    let rules = match &observed.named_ports {
+        Some(named_ports) => {
+            rules_for_binding(networking, observed.target_is_ip, named_ports).map_err(AskProblem::Rules)
+        }
         None => Err(AskProblem::PortsUnread),
     };
     match rules {
         Ok(rules) => SecurityAsk::Rules {
             rules,
             endpoints: Endpoints {
-                target_is_ip: inputs.target_is_ip,
-                vpc_id: inputs.vpc_id.map(str::to_owned),
+                target_is_ip: observed.target_is_ip,
+                vpc_id: observed.vpc_id.clone(),
                 ids: wanted.targets.iter().map(|t| t.id.id.clone()).collect(),
             },
         },
-        Err(why) => SecurityAsk::Broken { derivable: derivable_rules(inputs.tgb), why },
+        Err(why) => SecurityAsk::Broken { derivable: derivable_rules(tgb), why },
     }
 }
 
@@ -135,6 +152,15 @@ pub fn derivable_rules(tgb: &TargetGroupBinding) -> BTreeSet<IngressRule> {
     let Some(networking) = &tgb.spec.networking else { return BTreeSet::new() };
     let target_is_ip = tgb.spec.target_type != Some(crate::api::TargetType::Instance);
     rules_for_binding(networking, target_is_ip, &BTreeMap::new()).unwrap_or_default()
+}
+
+/// What a binding's endpoints hold right now, ready or not (for instance targets, `nodes`: the
+/// instances behind them): never taken for another cluster's.
+pub fn ours_now(slices: &[&SliceView], nodes: Option<&[&NodeView]>, family: AddressFamily) -> BTreeSet<String> {
+    match nodes {
+        Some(nodes) => instance_ids(nodes.iter().copied()),
+        None => endpoint_addresses(slices.iter().copied(), family),
+    }
 }
 
 /// Another binding keeps the group: several bindings may share a target group only when all of
@@ -181,6 +207,33 @@ fn previous_groups(
         previous.push((old, false));
     }
     previous
+}
+
+/// Every group a deletion cleans. By this binding's claims: those its record names, and a lost
+/// record's group (`lost`). Whole, for an exclusive binding: the group it owns (`exclusive`, as its
+/// spec names it) and one a changed spec left behind that its status still names, unless another
+/// binding keeps that group now.
+pub fn deletion_groups(
+    tgb: &TargetGroupBinding,
+    record: &Record,
+    lost: Option<&(String, usize)>,
+    exclusive: Option<String>,
+    all: &[Arc<TargetGroupBinding>],
+) -> Vec<GroupWork> {
+    let mut claimed: Vec<String> = record.groups.keys().cloned().collect();
+    claimed.extend(lost.map(|(arn, _)| arn.clone()).filter(|arn| !record.groups.contains_key(arn)));
+    let mut groups: Vec<GroupWork> =
+        claimed.into_iter().map(|arn| GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims: true }).collect();
+    let owned = match is_multi_cluster(tgb) {
+        true => Vec::new(),
+        false => exclusive.into_iter().chain(tgb.status.as_ref().and_then(|s| s.target_group_arn.clone())).collect(),
+    };
+    for arn in owned {
+        if siblings_of(tgb, &arn, all).is_ok() && !groups.iter().any(|g| g.arn == arn) {
+            groups.push(GroupWork { siblings: bound_to(tgb, &arn, all), arn, by_claims: false });
+        }
+    }
+    groups
 }
 
 /// The target group ARN a binding is bound to: from its spec, or as resolved into its status.
@@ -246,6 +299,39 @@ mod tests {
     }
 
     #[test]
+    fn a_deletion_cleans_its_claimed_groups_by_claims_and_an_exclusive_bindings_own_groups_whole() {
+        use crate::model::TargetId;
+        use crate::plan::ownership::Claim;
+        let work = |arn: &str, by_claims| GroupWork { arn: arn.into(), by_claims, siblings: Vec::new() };
+        let record = Record::default().with_group("arn:a", [(TargetId::new("10.0.0.1", 80), Claim::Registered)].into());
+        let shared = binding("s", "1", 0, true);
+        let lost = ("arn:lost".to_owned(), 2);
+        assert_eq!(
+            deletion_groups(&shared, &record, Some(&lost), Some("arn:tg".into()), std::slice::from_ref(&shared)),
+            vec![work("arn:a", true), work("arn:lost", true)],
+            "a shared binding owns no group whole"
+        );
+        let mut moved = binding("e", "2", 0, false);
+        Arc::make_mut(&mut moved).status = Some(crate::api::TargetGroupBindingStatus {
+            target_group_arn: Some("arn:old".into()),
+            ..Default::default()
+        });
+        let all = [moved.clone()];
+        assert_eq!(
+            deletion_groups(&moved, &Record::default(), None, Some("arn:tg".into()), &all),
+            vec![work("arn:tg", false), work("arn:old", false)]
+        );
+        // An older exclusive binding keeps the group the status names: it is not this one's to empty.
+        let mut keeper = binding("k", "3", -5, false);
+        Arc::make_mut(&mut keeper).spec.target_group_arn = Some("arn:old".into());
+        let all = [moved.clone(), keeper];
+        assert_eq!(
+            deletion_groups(&moved, &Record::default(), None, Some("arn:tg".into()), &all),
+            vec![work("arn:tg", false)]
+        );
+    }
+
+    #[test]
     fn groups_left_behind_are_the_records_others_and_an_exclusive_bindings_old_one() {
         use crate::model::TargetId;
         use crate::plan::ownership::Claim;
@@ -287,17 +373,17 @@ mod tests {
         wanted: &Result<Wanted, BackendProblem>,
         named_ports: Option<&BTreeMap<String, BTreeSet<u16>>>,
     ) -> BindingPlan {
-        let inputs = BindingInputs {
-            tgb,
-            all,
-            arn: "arn:tg",
+        let observed = Observed {
+            arn: "arn:tg".into(),
             shared: is_multi_cluster(tgb),
-            record,
-            wanted,
+            record: RecordFound::Read(record.clone()),
+            ours_now: BTreeSet::new(),
+            wanted: wanted.clone(),
             target_is_ip: true,
-            vpc_id: Some("vpc-1"),
-            named_ports,
+            vpc_id: Some("vpc-1".into()),
+            named_ports: named_ports.cloned(),
         };
+        let inputs = BindingInputs { tgb, all, observed: &observed };
         let siblings = siblings_of(tgb, "arn:tg", all).expect("no conflict");
         decide(&inputs, siblings)
     }

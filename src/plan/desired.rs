@@ -46,6 +46,15 @@ pub enum AddressFamily {
     Fqdn,
 }
 
+impl From<crate::api::IpAddressType> for AddressFamily {
+    fn from(family: crate::api::IpAddressType) -> Self {
+        match family {
+            crate::api::IpAddressType::Ipv4 => Self::Ipv4,
+            crate::api::IpAddressType::Ipv6 => Self::Ipv6,
+        }
+    }
+}
+
 impl std::fmt::Display for AddressFamily {
     /// As EndpointSlice `addressType` spells it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,6 +8,7 @@ pub mod gates;
 pub mod health;
 pub mod inject;
 pub mod instance;
+pub mod lost_record;
 pub mod outcome;
 pub mod ownership;
 pub mod sg_rules;

@@ -197,11 +197,7 @@ pub fn check_against(spec: &TargetGroupBindingSpec, tg: &TargetGroupInfo) -> Res
             actual: family_name(tg_family),
         });
     }
-    let family = match family {
-        IpAddressType::Ipv4 => AddressFamily::Ipv4,
-        IpAddressType::Ipv6 => AddressFamily::Ipv6,
-    };
-    Ok(Resolved { target_type, family })
+    Ok(Resolved { target_type, family: family.into() })
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
