@@ -10,10 +10,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
+use super::cleanup::{Emptied, empty_group};
 use super::context::{Context, fingerprint};
 use super::error::ReconcileError;
 use super::gates;
-use super::group::{GroupResult, GroupTask, Why, forget_group, reconcile_target_group};
+use super::group::{GroupResult, GroupTask, Why, reconcile_target_group};
 use super::identity::uid_of;
 use super::lost_record::settle_record;
 use super::networking;
@@ -304,41 +305,16 @@ async fn clean_previous_groups<P: Ports>(
         Ok(t) => t,
         Err(e) => return Some(format!("previous target groups not cleaned yet: {e}")),
     };
-    let id = &binding.id;
     let mut left = Vec::new();
-    for GroupWork { arn, by_claims, siblings } in previous {
-        let _serialized = ctx.locks.lock(arn).await;
-        let task = GroupTask {
-            binding: id,
-            arn,
-            want: Want::Nothing,
-            shared: *by_claims,
-            siblings,
-            ours_now,
-            now: unix_now(),
-            leading_since: ctx.leading_since,
-            why: Why::change(),
-            read: None,
-        };
-        match reconcile_target_group(&*target_groups, ctx.ports.records(), record, task).await {
-            Ok(GroupResult::Done(report)) => {
-                report_group(ctx, tgb, arn, &report).await;
-                if record.claims(arn).is_some_and(|c| !c.is_empty()) {
-                    left.push(format!("previous target group {arn} still holds targets of this binding"));
-                }
+    for work in previous {
+        let arn = &work.arn;
+        match empty_group(ctx, tgb, &*target_groups, &binding.id, work, ours_now, record).await {
+            Ok(Emptied::Done(_)) if record.claims(arn).is_some_and(|c| !c.is_empty()) => {
+                left.push(format!("previous target group {arn} still holds targets of this binding"));
             }
-            Ok(GroupResult::NeedsConfirmation(_)) => {}
-            Err(e) if e.means_group_gone(arn) => {
-                if let Err(e) = forget_group(ctx.ports.records(), id, arn, record).await {
-                    left.push(format!("previous target group {arn}: {e}"));
-                }
-            }
-            Err(e) => {
-                if let ReconcileError::GroupWrite { report, .. } = &e {
-                    report_group(ctx, tgb, arn, report).await;
-                }
-                left.push(format!("previous target group {arn} not cleaned yet: {e}"));
-            }
+            Ok(Emptied::Done(_) | Emptied::Gone) => {}
+            Ok(Emptied::Failed(e)) => left.push(format!("previous target group {arn} not cleaned yet: {e}")),
+            Err(e) => left.push(format!("previous target group {arn}: {e}")),
         }
     }
     (!left.is_empty()).then(|| left.join("; "))

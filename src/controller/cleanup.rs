@@ -30,6 +30,7 @@ use crate::plan::decide::Want;
 use crate::plan::desired::{AddressFamily, held_addresses};
 use crate::plan::instance::instance_ids;
 use crate::plan::lost_record::{accounted_for, lost_record, reclaimed};
+use crate::plan::outcome::GroupReport;
 use crate::plan::ownership::Record;
 use crate::plan::validate::{InvalidBinding, account_of, check_spec};
 
@@ -148,39 +149,16 @@ async fn deregister_everything<P: Ports>(
     let Deletion { id, mut record, lost, groups, ours_now, .. } = deletion;
     let mut failures = Vec::new();
     let mut wait: Option<u64> = None;
-    for GroupWork { arn, by_claims, siblings } in groups {
+    for work in &groups {
         let Some(target_groups) = target_groups.as_ref() else { break };
-        let _serialized = ctx.locks.lock(&arn).await;
-        let task = GroupTask {
-            binding: &id,
-            arn: &arn,
-            want: Want::Nothing,
-            shared: by_claims,
-            siblings: &siblings,
-            ours_now: &ours_now,
-            now: unix_now(),
-            leading_since: ctx.leading_since,
-            why: Why::change(),
-            read: None,
-        };
-        match reconcile_target_group(&**target_groups, ctx.ports.records(), &mut record, task).await {
-            Ok(GroupResult::Done(report)) => {
-                report_group(ctx, tgb, &arn, &report).await;
+        match empty_group(ctx, tgb, &**target_groups, &id, work, &ours_now, &mut record).await? {
+            Emptied::Done(report) => {
                 if let Some(r) = report.decision.recheck_in {
                     wait = Some(wait.map_or(r, |w| w.min(r)));
                 }
             }
-            Ok(GroupResult::NeedsConfirmation(_)) => {}
-            Err(e) if e.means_group_gone(&arn) => {
-                ctx.forget_target_group_arn(&arn);
-                forget_group(ctx.ports.records(), &id, &arn, &mut record).await?;
-            }
-            Err(e) => {
-                if let ReconcileError::GroupWrite { report, .. } = &e {
-                    report_group(ctx, tgb, &arn, report).await;
-                }
-                failures.push(format!("target group {arn}: {e}"));
-            }
+            Emptied::Gone => {}
+            Emptied::Failed(e) => failures.push(format!("target group {}: {e}", work.arn)),
         }
     }
     if !failures.is_empty() {
@@ -198,6 +176,63 @@ async fn deregister_everything<P: Ports>(
     }
     ctx.ports.records().delete(&id).await?;
     Ok(None)
+}
+
+/// What taking this binding's targets out of one group came to.
+pub(super) enum Emptied {
+    /// Its report: what left, and whether some claim must be looked at again (`recheck_in`).
+    Done(Box<GroupReport>),
+    /// The group is gone, and everything of ours in it: the record forgets it.
+    Gone,
+    /// Not emptied yet, and why; its claims are kept.
+    Failed(String),
+}
+
+/// Takes this binding's targets out of one group: only its claims when `work.by_claims`, else all
+/// but its siblings' claims; one writer per group at a time. `Err`: the group is gone but the
+/// record could not forget it.
+pub(super) async fn empty_group<P: Ports>(
+    ctx: &Context<P>,
+    tgb: &TargetGroupBinding,
+    target_groups: &P::TargetGroups,
+    id: &BindingId,
+    work: &GroupWork,
+    ours_now: &BTreeSet<String>,
+    record: &mut Record,
+) -> Result<Emptied, ReconcileError> {
+    let GroupWork { arn, by_claims, siblings } = work;
+    let _serialized = ctx.locks.lock(arn).await;
+    let task = GroupTask {
+        binding: id,
+        arn,
+        want: Want::Nothing,
+        shared: *by_claims,
+        siblings,
+        ours_now,
+        now: unix_now(),
+        leading_since: ctx.leading_since,
+        why: Why::change(),
+        read: None,
+    };
+    match reconcile_target_group(target_groups, ctx.ports.records(), record, task).await {
+        Ok(GroupResult::Done(report)) => {
+            report_group(ctx, tgb, arn, &report).await;
+            Ok(Emptied::Done(report))
+        }
+        // Wanting nothing needs no live read; were one asked for, nothing is taken for done.
+        Ok(GroupResult::NeedsConfirmation(_)) => Ok(Emptied::Failed("a live read of the backend was asked for".into())),
+        Err(e) if e.means_group_gone(arn) => {
+            ctx.forget_target_group_arn(arn);
+            forget_group(ctx.ports.records(), id, arn, record).await?;
+            Ok(Emptied::Gone)
+        }
+        Err(e) => {
+            if let ReconcileError::GroupWrite { report, .. } = &e {
+                report_group(ctx, tgb, arn, report).await;
+            }
+            Ok(Emptied::Failed(e.to_string()))
+        }
+    }
 }
 
 /// Opens the binding's readiness gates on its endpoint pods, so that no pod stays unready for a
