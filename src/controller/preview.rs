@@ -14,7 +14,7 @@ use super::lost_record::held_for_lost_record;
 use super::observe::{self as inputs, BackendViews, Reads};
 use super::ports::Ports;
 use super::{gates, networking};
-use crate::api::TargetGroupBinding;
+use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::security_groups::SecurityGroups as _;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::clock::unix_now;
@@ -167,11 +167,16 @@ pub(super) async fn binding_plan<P: Ports>(
     }
     // Observed and decided by the code `run` uses, reading live.
     let live = cluster_reads.backend(&key).await.map_err(ReconcileError::kube("read the backend"))?;
-    let mut nodes = None;
+    // A binding that does not say it has instance targets is observed again once it resolves to them.
+    let read_nodes = || async { cluster_reads.nodes().await.map_err(ReconcileError::kube("read the nodes")) };
+    let mut nodes = match tgb.spec.target_type == Some(TargetType::Instance) {
+        true => Some(read_nodes().await?),
+        false => None,
+    };
     let observed = loop {
         match inputs::binding(&reads, tgb, &BackendViews::live(&live, nodes.as_deref()), true).await? {
             Some(observed) => break observed,
-            None => nodes = Some(cluster_reads.nodes().await.map_err(ReconcileError::kube("read the nodes"))?),
+            None => nodes = Some(read_nodes().await?),
         }
     };
     let siblings = siblings_of(tgb, &observed.binding.tg.arn, all)?;
