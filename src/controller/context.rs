@@ -7,13 +7,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::locks::KeyedLocks;
+use super::observe::{LiveReads, Reads};
 use super::ports::Ports;
 use crate::api::TargetGroupBinding;
 use crate::aws::AwsError;
 use crate::aws::{Network as _, TargetGroups as _};
 use crate::index::{Backend, BackendIndex, NodeIndex, Nodes, Wake};
-use crate::k8s::live::ClusterReads as _;
-use crate::k8s::ownership::OwnershipStore as _;
 use crate::k8s::writes::BindingWrites;
 use crate::metrics::Metrics;
 use crate::model::{Account, BindingId, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef};
@@ -313,8 +312,14 @@ impl<P: Ports> Context<P> {
 }
 
 /// `run` reads through the caches and watches: target groups and VPC CIDRs as remembered, gated
-/// pods remembered for their gates.
-impl<P: Ports> super::observe::Reads for Context<P> {
+/// pods remembered for their gates; the rest as `plan` does, straight from the ports.
+impl<P: Ports> Context<P> {
+    fn live(&self) -> LiveReads<'_, P> {
+        LiveReads { ports: &self.ports }
+    }
+}
+
+impl<P: Ports> Reads for Context<P> {
     async fn target_group(
         &self,
         tg: &TargetGroupRef,
@@ -338,11 +343,11 @@ impl<P: Ports> super::observe::Reads for Context<P> {
     }
 
     async fn record(&self, id: &BindingId) -> Result<Option<Record>, super::error::ReconcileError> {
-        Ok(self.ports.records().read(id).await?)
+        self.live().record(id).await
     }
 
     fn last_known(&self, id: &BindingId) -> Option<Record> {
-        self.ports.records().last_known(id)
+        self.live().last_known(id)
     }
 
     async fn group_targets(
@@ -350,7 +355,7 @@ impl<P: Ports> super::observe::Reads for Context<P> {
         arn: &str,
         account: &Account,
     ) -> Result<Vec<RegisteredTarget>, super::error::ReconcileError> {
-        Ok(self.ports.target_groups().in_account(account).await?.targets(arn).await?)
+        self.live().group_targets(arn, account).await
     }
 
     async fn named_ports(
@@ -358,8 +363,7 @@ impl<P: Ports> super::observe::Reads for Context<P> {
         namespace: &str,
         pods: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, BTreeSet<u16>>, super::error::ReconcileError> {
-        let ports = self.ports.cluster().named_container_ports(namespace, pods).await;
-        ports.map_err(super::error::ReconcileError::kube("read the endpoint pods' container ports"))
+        self.live().named_ports(namespace, pods).await
     }
 }
 

@@ -8,13 +8,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::ReconcileError;
+use super::gates::gated_endpoint_pods_of;
+use super::ports::Ports;
 use crate::api::{TargetGroupBinding, TargetType};
 use crate::aws::AwsError;
+use crate::aws::{Network as _, TargetGroups as _};
 use crate::index::{Backend, BackendKey, Nodes, selector};
-use crate::k8s::live::LiveBackend;
+use crate::k8s::live::{ClusterReads as _, LiveBackend};
+use crate::k8s::ownership::OwnershipStore as _;
+use crate::k8s::pods::held_back_by_gate;
 use crate::model::{Account, BindingId, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef};
 use crate::plan::binding::{Observed, binding_id, ours_now};
-use crate::plan::desired::{PortRef, ServiceView, SliceView};
+use crate::plan::desired::{AddressFamily, PortRef, ServiceView, SliceView};
 use crate::plan::instance::{NodeView, Selector};
 use crate::plan::lost_record::{RecordFound, lost_record};
 use crate::plan::ownership::Record;
@@ -53,6 +58,57 @@ pub trait Reads {
         namespace: &str,
         pods: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError>;
+}
+
+/// Reads straight from the ports, with no cache and no memory: all of `plan`'s reads (its ports'
+/// fence never opens), and those of the running controller it does not cache.
+pub struct LiveReads<'a, P> {
+    pub ports: &'a P,
+}
+
+impl<P: Ports> Reads for LiveReads<'_, P> {
+    async fn target_group(
+        &self,
+        tg: &TargetGroupRef,
+        account: &Account,
+        _drift_check: bool,
+    ) -> Result<TargetGroupInfo, ReconcileError> {
+        Ok(self.ports.target_groups().in_account(account).await?.describe(tg).await?)
+    }
+
+    async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, ReconcileError> {
+        Ok(seen_from(self.ports.network().vpc_cidrs(vpc_id).await, account)?)
+    }
+
+    async fn held_back(
+        &self,
+        tgb: &TargetGroupBinding,
+        slices: &[&SliceView],
+        family: AddressFamily,
+    ) -> Result<BTreeSet<String>, ReconcileError> {
+        Ok(held_back_by_gate(&gated_endpoint_pods_of(self.ports.cluster(), tgb, slices, family).await?))
+    }
+
+    async fn record(&self, id: &BindingId) -> Result<Option<Record>, ReconcileError> {
+        Ok(self.ports.records().read(id).await?)
+    }
+
+    fn last_known(&self, id: &BindingId) -> Option<Record> {
+        self.ports.records().last_known(id)
+    }
+
+    async fn group_targets(&self, arn: &str, account: &Account) -> Result<Vec<RegisteredTarget>, ReconcileError> {
+        Ok(self.ports.target_groups().in_account(account).await?.targets(arn).await?)
+    }
+
+    async fn named_ports(
+        &self,
+        namespace: &str,
+        pods: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError> {
+        let ports = self.ports.cluster().named_container_ports(namespace, pods).await;
+        ports.map_err(ReconcileError::kube("read the endpoint pods' container ports"))
+    }
 }
 
 /// A binding's spec, checked and resolved against its target group.

@@ -11,24 +11,21 @@ use super::cleanup::{observe_deletion, reclaim_for_deletion};
 use super::error::ReconcileError;
 use super::group::{GroupTask, Observed, Why, observe};
 use super::lost_record::held_for_lost_record;
-use super::observe::{self as inputs, BackendViews, Reads};
+use super::networking;
+use super::observe::{self as inputs, BackendViews, LiveReads};
 use super::ports::Ports;
-use super::{gates, networking};
 use crate::api::{TargetGroupBinding, TargetType};
+use crate::aws::TargetGroups as _;
 use crate::aws::security_groups::SecurityGroups as _;
-use crate::aws::{Network as _, TargetGroups as _};
 use crate::clock::unix_now;
 use crate::index::BackendKey;
 use crate::k8s::live::ClusterReads as _;
-use crate::k8s::ownership::OwnershipStore;
-use crate::k8s::pods::held_back_by_gate;
 use crate::model::sg_rule::IngressRule;
-use crate::model::{Account, BindingId, Cidr, RegisteredTarget, TargetGroupInfo, TargetGroupRef, TargetState};
+use crate::model::{RegisteredTarget, TargetState};
 use crate::plan::binding::{
     AskProblem, BindingInputs, Endpoints, Feed, GroupWork, SecurityAsk, binding_id, decide, siblings_of,
 };
 use crate::plan::decide::{GroupDecision, Want};
-use crate::plan::desired::{AddressFamily, SliceView};
 use crate::plan::ownership::Record;
 use crate::plan::sg_rules::{GroupInputs, plan_group, unclaimed_grace};
 use crate::plan::validate::account_of;
@@ -84,56 +81,6 @@ pub async fn plan<P: Ports>(client: Client, ports: &P, settings: &PlanSettings) 
     rules_plan(ports, settings, &asks, &mut out).await?;
     let _ = writeln!(out.text, "\nPlan: {} change(s).", out.changes);
     Ok(out)
-}
-
-/// `plan` reads AWS and the API server directly (through the ports, whose fence never opens).
-struct LiveReads<'a, P> {
-    ports: &'a P,
-}
-
-impl<P: Ports> Reads for LiveReads<'_, P> {
-    async fn target_group(
-        &self,
-        tg: &TargetGroupRef,
-        account: &Account,
-        _drift_check: bool,
-    ) -> Result<TargetGroupInfo, ReconcileError> {
-        Ok(self.ports.target_groups().in_account(account).await?.describe(tg).await?)
-    }
-
-    async fn vpc_cidrs(&self, vpc_id: &str, account: &Account) -> Result<Vec<Cidr>, ReconcileError> {
-        Ok(inputs::seen_from(self.ports.network().vpc_cidrs(vpc_id).await, account)?)
-    }
-
-    async fn held_back(
-        &self,
-        tgb: &TargetGroupBinding,
-        slices: &[&SliceView],
-        family: AddressFamily,
-    ) -> Result<BTreeSet<String>, ReconcileError> {
-        Ok(held_back_by_gate(&gates::gated_endpoint_pods_of(self.ports.cluster(), tgb, slices, family).await?))
-    }
-
-    async fn record(&self, id: &BindingId) -> Result<Option<Record>, ReconcileError> {
-        Ok(self.ports.records().read(id).await?)
-    }
-
-    fn last_known(&self, id: &BindingId) -> Option<Record> {
-        self.ports.records().last_known(id)
-    }
-
-    async fn group_targets(&self, arn: &str, account: &Account) -> Result<Vec<RegisteredTarget>, ReconcileError> {
-        Ok(self.ports.target_groups().in_account(account).await?.targets(arn).await?)
-    }
-
-    async fn named_ports(
-        &self,
-        namespace: &str,
-        pods: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, BTreeSet<u16>>, ReconcileError> {
-        let ports = self.ports.cluster().named_container_ports(namespace, pods).await;
-        ports.map_err(ReconcileError::kube("read the endpoint pods' container ports"))
-    }
 }
 
 /// Prints one binding's target changes; returns its ask of the security groups, if any.
